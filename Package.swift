@@ -1,0 +1,80 @@
+// swift-tools-version: 6.0
+// storagectl: NFS shared storage for KVM live migration.
+// One capability per target; executables are thin shells over the *Core/*Commands libraries.
+import PackageDescription
+
+let package = Package(
+    name: "storagectl",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "storagectl", targets: ["storagectl"]),
+        .executable(name: "storage-agent", targets: ["storage-agent"]),
+        .executable(name: "compute-agent", targets: ["compute-agent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // Wire format of the agent line protocol v1: no dependencies.
+        .target(name: "AgentProtocol"),
+        // INI-style configuration files (storagectl.conf, agent configs) with line numbers in errors.
+        .target(name: "ConfigFile"),
+        // exports(5): parse/render byte-exact, the managed block, validation, ganesha EXPORT blocks, etab.
+        .target(name: "ExportsFile"),
+        // Dedicated threads for blocking C and file I/O, off Swift's cooperative pool: no deps.
+        .target(name: "BlockingIO"),
+        // libvirt C API + `clibvirt_` shim helpers (last-error copy, silent error handler).
+        .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
+        // Thin synchronous Swift wrapper over libvirt: connections, domains, pools, volumes.
+        .target(name: "Libvirt", dependencies: ["CLibvirt"]),
+        // libnfs C API + `cnfs_` shim helpers hiding the libnfs 4/5 vs 6 (LIBNFS_API_V2) differences.
+        .systemLibrary(name: "CNFS", pkgConfig: "libnfs", providers: [.apt(["libnfs-dev"])]),
+        // Thin synchronous Swift wrapper over libnfs: mount, stat, files, directories, exports.
+        .target(name: "LibNFS", dependencies: ["CNFS"]),
+        // libsystemd: sd_listen_fds_with_names, sd_notify.
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // C declarations Swift's Glibc module does not expose (struct ucred).
+        .target(name: "CAgentSupport"),
+        // Socket activation, notify, the line server and client shared by agents and CLI.
+        .target(
+            name: "AgentRuntime",
+            dependencies: [
+                "AgentProtocol", "ConfigFile", "CSystemd", "CAgentSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log")]),
+        .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile",
+            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "storagectl", dependencies: ["StoragectlCommands", "AgentRuntime"]),
+        .executableTarget(name: "storage-agent", dependencies: ["StorageAgentCore", "AgentRuntime"]),
+        .executableTarget(name: "compute-agent", dependencies: ["ComputeAgentCore", "AgentRuntime"]),
+
+        // Test helpers shared by the test targets (sockets, processes, temp dirs).
+        .target(name: "TestSupport", dependencies: ["BlockingIO"], path: "Tests/TestSupport"),
+        .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
+        .testTarget(name: "ExportsFileTests", dependencies: ["ExportsFile"], exclude: ["Corpus"]),
+        .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"]),
+        .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "BlockingIO"]),
+        .testTarget(name: "LibNFSTests", dependencies: ["LibNFS", "BlockingIO"]),
+        .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
+        .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
+        .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentRuntime", "ConfigFile"]),
+        .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentRuntime"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

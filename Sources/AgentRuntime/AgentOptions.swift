@@ -1,0 +1,71 @@
+import AgentProtocol
+import ArgumentParser
+import ConfigFile
+
+/// Options every agent takes. Each may also be set in the agent's config file, section
+/// `[agent]`; a flag on the command line wins over the file.
+public struct AgentOptions: ParsableArguments, Sendable {
+    @Option(name: .customLong("listen"), help: ArgumentHelp(
+        "Listen on ENDPOINT when not socket-activated: unix:PATH or tcp:HOST:PORT (repeatable).",
+        valueName: "endpoint"))
+    public var listen: [String] = []
+
+    @Option(name: .customLong("idle-exit"), help: ArgumentHelp(
+        "When socket-activated, exit after SECONDS with no connection (systemd starts the agent again on the next one).",
+        valueName: "seconds"))
+    public var idleExit: Double?
+
+    @Option(name: .customLong("max-connections"), help: "Connections served at once; more get ERR busy (default 1024).")
+    public var maxConnections: Int?
+
+    @Option(name: .customLong("read-timeout"), help: ArgumentHelp(
+        "Close a connection that sends nothing for SECONDS outside a request (default 30).", valueName: "seconds"))
+    public var readTimeout: Double?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).")
+    public var logLevel: String?
+
+    public init() {}
+
+    /// Keys of the `[agent]` config section.
+    public static let configKeys: Set<String> = ["listen", "idle-exit", "max-connections", "read-timeout", "log-level"]
+
+    /// Fills options not given on the command line from `[agent]` of `config`.
+    public mutating func merge(_ config: ConfigFile?) throws {
+        guard let section = config?.sections("agent").last, let config else { return }
+        func number(_ key: String) throws -> Double? {
+            guard let e = section.entry(key) else { return nil }
+            guard let v = Double(e.value), v > 0 else {
+                throw ConfigError(file: config.path, line: e.line, message: "\(key) must be a positive number")
+            }
+            return v
+        }
+        if listen.isEmpty { listen = section.values("listen") }
+        if idleExit == nil { idleExit = try number("idle-exit") }
+        if maxConnections == nil, let v = try number("max-connections") { maxConnections = Int(v) }
+        if readTimeout == nil { readTimeout = try number("read-timeout") }
+        if logLevel == nil { logLevel = section.value("log-level") }
+    }
+
+    public func limits() -> ServerLimits {
+        var limits = ServerLimits()
+        if let maxConnections { limits.maxConnections = maxConnections }
+        if let readTimeout { limits.readTimeout = .milliseconds(Int64(readTimeout * 1000)) }
+        if let idleExit { limits.idleExit = .milliseconds(Int64(idleExit * 1000)) }
+        return limits
+    }
+
+    public func validate() throws {
+        for l in listen {
+            do { _ = try Endpoint(parsing: l) } catch { throw ValidationError("--listen \(error.message)") }
+        }
+        if let idleExit, idleExit <= 0 { throw ValidationError("--idle-exit must be positive") }
+        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
+        if let readTimeout, readTimeout <= 0 { throw ValidationError("--read-timeout must be positive") }
+        if let logLevel, Logger.Level(rawValue: logLevel) == nil {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+}
+
+import Logging

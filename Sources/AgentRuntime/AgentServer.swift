@@ -1,0 +1,292 @@
+import AgentProtocol
+import CAgentSupport
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a server takes connections from.
+public enum Listener: Sendable, CustomStringConvertible {
+    /// A socket passed by systemd.
+    case activated(ActivatedSocket)
+    /// An address to bind when started by hand (`--listen`).
+    case endpoint(Endpoint)
+
+    public var description: String {
+        switch self {
+        case .activated(let s): return "systemd fd \(s.fd) (\(s.name))"
+        case .endpoint(let e): return e.description
+        }
+    }
+}
+
+/// Limits a server enforces on every connection.
+public struct ServerLimits: Sendable {
+    /// Longest request line; longer ones get `ERR invalid-argument` and are discarded.
+    public var maxLineBytes = Wire.maxLineBytes
+    /// A connection that sends nothing for this long outside a request is closed.
+    public var readTimeout: TimeAmount = .seconds(30)
+    /// Connections above this get `ERR busy` and are closed.
+    public var maxConnections = 1024
+    /// Exit after this long with no connection (socket activation brings us back).
+    public var idleExit: Duration?
+
+    public init() {}
+}
+
+/// The agent line server: protocol v1 over the given listeners.
+///
+/// - Peers on unix sockets must be root (SO_PEERCRED); others get `ERR permission-denied`.
+/// - Sends `READY=1` once every listener is bound and `STOPPING=1` when shutdown begins.
+/// - On graceful shutdown (SIGTERM through ServiceGroup, or the idle exit) it stops
+///   accepting, closes idle connections at once, lets in-flight requests finish, and
+///   returns.
+public final class AgentServer: Service, Sendable {
+    let listeners: [Listener]
+    let limits: ServerLimits
+    let handler: any RequestHandler
+    let identity: AgentIdentity
+    let logger: Logger
+    let eventLoopGroup: any EventLoopGroup
+    let tracker = ConnectionTracker()
+    let serverChannels = NIOLockedValueBox<[any Channel]>([])
+    let shutdownOnce = NIOLockedValueBox(false)
+
+    public init(
+        listeners: [Listener],
+        limits: ServerLimits = ServerLimits(),
+        identity: AgentIdentity,
+        handler: any RequestHandler,
+        logger: Logger,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        self.listeners = listeners
+        self.limits = limits
+        self.identity = identity
+        self.handler = handler
+        self.logger = logger
+        self.eventLoopGroup = eventLoopGroup
+    }
+
+    typealias Connection = NIOAsyncChannel<InboundLine, ByteBuffer>
+    typealias Accepted = (connection: Connection, entry: ConnectionTracker.Entry)
+
+    public func run() async throws {
+        var bound: [(NIOAsyncChannel<Accepted, Never>, Bool)] = []
+        for listener in listeners {
+            bound.append((try await bind(listener), isUnix(listener)))
+        }
+        serverChannels.withLockedValue { $0 = bound.map { $0.0.channel } }
+        let where_ = listeners.map(\.description).joined(separator: ", ")
+        logger.info("serving", metadata: ["listeners": "\(where_)", "agent": "\(identity.agent)"])
+        Systemd.notify("READY=1\nSTATUS=serving on \(where_)")
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                for (server, unix) in bound {
+                    group.addTask { try await self.acceptLoop(server, unix: unix) }
+                }
+                if let idle = limits.idleExit {
+                    group.addTask { await self.idleWatch(idle) }
+                }
+            }
+        } onGracefulShutdown: {
+            self.beginShutdown(reason: "signal")
+        }
+        logger.info("stopped")
+    }
+
+    /// Stops accepting and closes idle connections; in-flight requests finish.
+    public func beginShutdown(reason: String) {
+        let first = shutdownOnce.withLockedValue { done in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        logger.info("shutting down", metadata: ["reason": "\(reason)"])
+        Systemd.notify("STOPPING=1\nSTATUS=stopping (\(reason))")
+        for channel in serverChannels.withLockedValue({ $0 }) { channel.close(promise: nil) }
+        tracker.beginShutdown()
+    }
+
+    private func isUnix(_ listener: Listener) -> Bool {
+        switch listener {
+        case .activated(let s): return s.isUnix
+        case .endpoint(.unix): return true
+        case .endpoint(.tcp): return false
+        }
+    }
+
+    private func bind(_ listener: Listener) async throws -> NIOAsyncChannel<Accepted, Never> {
+        let limits = self.limits
+        let bootstrap = ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        let initializer: @Sendable (any Channel) -> EventLoopFuture<Accepted> = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let entry = ConnectionTracker.Entry(channel: channel)
+                let ops = channel.pipeline.syncOperations
+                try ops.addHandler(IdleStateHandler(readTimeout: limits.readTimeout))
+                try ops.addHandler(ReadTimeoutCloser(entry: entry))
+                try ops.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: limits.maxLineBytes)))
+                try ops.addHandler(PendingLineCounter(entry: entry))
+                let connection = try Connection(wrappingChannelSynchronously: channel)
+                return (connection, entry)
+            }
+        }
+        switch listener {
+        case .activated(let socket):
+            return try await bootstrap.bind(socket.fd, childChannelInitializer: initializer)
+        case .endpoint(.tcp(let host, let port)):
+            return try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
+        case .endpoint(.unix(let path)):
+            let old = umask(0o077)
+            defer { umask(old) }
+            return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true,
+                                            childChannelInitializer: initializer)
+        }
+    }
+
+    private func acceptLoop(_ server: NIOAsyncChannel<Accepted, Never>, unix: Bool) async throws {
+        try await server.executeThenClose { inbound in
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await accepted in inbound {
+                    guard let id = tracker.register(accepted.entry, limit: limits.maxConnections) else {
+                        group.addTask { await self.reject(accepted.connection) }
+                        continue
+                    }
+                    group.addTask {
+                        defer { self.tracker.unregister(id) }
+                        await self.serve(accepted.connection, entry: accepted.entry, unix: unix)
+                    }
+                }
+            }
+        }
+    }
+
+    private func reject(_ connection: Connection) async {
+        let error = tracker.isShuttingDown
+            ? AgentError(.unavailable, "agent is shutting down; try again")
+            : AgentError(.busy, "too many connections (limit \(limits.maxConnections)); try again later")
+        try? await connection.executeThenClose { _, outbound in
+            try await outbound.write(Self.buffer(.err(error)))
+        }
+    }
+
+    private func idleWatch(_ idle: Duration) async {
+        while !tracker.isShuttingDown {
+            try? await Task.sleep(for: .milliseconds(200))
+            if let quiet = tracker.idleFor(), quiet >= idle {
+                beginShutdown(reason: "idle for \(idle)")
+            }
+        }
+    }
+
+    static func buffer(_ line: ResponseLine) -> ByteBuffer {
+        var text = line.line
+        if text.utf8.count > Wire.maxLineBytes, case .err(var e) = line {
+            e.message = String(e.message.prefix(1024)) + "…"
+            e.details = Fields()
+            text = ResponseLine.err(e).line
+        }
+        if text.utf8.count > Wire.maxLineBytes {
+            text = ResponseLine.err(AgentError(.internal, "response line exceeded \(Wire.maxLineBytes) bytes")).line
+        }
+        return ByteBuffer(string: text + "\n")
+    }
+
+    private func peerDescription(_ channel: any Channel, unix: Bool) async throws -> (String, uid: UInt32?) {
+        if unix {
+            guard let provider = channel as? any SocketOptionProvider else {
+                throw AgentError(.internal, "cannot read peer credentials")
+            }
+            let cred: cagent_ucred = try await provider.unsafeGetSocketOption(
+                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED)).get()
+            return ("unix uid=\(cred.uid) pid=\(cred.pid)", cred.uid)
+        }
+        return ("tcp \(channel.remoteAddress.map { "\($0)" } ?? "?")", nil)
+    }
+
+    private func serve(_ connection: Connection, entry: ConnectionTracker.Entry, unix: Bool) async {
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                let (peer, uid) = try await peerDescription(connection.channel, unix: unix)
+                if unix, uid != 0 {
+                    logger.warning("refused non-root peer", metadata: ["peer": "\(peer)"])
+                    try await outbound.write(Self.buffer(.err(AgentError(.permissionDenied,
+                        "only root may talk to this agent on its unix socket (you are uid \(uid ?? 0))"))))
+                    return
+                }
+                var version: Int?
+                for try await event in inbound {
+                    tracker.touch()
+                    let terminal = await answer(event, peer: peer, version: &version) { line in
+                        try await outbound.write(Self.buffer(line))
+                    }
+                    if let terminal {
+                        try await outbound.write(Self.buffer(terminal))
+                    }
+                    entry.pending.withLockedValue { $0 -= 1 }
+                    tracker.touch()
+                    if tracker.isShuttingDown { break }
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Answers one framed line; nil for lines that need no answer (empty lines).
+    private func answer(_ event: InboundLine, peer: String, version: inout Int?,
+                        write: @escaping @Sendable (ResponseLine) async throws -> Void) async -> ResponseLine? {
+        let bytes: [UInt8]
+        switch event {
+        case .tooLong(let limit):
+            return .err(.invalidArgument("line longer than \(limit) bytes; it was discarded"))
+        case .line(let b):
+            bytes = b
+        }
+        if bytes.isEmpty || bytes == [UInt8(ascii: "\r")] { return nil }
+        let request: Request
+        do {
+            request = try Request.parse(bytes)
+        } catch {
+            return .err(error)
+        }
+        if request.verb == "HELLO" {
+            do {
+                let v = try Hello.negotiate(request)
+                version = v
+                return .ok(["version": String(v), "agent": identity.agent, "host": identity.host,
+                            "agent-version": identity.version])
+            } catch {
+                return .err(error)
+            }
+        }
+        guard let version else {
+            return .err(AgentError(.invalidState, "send HELLO version=1 first"))
+        }
+        if request.verb == "PING" {
+            return .ok(["agent": identity.agent, "host": identity.host])
+        }
+        let context = RequestContext(identity: identity, peer: peer, protocolVersion: version)
+        let started = ContinuousClock.now
+        do {
+            let fields = try await handler.handle(request, context: context, reply: ReplyStream(write: write))
+            logger.info("request", metadata: ["verb": "\(request.verb)", "peer": "\(peer)", "result": "ok",
+                                              "elapsed": "\(ContinuousClock.now - started)"])
+            return .ok(fields)
+        } catch let error as AgentError {
+            logger.notice("request failed", metadata: ["verb": "\(request.verb)", "peer": "\(peer)",
+                                                       "code": "\(error.code.rawValue)", "message": "\(error.message)"])
+            return .err(error)
+        } catch {
+            logger.error("request failed", metadata: ["verb": "\(request.verb)", "peer": "\(peer)", "error": "\(error)"])
+            return .err(AgentError(.internal, "\(error)"))
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import AgentProtocol
+
+/// Who an agent is; answered in `HELLO` and `HEALTH`.
+public struct AgentIdentity: Sendable {
+    public var agent: String
+    public var version: String
+    public var host: String
+    public var started: ContinuousClock.Instant
+
+    public init(agent: String, version: String = StoragectlVersion.current, host: String, started: ContinuousClock.Instant = .now) {
+        self.agent = agent
+        self.version = version
+        self.host = host
+        self.started = started
+    }
+
+    /// Whole seconds since the agent started.
+    public var uptimeSeconds: Int64 { (ContinuousClock.now - started).components.seconds }
+}
+
+public enum StoragectlVersion {
+    public static let current = "0.1.0"
+}
+
+/// What a handler knows about the request's connection.
+public struct RequestContext: Sendable {
+    public var identity: AgentIdentity
+    /// `unix uid=0 pid=123` or `tcp 198.18.0.2:41234`.
+    public var peer: String
+    public var protocolVersion: Int
+}
+
+/// Streams `DATA` and `PROGRESS` lines before the terminal line.
+public struct ReplyStream: Sendable {
+    let write: @Sendable (ResponseLine) async throws -> Void
+
+    public init(write: @escaping @Sendable (ResponseLine) async throws -> Void) { self.write = write }
+
+    /// Sends a `DATA` line. Throws when the client has gone; long jobs may keep going.
+    public func data(_ fields: Fields) async throws { try await write(.data(fields)) }
+    public func progress(_ fields: Fields) async throws { try await write(.progress(fields)) }
+}
+
+/// An agent's verbs. The server answers `HELLO` and `PING` itself and passes every other
+/// verb here. Errors that are not `AgentError` are reported as `internal`.
+public protocol RequestHandler: Sendable {
+    /// Verbs this handler answers, for the unknown-verb message.
+    var verbs: [String] { get }
+    /// Answers one request; returns the fields of the `OK` line.
+    func handle(_ request: Request, context: RequestContext, reply: ReplyStream) async throws -> Fields
+}
+
+extension RequestHandler {
+    /// The error for a verb this agent does not know.
+    public func unknownVerb(_ verb: String) -> AgentError {
+        AgentError(.unsupported, "unknown verb '\(verb)'; this agent answers: \((["HELLO", "PING"] + verbs).joined(separator: ", "))")
+    }
+}

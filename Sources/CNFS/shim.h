@@ -1,0 +1,100 @@
+// C shim for libnfs: includes what <nfsc/libnfs.h> needs but does not include itself
+// (its pkg-config cflags are empty), and hides the API differences between libnfs 4/5
+// and libnfs 6 (LIBNFS_API_V2) behind `cnfs_` helpers with ONE argument order:
+// (context, file handle, buffer, count, offset).
+#ifndef CNFS_SHIM_H
+#define CNFS_SHIM_H
+
+#include <sys/time.h>
+#include <sys/types.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <poll.h>
+#include <nfsc/libnfs.h>
+#include <nfsc/libnfs-raw.h>
+#include <nfsc/libnfs-raw-mount.h>
+
+/// 1 when built against libnfs >= 6 (LIBNFS_API_V2), else 0.
+static inline int cnfs_api_v2(void) {
+#ifdef LIBNFS_API_V2
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/// Sync pread: >= 0 bytes read, -errno on failure.
+static inline int cnfs_pread(struct nfs_context *nfs, struct nfsfh *fh,
+                             void *buf, size_t count, uint64_t offset) {
+#ifdef LIBNFS_API_V2
+    return nfs_pread(nfs, fh, buf, count, offset);
+#else
+    return nfs_pread(nfs, fh, offset, (uint64_t)count, buf);
+#endif
+}
+
+/// Sync pwrite: >= 0 bytes written, -errno on failure.
+static inline int cnfs_pwrite(struct nfs_context *nfs, struct nfsfh *fh,
+                              const void *buf, size_t count, uint64_t offset) {
+#ifdef LIBNFS_API_V2
+    return nfs_pwrite(nfs, fh, buf, count, offset);
+#else
+    return nfs_pwrite(nfs, fh, offset, (uint64_t)count, buf);
+#endif
+}
+
+/// 1 when the async read callback delivers the bytes in its `data` argument and the
+/// caller must copy them into `buf` inside the callback (libnfs 4/5); 0 when libnfs
+/// has already filled `buf` (libnfs 6).
+static inline int cnfs_async_read_copies_from_callback_data(void) {
+#ifdef LIBNFS_API_V2
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+/// Async pread. Returns 0 when queued (the callback runs later from nfs_service), < 0
+/// when not queued (the callback never runs). `buf` must stay valid until the callback.
+static inline int cnfs_pread_async(struct nfs_context *nfs, struct nfsfh *fh,
+                                   void *buf, size_t count, uint64_t offset,
+                                   nfs_cb cb, void *private_data) {
+#ifdef LIBNFS_API_V2
+    return nfs_pread_async(nfs, fh, buf, count, offset, cb, private_data);
+#else
+    (void)buf;
+    return nfs_pread_async(nfs, fh, offset, (uint64_t)count, cb, private_data);
+#endif
+}
+
+/// Async pwrite. Returns 0 when queued, < 0 when not. `buf` must stay valid and
+/// unchanged until the callback runs (libnfs may reference it until the reply).
+static inline int cnfs_pwrite_async(struct nfs_context *nfs, struct nfsfh *fh,
+                                    const void *buf, size_t count, uint64_t offset,
+                                    nfs_cb cb, void *private_data) {
+#ifdef LIBNFS_API_V2
+    return nfs_pwrite_async(nfs, fh, buf, count, offset, cb, private_data);
+#else
+    return nfs_pwrite_async(nfs, fh, offset, (uint64_t)count, buf, cb, private_data);
+#endif
+}
+
+/// The server named by a URL parsed with nfs_parse_url_* (NULL-safe accessors keep
+/// Swift away from the struct layout, which gained a `port` field in libnfs 6).
+static inline const char *cnfs_url_server(const struct nfs_url *url) { return url ? url->server : NULL; }
+static inline const char *cnfs_url_path(const struct nfs_url *url) { return url ? url->path : NULL; }
+static inline const char *cnfs_url_file(const struct nfs_url *url) { return url ? url->file : NULL; }
+
+/// MOUNT protocol constants as plain ints (macros in the raw mount header).
+static inline int cnfs_mount_program(void) { return MOUNT_PROGRAM; }
+static inline int cnfs_mount_v3(void) { return MOUNT_V3; }
+
+/// RPC callback status values (macros in libnfs-raw.h).
+static inline int cnfs_rpc_status_success(void) { return RPC_STATUS_SUCCESS; }
+
+/// The export list a MOUNT3 EXPORT callback delivers in `data` (`exports *`), or NULL.
+static inline struct exportnode *cnfs_exports_from_callback_data(void *data) {
+    return data ? *(exports *)data : NULL;
+}
+
+#endif /* CNFS_SHIM_H */

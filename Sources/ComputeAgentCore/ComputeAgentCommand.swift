@@ -1,0 +1,66 @@
+import AgentProtocol
+import AgentRuntime
+import ArgumentParser
+import ConfigFile
+
+/// `compute-agent`: the agent on every KVM host.
+public struct ComputeAgentCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "compute-agent",
+        abstract: "Serve a KVM host's libvirt pools, domains and image copies to storagectl.",
+        discussion: """
+            Runs on every compute host as root, started by compute-agent.socket (systemd socket \
+            activation) or by hand with --listen. Every option can also be set in the config file \
+            (default /etc/storagectl/compute-agent.conf): common options in [agent], the others in \
+            [compute-agent], with the option's long name as key.
+
+            Verbs: HELLO, PING, HEALTH. Protocol: docs/protocol.md.
+            A clean stop (SIGTERM, or the idle exit) exits 0.
+
+            """ + ExitStatus.helpText)
+
+    @OptionGroup public var agent: AgentOptions
+
+    @Option(name: .customLong("config"), help: ArgumentHelp("Config file.", valueName: "file"))
+    public var config: String?
+
+    @Option(name: .customLong("libvirt-uri"), help: ArgumentHelp("libvirt connection URI (default qemu:///system).", valueName: "uri"))
+    public var libvirtURI: String?
+
+    public init() {}
+
+    public func resolved(_ file: ConfigFile?) throws -> ComputeAgentConfiguration {
+        var c = ComputeAgentConfiguration()
+        let section = file?.sections("compute-agent").last
+        if let file, let section { try file.requireKnownKeys(section, ["libvirt-uri"]) }
+        if let file { for s in file.sections("agent") { try file.requireKnownKeys(s, AgentOptions.configKeys) } }
+        if let v = libvirtURI ?? section?.value("libvirt-uri") {
+            guard !v.isEmpty, v.contains(":"), !v.unicodeScalars.contains(where: { $0.value <= 0x20 }) else {
+                throw ValidationError("libvirt-uri '\(v)' is not a libvirt URI (for example qemu:///system)")
+            }
+            c.libvirtURI = v
+        }
+        return c
+    }
+
+    public func run() async throws {
+        try await ExitStatus.reporting("compute-agent") { try await serve() }
+    }
+
+    func serve() async throws {
+        let file = try AgentMain.loadConfig(path: config, defaultPath: "/etc/storagectl/compute-agent.conf")
+        var options = agent
+        try options.merge(file)
+        try options.validate()
+        let configuration = try resolved(file)
+        let logger = AgentMain.makeLogger("compute-agent", level: options.logLevel)
+        let server = AgentServer(
+            listeners: try AgentMain.listeners(options),
+            limits: options.limits(),
+            identity: AgentIdentity(agent: "compute-agent", host: AgentMain.hostName()),
+            handler: ComputeAgentHandler(configuration: configuration,
+                                         hypervisor: LibvirtProbe(uri: configuration.libvirtURI)),
+            logger: logger)
+        try await AgentMain.run(server, logger: logger)
+    }
+}

@@ -1,0 +1,32 @@
+import AgentProtocol
+import BlockingIO
+
+/// Where the storage agent runs blocking work (file I/O with `fsync`, `flock`, child
+/// processes, libnfs RPCs): never on Swift's cooperative pool.
+enum BlockingWork {
+    /// File and process work: a few threads (changes are serialised by `ExportsStore`;
+    /// HEALTH and EXPORTS may run beside one).
+    static let files = BlockingExecutor(name: "storage-io", threadCount: 2)
+    /// libnfs wants one context per thread: a serial executor of its own.
+    static let nfs = BlockingExecutor(name: "storage-nfs", threadCount: 1)
+
+    static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await files.run(body)
+    }
+
+    static func runNFS<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await nfs.run(body)
+    }
+
+    /// Runs `body` off the cooperative pool; its `AgentError` passes through, anything
+    /// else (cancellation, a shut-down executor) becomes `internal`.
+    static func agent<T: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> T) async throws(AgentError) -> T {
+        do {
+            return try await run { () throws -> T in try body() }
+        } catch let error as AgentError {
+            throw error
+        } catch {
+            throw AgentError(.internal, "blocking work failed: \(error)")
+        }
+    }
+}

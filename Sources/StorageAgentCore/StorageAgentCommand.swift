@@ -1,0 +1,139 @@
+import AgentProtocol
+import AgentRuntime
+import ArgumentParser
+import ConfigFile
+import ExportsFile
+
+/// `storage-agent`: the storage host's agent.
+public struct StorageAgentCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "storage-agent",
+        abstract: "Serve the storage host's NFS exports to storagectl.",
+        discussion: """
+            Runs on the storage host as root, started by storage-agent.socket (systemd socket \
+            activation) or by hand with --listen. It owns a marked block of the exports file and \
+            applies it with the chosen backend. Every option can also be set in the config file \
+            (default /etc/storagectl/storage-agent.conf): common options in [agent], the others in \
+            [storage-agent], with the option's long name as key.
+
+            Verbs: HELLO, PING, HEALTH, EXPORT, UNEXPORT, EXPORTS. Protocol: docs/protocol.md; \
+            operations: docs/storage-agent.md.
+            A clean stop (SIGTERM, or the idle exit) exits 0.
+
+            """ + ExitStatus.helpText)
+
+    @OptionGroup public var agent: AgentOptions
+
+    @Option(name: .customLong("config"), help: ArgumentHelp("Config file.", valueName: "file"))
+    public var config: String?
+
+    @Option(name: .customLong("exports-file"), help: ArgumentHelp("exports(5) file to manage (default /etc/exports).", valueName: "path"))
+    public var exportsFile: String?
+
+    @Option(name: .customLong("export-root"), help: ArgumentHelp("Directory under which shares are created (default /var/lib/libvirt/shared-images).", valueName: "path"))
+    public var exportRoot: String?
+
+    @Option(name: .customLong("backend"), help: ArgumentHelp("How exports are applied: kernel (exportfs -ra) or ganesha (default kernel).", valueName: "kernel|ganesha"))
+    public var backend: String?
+
+    @Option(name: .customLong("allow-client"), help: ArgumentHelp("A compute host that may be an export client (repeatable).", valueName: "host"))
+    public var allowClient: [String] = []
+
+    @Option(name: .customLong("ganesha-exports-file"), help: ArgumentHelp("Include file for NFS-Ganesha EXPORT blocks (default /etc/ganesha/storagectl-exports.conf).", valueName: "path"))
+    public var ganeshaExportsFile: String?
+
+    @Option(name: .customLong("ganesha-pidfile"), help: ArgumentHelp("NFS-Ganesha's pid file, for SIGHUP (default /run/ganesha/ganesha.pid).", valueName: "path"))
+    public var ganeshaPidFile: String?
+
+    @Option(name: .customLong("etab"), help: ArgumentHelp("exportfs' export table, read back to verify the kernel backend (default /var/lib/nfs/etab).", valueName: "path"))
+    public var etab: String?
+
+    @Option(name: .customLong("nfs-server"), help: ArgumentHelp("Address of the NFS server whose export list proves exports live, through libnfs (default 127.0.0.1).", valueName: "address"))
+    public var nfsServer: String?
+
+    @Option(name: .customLong("verify-export-list"), help: ArgumentHelp("Ask the NFS server for its export list after applying (default yes for ganesha, no for kernel).", valueName: "yes|no"))
+    public var verifyExportList: String?
+
+    @Option(name: .customLong("lock-timeout"), help: ArgumentHelp("Seconds to wait for another process editing the exports file before answering busy (default 10).", valueName: "seconds"))
+    public var lockTimeout: Double?
+
+    public init() {}
+
+    static let sectionKeys: Set<String> = ["exports-file", "export-root", "backend", "allow-client",
+                                           "ganesha-exports-file", "ganesha-pidfile", "etab", "nfs-server",
+                                           "verify-export-list", "lock-timeout"]
+
+    /// Flags first, then the config file, then defaults.
+    public func resolved(_ file: ConfigFile?) throws -> StorageAgentConfiguration {
+        var c = StorageAgentConfiguration()
+        let section = file?.sections("storage-agent").last
+        if let file, let section { try file.requireKnownKeys(section, Self.sectionKeys) }
+        if let file { for s in file.sections("agent") { try file.requireKnownKeys(s, AgentOptions.configKeys) } }
+        func pick(_ flag: String?, _ key: String) -> String? { flag ?? section?.value(key) }
+        if let v = pick(exportsFile, "exports-file") { c.exportsFile = v }
+        if let v = pick(exportRoot, "export-root") { c.exportRoot = v }
+        if let v = pick(backend, "backend") {
+            guard let b = ExportsBackend(rawValue: v) else {
+                throw ValidationError("backend must be kernel or ganesha, not '\(v)'")
+            }
+            c.backend = b
+        }
+        c.allowedClients = allowClient.isEmpty ? (section?.values("allow-client") ?? []) : allowClient
+        if let v = pick(ganeshaExportsFile, "ganesha-exports-file") { c.ganeshaExportsFile = v }
+        if let v = pick(ganeshaPidFile, "ganesha-pidfile") { c.ganeshaPidFile = v }
+        if let v = pick(etab, "etab") { c.etabPath = v }
+        if let v = pick(nfsServer, "nfs-server") {
+            guard (try? ClientAddress(v)) != nil else {
+                throw ValidationError("nfs-server must be a host name or IP address, not '\(v)'")
+            }
+            c.nfsServer = v
+        }
+        if let v = pick(verifyExportList, "verify-export-list") {
+            switch v {
+            case "yes": c.verifyExportList = true
+            case "no": c.verifyExportList = false
+            default: throw ValidationError("verify-export-list must be yes or no, not '\(v)'")
+            }
+        }
+        if let text = lockTimeout.map({ String($0) }) ?? section?.value("lock-timeout") {
+            guard let v = Double(text), v > 0, v <= 3600 else {
+                throw ValidationError("lock-timeout must be a number of seconds in (0, 3600], not '\(text)'")
+            }
+            c.lockTimeout = .milliseconds(Int64(v * 1000))
+        }
+        for (name, path) in [("exports-file", c.exportsFile), ("export-root", c.exportRoot),
+                             ("ganesha-exports-file", c.ganeshaExportsFile), ("ganesha-pidfile", c.ganeshaPidFile),
+                             ("etab", c.etabPath)]
+        where !path.hasPrefix("/") {
+            throw ValidationError("\(name) must be an absolute path, not '\(path)'")
+        }
+        // The export root and the clients are checked once, at start: a bad value stops
+        // the agent instead of failing every EXPORT.
+        do {
+            _ = try ExportPolicy(exportRoot: c.exportRoot, allowedClients: c.allowedClients)
+        } catch {
+            throw ValidationError("\(error.description)")
+        }
+        return c
+    }
+
+    public func run() async throws {
+        try await ExitStatus.reporting("storage-agent") { try await serve() }
+    }
+
+    func serve() async throws {
+        let file = try AgentMain.loadConfig(path: config, defaultPath: "/etc/storagectl/storage-agent.conf")
+        var options = agent
+        try options.merge(file)
+        try options.validate()
+        let configuration = try resolved(file)
+        let logger = AgentMain.makeLogger("storage-agent", level: options.logLevel)
+        let server = AgentServer(
+            listeners: try AgentMain.listeners(options),
+            limits: options.limits(),
+            identity: AgentIdentity(agent: "storage-agent", host: AgentMain.hostName()),
+            handler: try StorageAgentHandler(configuration: configuration),
+            logger: logger)
+        try await AgentMain.run(server, logger: logger)
+    }
+}

@@ -1,0 +1,43 @@
+import AgentProtocol
+
+/// How the storage agent applies the exports it writes.
+public enum ExportsBackend: String, Sendable, CaseIterable {
+    /// nfs-utils: `exportfs -ra`, then verify from its output and `/var/lib/nfs/etab`.
+    case kernel
+    /// NFS-Ganesha: EXPORT blocks in an include file, SIGHUP to ganesha, then verify.
+    case ganesha
+}
+
+/// Everything the storage agent needs to know about its host. Paths are injected so
+/// tests run against temporary directories.
+public struct StorageAgentConfiguration: Sendable {
+    public var exportsFile: String = "/etc/exports"
+    public var exportRoot: String = "/var/lib/libvirt/shared-images"
+    public var backend: ExportsBackend = .kernel
+    public var allowedClients: [String] = []
+    public var exportfsPath: String = "/usr/sbin/exportfs"
+    /// exportfs' export table, read back to verify the kernel backend.
+    public var etabPath: String = "/var/lib/nfs/etab"
+    public var ganeshaExportsFile: String = "/etc/ganesha/storagectl-exports.conf"
+    public var ganeshaPidFile: String = "/run/ganesha/ganesha.pid"
+    /// The NFS server whose export list proves an export live (libnfs, MOUNT protocol).
+    public var nfsServer: String = "127.0.0.1"
+    /// Whether to ask the NFS server for its export list after applying; nil means the
+    /// backend's default (yes for ganesha, no for kernel).
+    public var verifyExportList: Bool?
+    /// Longest wait for another process's lock on the exports file before `busy`.
+    public var lockTimeout: Duration = .seconds(10)
+    /// Longest run of `exportfs -ra`.
+    public var applyTimeout: Duration = .seconds(30)
+    /// Longest wait for the NFS server to list a change.
+    public var verifyTimeout: Duration = .seconds(5)
+
+    public init() {}
+
+    /// `verifyExportList` with the backend's default filled in.
+    public var verifiesExportList: Bool { verifyExportList ?? (backend == .ganesha) }
+
+    /// A file ending in `.exports` (as exportfs requires in `/etc/exports.d`) is a drop-in
+    /// file storagectl owns; any other file is shared with the administrator.
+    public var exportsFileIsDropIn: Bool { exportsFile.hasSuffix(".exports") }
+}

@@ -1,0 +1,84 @@
+import AgentProtocol
+import AgentRuntime
+
+/// What `storagectl hosts` learned about one host, asked fresh from its agent.
+public struct HostReport: Sendable, Equatable, Codable {
+    public enum State: String, Sendable, Codable {
+        case healthy, degraded, unreachable
+    }
+
+    public struct Check: Sendable, Equatable, Codable {
+        public var name: String
+        public var ok: Bool
+        public var detail: String
+        public var facts: [String: String]
+    }
+
+    public var name: String
+    public var role: Inventory.Role
+    public var agent: String
+    public var state: State
+    public var agentVersion: String?
+    public var reportedHost: String?
+    public var uptimeSeconds: Int?
+    public var roundTripMilliseconds: Double?
+    public var checks: [Check]
+    public var error: String?
+    public var errorCode: String?
+
+    enum CodingKeys: String, CodingKey {
+        case name, role, agent, state, checks, error
+        case agentVersion = "agent_version"
+        case reportedHost = "reported_host"
+        case uptimeSeconds = "uptime_seconds"
+        case roundTripMilliseconds = "rtt_ms"
+        case errorCode = "error_code"
+    }
+}
+
+/// Asks one agent `HELLO`, `PING` (timed) and `HEALTH`, bounded by `timeout`.
+public enum HostProbe {
+    public static func probe(_ host: Inventory.Host, timeout: Duration) async -> HostReport {
+        var report = HostReport(name: host.name, role: host.role, agent: host.agent.description,
+                                state: .unreachable, checks: [])
+        do {
+            try await AgentClient.withSession(to: host.agent, connectTimeout: timeout) { session in
+                let clock = ContinuousClock()
+                let start = clock.now
+                _ = try await session.ok(Request("PING"), timeout: timeout)
+                let rtt = clock.now - start
+                report.roundTripMilliseconds = Double(rtt.components.seconds) * 1000
+                    + Double(rtt.components.attoseconds) / 1e15
+                let health = try await session.call(Request("HEALTH"), timeout: timeout)
+                let ok = try health.get()
+                report.agentVersion = ok["version"]
+                report.reportedHost = ok["host"]
+                report.uptimeSeconds = ok["uptime"].flatMap { Int($0) }
+                report.checks = health.data.compactMap(HealthCheck.init(fields:)).map {
+                    HostReport.Check(name: $0.name, ok: $0.ok, detail: $0.detail,
+                                     facts: Dictionary($0.facts.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }))
+                }
+                report.state = ok["health"] == "ok" ? .healthy : .degraded
+            }
+        } catch let e as AgentError {
+            report.error = e.message
+            report.errorCode = e.code.rawValue
+        } catch {
+            report.error = "\(error)"
+            report.errorCode = AgentError.Code.internal.rawValue
+        }
+        return report
+    }
+
+    /// Probes every host concurrently; results in inventory order.
+    public static func probeAll(_ hosts: [Inventory.Host], timeout: Duration) async -> [HostReport] {
+        await withTaskGroup(of: (Int, HostReport).self) { group in
+            for (i, host) in hosts.enumerated() {
+                group.addTask { (i, await probe(host, timeout: timeout)) }
+            }
+            var reports = [HostReport?](repeating: nil, count: hosts.count)
+            for await (i, r) in group { reports[i] = r }
+            return reports.compactMap { $0 }
+        }
+    }
+}

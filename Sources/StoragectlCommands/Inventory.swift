@@ -1,0 +1,91 @@
+import AgentProtocol
+import AgentRuntime
+import ConfigFile
+
+/// The hosts storagectl manages, from `/etc/storagectl/storagectl.conf`:
+///
+/// ```
+/// [storage cargo-bay]
+/// agent = tcp:198.18.0.1:7700
+/// export-root = /var/lib/libvirt/shared-images
+///
+/// [compute source-example]
+/// agent = tcp:198.18.0.2:7700
+/// ```
+///
+/// Exactly one storage host; any number of compute hosts; names unique.
+public struct Inventory: Sendable, Equatable {
+    public enum Role: String, Sendable, Codable { case storage, compute }
+
+    public struct Host: Sendable, Equatable {
+        public var name: String
+        public var role: Role
+        public var agent: Endpoint
+    }
+
+    public var storage: Host
+    public var exportRoot: String
+    public var compute: [Host]
+
+    public var hosts: [Host] { [storage] + compute }
+
+    public static let defaultPath = "/etc/storagectl/storagectl.conf"
+
+    public static func load(path: String) throws -> Inventory {
+        try Inventory(ConfigFile.load(path: path))
+    }
+
+    public init(_ file: ConfigFile) throws(ConfigError) {
+        var storage: Host?
+        var exportRoot = "/var/lib/libvirt/shared-images"
+        var compute: [Host] = []
+        var seen: [String: Int] = [:]
+        for section in file.sections {
+            guard let role = Role(rawValue: section.kind) else {
+                throw ConfigError(file: file.path, line: section.line,
+                                  message: "unknown section [\(section.kind)]; use [storage NAME] or [compute NAME]")
+            }
+            guard let name = section.name else {
+                throw ConfigError(file: file.path, line: section.line,
+                                  message: "[\(section.kind)] needs a host name: [\(section.kind) NAME]")
+            }
+            if let first = seen[name] {
+                throw ConfigError(file: file.path, line: section.line,
+                                  message: "host '\(name)' is already defined at line \(first)")
+            }
+            seen[name] = section.line
+            try file.requireKnownKeys(section, role == .storage ? ["agent", "export-root"] : ["agent"])
+            guard let entry = section.entry("agent") else {
+                throw ConfigError(file: file.path, line: section.line,
+                                  message: "[\(section.kind) \(name)] needs 'agent = tcp:HOST:PORT' or 'agent = unix:PATH'")
+            }
+            let endpoint: Endpoint
+            do { endpoint = try Endpoint(parsing: entry.value) } catch {
+                throw ConfigError(file: file.path, line: entry.line, message: error.message)
+            }
+            let host = Host(name: name, role: role, agent: endpoint)
+            switch role {
+            case .storage:
+                if storage != nil {
+                    throw ConfigError(file: file.path, line: section.line,
+                                      message: "a second [storage] section; storagectl manages one storage host")
+                }
+                storage = host
+                if let root = section.entry("export-root") {
+                    guard root.value.hasPrefix("/"), !root.value.contains("/../"), !root.value.hasSuffix("/..") else {
+                        throw ConfigError(file: file.path, line: root.line, message: "export-root must be an absolute path without '..'")
+                    }
+                    exportRoot = root.value
+                }
+            case .compute:
+                compute.append(host)
+            }
+        }
+        guard let storage else {
+            throw ConfigError(file: file.path, line: nil, message: "no [storage NAME] section: name the storage host and its agent")
+        }
+        self.storage = storage
+        self.exportRoot = exportRoot
+        self.compute = compute
+    }
+}

@@ -1,0 +1,5 @@
+import AgentRuntime
+import ComputeAgentCore
+
+// Thin executable: everything lives in ComputeAgentCore.
+await runAsyncCommand(ComputeAgentCommand.self)

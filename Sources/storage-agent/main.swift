@@ -1,0 +1,5 @@
+import AgentRuntime
+import StorageAgentCore
+
+// Thin executable: everything lives in StorageAgentCore.
+await runAsyncCommand(StorageAgentCommand.self)

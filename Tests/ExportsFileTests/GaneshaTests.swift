@@ -1,0 +1,87 @@
+import Testing
+@testable import ExportsFile
+
+@Suite("NFS-Ganesha rendering")
+struct GaneshaTests {
+    private func export(_ path: String, fsid: UInt32, _ clients: [(String, ExportOptions)]) throws -> ManagedExport {
+        ManagedExport(path: path, fsid: fsid, clients: try clients.map { ManagedClient(address: try ClientAddress($0.0), options: $0.1) })
+    }
+
+    @Test("managed exports render as EXPORT blocks with one CLIENT block per option set")
+    func render() throws {
+        let path = ourRoot + "/w1"
+        let exports = [try export(path, fsid: 4242, [
+            ("198.18.0.3", .storagectlDefault), ("198.18.0.2", .storagectlDefault),
+            ("dest-example", ExportOptions(access: .readOnly, rootSquash: true)),
+        ])]
+        let id = StableID.exportIdCandidate(for: path)
+        let text = try GaneshaExports.render(exports, pseudoPath: { "/shared-images" + $0.dropFirst(ourRoot.count) })
+        #expect(text == """
+            \(GaneshaExports.header)
+            EXPORT {
+            \tExport_Id = \(id);
+            \tPath = "\(path)";
+            \tPseudo = "/shared-images/w1";
+            \tFilesystem_Id = 4242.0;
+            \tProtocols = 3, 4;
+            \tTransports = TCP;
+            \tSecType = sys;
+            \tAccess_Type = None;
+            \tSquash = Root_Squash;
+            \tCLIENT {
+            \t\tClients = 198.18.0.2, 198.18.0.3;
+            \t\tAccess_Type = RW;
+            \t\tSquash = No_Root_Squash;
+            \t}
+            \tCLIENT {
+            \t\tClients = dest-example;
+            \t\tAccess_Type = RO;
+            \t\tSquash = Root_Squash;
+            \t}
+            \tFSAL {
+            \t\tName = VFS;
+            \t}
+            }
+
+            """)
+        #expect(GaneshaExports.exportIds(in: text) == [path: id])
+    }
+
+    @Test("the default pseudo path is the export path")
+    func defaultPseudo() throws {
+        let text = try GaneshaExports.render([try export(ourRoot, fsid: 1, [("198.18.0.2", .storagectlDefault)])])
+        #expect(text.contains("\tPseudo = \"\(ourRoot)\";\n"))
+    }
+
+    @Test("an unsafe pseudo path is refused")
+    func badPseudo() throws {
+        let exports = [try export(ourRoot, fsid: 1, [("198.18.0.2", .storagectlDefault)])]
+        #expect(throws: ExportsError.invalidPseudoPath(path: ourRoot, pseudo: "/x\"; Access_Type = RW; #")) {
+            try GaneshaExports.render(exports, pseudoPath: { _ in "/x\"; Access_Type = RW; #" })
+        }
+    }
+
+    @Test("Export_Id is stable, in 1...65535, and collisions resolve deterministically")
+    func exportIds() throws {
+        let paths = (0..<3000).map { "/srv/p\($0)" }
+        let ids = try GaneshaExports.assignExportIds(paths: paths)
+        #expect(Set(ids.values).count == paths.count)
+        #expect(ids.values.allSatisfy { $0 >= 1 })
+        #expect(try GaneshaExports.assignExportIds(paths: paths.reversed()) == ids)
+        // A reserved or pinned id pushes a path to its next candidate.
+        let first = StableID.exportIdCandidate(for: "/srv/a")
+        let moved = try GaneshaExports.assignExportIds(paths: ["/srv/a"], reserved: [first])
+        #expect(moved["/srv/a"] == StableID.exportIdCandidate(for: "/srv/a", attempt: 1))
+        let pinned = try GaneshaExports.assignExportIds(paths: ["/srv/a", "/srv/b"], pinned: ["/srv/b": first])
+        #expect(pinned["/srv/b"] == first)
+        #expect(pinned["/srv/a"] != first)
+    }
+
+    @Test("a file read from the managed block renders without losing clients")
+    func fromFile() throws {
+        let file = ExportsFile(parsing: try Corpus.bytes("10-managed-block.exports"))
+        let text = try GaneshaExports.render(try file.managedExports())
+        #expect(text.contains("Clients = 198.18.0.2, 198.18.0.3;"))
+        #expect(text.contains("Filesystem_Id = 123456.0;"))
+    }
+}

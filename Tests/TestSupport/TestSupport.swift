@@ -1,0 +1,294 @@
+import BlockingIO
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Helpers shared by the test targets: temporary directories, raw sockets, processes.
+public enum TestSupport {
+    /// The package root, found from this file's path.
+    public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// Where the built executables are: `$STORAGECTL_BIN_DIR`, else `.build/debug`.
+    /// Fails (never skips) when they are missing, saying how to build them.
+    public static func binary(_ name: String) throws -> String {
+        let dir = ProcessInfo.processInfo.environment["STORAGECTL_BIN_DIR"]
+            ?? packageRoot.appendingPathComponent(".build/debug").path
+        let path = dir + "/" + name
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestFailure("\(path) is missing: run `swift build` first (make check does), or set STORAGECTL_BIN_DIR")
+        }
+        return path
+    }
+
+    /// A fresh directory under /tmp, short enough for unix socket paths.
+    public static func temporaryDirectory(_ tag: String = "t") throws -> String {
+        var template = Array("/tmp/sctl-\(tag)-XXXXXX".utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw TestFailure("mkdtemp failed: \(String(cString: strerror(errno)))")
+        }
+        return String(cString: p)
+    }
+
+    public static func removeTree(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// Polls `condition` every 20 ms until it holds or `timeout` passes.
+    public static func waitUntil(timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return try await condition()
+    }
+}
+
+public struct TestFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A stream-socket client with timeouts, for talking raw bytes to an agent. Its blocking
+/// calls run on dedicated threads (BlockingIO), never on the cooperative pool, so an
+/// in-process server under test keeps its threads however many sockets tests hold.
+public final class RawSocket: @unchecked Sendable {
+    static let io = BlockingExecutor(name: "test-sockets", threadCount: 8)
+    public let fd: Int32
+
+    public init(unixPath: String, timeout: TimeInterval = 5) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(unixPath.utf8)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() where i < raw.count - 1 { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            throw TestFailure("connect \(unixPath): \(String(cString: strerror(e)))")
+        }
+        setTimeout(timeout)
+    }
+
+    public func setTimeout(_ seconds: TimeInterval) {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    /// Sends every byte; returns false if the peer closed.
+    @discardableResult
+    public func send(_ bytes: [UInt8]) async -> Bool {
+        let fd = self.fd
+        return (try? await Self.io.run { Self.sendAll(fd, bytes) }) ?? false
+    }
+
+    static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return false }
+            sent += n
+        }
+        return true
+    }
+
+    @discardableResult
+    public func send(_ text: String) async -> Bool { await send(Array(text.utf8)) }
+
+    /// Reads one `\n`-terminated line (without it), or nil on EOF/timeout.
+    public func readLine() async -> String? {
+        let fd = self.fd
+        return (try? await Self.io.run { Self.readLine(fd) }) ?? nil
+    }
+
+    static func readLine(_ fd: Int32) -> String? {
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while true {
+            let n = recv(fd, &byte, 1, 0)
+            if n <= 0 { return nil }
+            if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+            line.append(byte)
+        }
+    }
+
+    /// Reads lines up to and including the terminal `OK`/`ERR` line.
+    public func readResponse() async -> [String] {
+        var lines: [String] = []
+        while let l = await readLine() {
+            lines.append(l)
+            if l.hasPrefix("OK") || l.hasPrefix("ERR") { break }
+        }
+        return lines
+    }
+
+    /// True if the peer closed the connection (EOF) within the socket timeout.
+    public func isClosedByPeer() async -> Bool {
+        let fd = self.fd
+        return (try? await Self.io.run { Self.closedByPeer(fd) }) ?? false
+    }
+
+    static func closedByPeer(_ fd: Int32) -> Bool {
+        var byte: UInt8 = 0
+        while true {
+            let n = recv(fd, &byte, 1, 0)
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET }
+        }
+    }
+}
+
+/// A unix datagram socket standing in for systemd's notify socket.
+public final class NotifySocket {
+    public let path: String
+    let fd: Int32
+
+    public init(path: String) throws {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() where i < raw.count - 1 { raw[i] = b }
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { throw TestFailure("bind \(path): \(String(cString: strerror(errno)))") }
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd); unlink(path) }
+
+    /// Every datagram received so far (non-blocking beyond a 100 ms wait).
+    public func drain() -> [String] {
+        var out: [String] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = recv(fd, &buf, buf.count, 0)
+            if n <= 0 { break }
+            out.append(String(decoding: buf[0..<n], as: UTF8.self))
+        }
+        return out
+    }
+}
+
+/// Starts `argv` with posix_spawn (not Foundation's Process, whose CFRunLoop-based
+/// reaping was seen to leave zombies and hang callers here), stdout and stderr appended
+/// to `logPath`, stdin from /dev/null. Returns the pid.
+func spawnProgram(_ executable: String, _ arguments: [String], environment: [String: String], logPath: String) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var noSignals = sigset_t()
+    sigemptyset(&noSignals)
+    var allSignals = sigset_t()
+    sigfillset(&allSignals)
+    posix_spawnattr_setsigmask(&attributes, &noSignals)
+    posix_spawnattr_setsigdefault(&attributes, &allSignals)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    let cArgs = ([executable] + arguments).map { strdup($0) } + [nil]
+    let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { for p in cArgs + cEnv { free(p) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, executable, &actions, &attributes, cArgs, cEnv)
+    guard rc == 0 else { throw TestFailure("cannot run \(executable): \(String(cString: strerror(rc)))") }
+    return pid
+}
+
+/// A child process started by a test, stopped by pid.
+public final class ChildProcess {
+    public let pid: pid_t
+    public let stderrPath: String
+    private var status: Int32?
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], logDir: String) throws {
+        stderrPath = logDir + "/" + URL(fileURLWithPath: executable).lastPathComponent + "-\(UInt32.random(in: 0...UInt32.max)).log"
+        pid = try spawnProgram(executable, arguments, environment: environment, logPath: stderrPath)
+    }
+
+    public var log: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+
+    public func signal(_ sig: Int32) { if status == nil { kill(pid, sig) } }
+
+    /// Reaps the child if it has exited; its exit status (128+N for signal N).
+    public func poll() -> Int32? {
+        if let status { return status }
+        var raw: Int32 = 0
+        if waitpid(pid, &raw, WNOHANG) == pid {
+            let code = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+            status = code
+        }
+        return status
+    }
+
+    public var isRunning: Bool { poll() == nil }
+
+    /// Waits up to `timeout` for exit; returns the status, or nil if still running.
+    public func wait(timeout: Duration) async throws -> Int32? {
+        _ = try await TestSupport.waitUntil(timeout: timeout) { poll() != nil }
+        return poll()
+    }
+
+    /// SIGKILL if still running, and reap; for cleanup.
+    public func stop() {
+        guard poll() == nil else { return }
+        kill(pid, SIGKILL)
+        var raw: Int32 = 0
+        _ = waitpid(pid, &raw, 0)
+        status = 137
+    }
+
+    deinit { stop() }
+}
+
+/// Runs a program to completion and returns (status, stdout, stderr). Output goes through
+/// temporary files, so a grandchild holding a pipe open cannot hang the test.
+public func runProgram(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, stdout: String, stderr: String) {
+    let dir = try TestSupport.temporaryDirectory("run")
+    defer { TestSupport.removeTree(dir) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, dir + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, dir + "/err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    let cArgs = ([executable] + arguments).map { strdup($0) } + [nil]
+    let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { for p in cArgs + cEnv { free(p) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, executable, &actions, nil, cArgs, cEnv)
+    guard rc == 0 else { throw TestFailure("cannot run \(executable): \(String(cString: strerror(rc)))") }
+    // Poll instead of a blocking waitpid: the cooperative pool has two threads here.
+    var raw: Int32 = 0
+    while waitpid(pid, &raw, WNOHANG) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+    let code = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+    let out = (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? ""
+    let err = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
+    return (code, out, err)
+}
