@@ -2,6 +2,7 @@ import AgentProtocol
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// A client connection to one agent, valid inside `AgentClient.withSession`.
 ///
@@ -76,14 +77,28 @@ public enum AgentClient {
     public static func withSession<T>(
         to endpoint: Endpoint,
         connectTimeout: Duration = .seconds(5),
+        tls: TLSFiles = .libvirtClient,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         _ body: (AgentSession) async throws -> T
     ) async throws -> T {
         let connection: AgentSession.Connection
         let ms = max(1, connectTimeout.components.seconds * 1000 + connectTimeout.components.attoseconds / 1_000_000_000_000_000)
         let bootstrap = ClientBootstrap(group: eventLoopGroup).connectTimeout(.milliseconds(ms))
+        var tlsContext: NIOSSLContext?
+        var sniHost: String?
+        if case .tls(let host, _) = endpoint {
+            tlsContext = try tls.clientContext()
+            // SNI and name checks take a host name; for an address, NIOSSL checks the
+            // certificate's IP SANs against the address connected to.
+            sniHost = host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? nil : host
+        }
+        let context = tlsContext, serverHostname = sniHost
         let initializer: @Sendable (any Channel) -> EventLoopFuture<AgentSession.Connection> = { channel in
             channel.eventLoop.makeCompletedFuture {
+                if let context {
+                    try channel.pipeline.syncOperations.addHandler(
+                        try NIOSSLClientHandler(context: context, serverHostname: serverHostname))
+                }
                 try channel.pipeline.syncOperations.addHandler(
                     ByteToMessageHandler(LineFrameDecoder(maxLineBytes: Wire.maxLineBytes)))
                 return try AgentSession.Connection(wrappingChannelSynchronously: channel)
@@ -91,7 +106,7 @@ public enum AgentClient {
         }
         do {
             switch endpoint {
-            case .tcp(let host, let port):
+            case .tcp(let host, let port), .tls(let host, let port):
                 connection = try await bootstrap.connect(host: host, port: port, channelInitializer: initializer)
             case .unix(let path):
                 connection = try await bootstrap.connect(unixDomainSocketPath: path, channelInitializer: initializer)
@@ -109,6 +124,12 @@ public enum AgentClient {
     /// Turns transport errors into the error vocabulary, with the endpoint named.
     static func classify(_ error: any Error, endpoint: Endpoint) -> AgentError {
         if let e = error as? AgentError { return e }
+        if let e = error as? NIOSSLError {
+            return AgentError(.unavailable, "TLS with \(endpoint) failed: \(e); check that both sides use certificates from the same CA (docs/install.md)")
+        }
+        if let e = error as? BoringSSLError {
+            return AgentError(.unavailable, "TLS with \(endpoint) failed: \(e); check the certificates (docs/install.md)")
+        }
         if let io = error as? IOError {
             let reason = String(cString: strerror(io.errnoCode))
             return AgentError(.unavailable, "cannot reach agent at \(endpoint): \(reason); is the agent's socket unit active on that host?")

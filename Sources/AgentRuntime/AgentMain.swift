@@ -2,6 +2,7 @@ import AgentProtocol
 import ConfigFile
 import Foundation
 import Logging
+import NIOSSL
 import ServiceLifecycle
 
 /// The process shell every agent shares: logging, listeners, the service group.
@@ -39,6 +40,12 @@ public enum AgentMain {
     /// The host name, as `HELLO` and `HEALTH` report it.
     public static func hostName() -> String {
         ProcessInfo.processInfo.hostName
+    }
+
+    /// The TLS context when any listener speaks TLS, else nil.
+    public static func tlsContext(for listeners: [Listener], options: AgentOptions) throws -> NIOSSLContext? {
+        guard listeners.contains(where: { $0.transport == .tls }) else { return nil }
+        return try options.tlsFiles.serverContext()
     }
 
     /// Runs `server` until SIGTERM/SIGINT (graceful) or the idle exit.

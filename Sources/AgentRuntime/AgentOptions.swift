@@ -6,7 +6,7 @@ import ConfigFile
 /// `[agent]`; a flag on the command line wins over the file.
 public struct AgentOptions: ParsableArguments, Sendable {
     @Option(name: .customLong("listen"), help: ArgumentHelp(
-        "Listen on ENDPOINT when not socket-activated: unix:PATH or tcp:HOST:PORT (repeatable).",
+        "Listen on ENDPOINT: unix:PATH, tls:HOST:PORT (mutual TLS) or tcp:HOST:PORT (read-only verbs); repeatable. systemd's sockets are used as well; one named 'tls' (FileDescriptorName=tls) speaks TLS.",
         valueName: "endpoint"))
     public var listen: [String] = []
 
@@ -25,10 +25,27 @@ public struct AgentOptions: ParsableArguments, Sendable {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).")
     public var logLevel: String?
 
+    @Option(name: .customLong("tls-ca"), help: ArgumentHelp("CA certificate for tls: listeners (default /etc/pki/CA/cacert.pem, libvirt's layout).", valueName: "file"))
+    public var tlsCA: String?
+
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("Server certificate (default /etc/pki/libvirt/servercert.pem).", valueName: "file"))
+    public var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("Server private key (default /etc/pki/libvirt/private/serverkey.pem).", valueName: "file"))
+    public var tlsKey: String?
+
     public init() {}
 
     /// Keys of the `[agent]` config section.
-    public static let configKeys: Set<String> = ["listen", "idle-exit", "max-connections", "read-timeout", "log-level"]
+    public static let configKeys: Set<String> = ["listen", "idle-exit", "max-connections", "read-timeout", "log-level",
+                                                 "tls-ca", "tls-cert", "tls-key"]
+
+    /// The certificate files for `tls` listeners.
+    public var tlsFiles: TLSFiles {
+        TLSFiles(ca: tlsCA ?? TLSFiles.libvirtServer.ca,
+                 certificate: tlsCert ?? TLSFiles.libvirtServer.certificate,
+                 privateKey: tlsKey ?? TLSFiles.libvirtServer.privateKey)
+    }
 
     /// Fills options not given on the command line from `[agent]` of `config`.
     public mutating func merge(_ config: ConfigFile?) throws {
@@ -45,6 +62,9 @@ public struct AgentOptions: ParsableArguments, Sendable {
         if maxConnections == nil, let v = try number("max-connections") { maxConnections = Int(v) }
         if readTimeout == nil { readTimeout = try number("read-timeout") }
         if logLevel == nil { logLevel = section.value("log-level") }
+        if tlsCA == nil { tlsCA = section.value("tls-ca") }
+        if tlsCert == nil { tlsCert = section.value("tls-cert") }
+        if tlsKey == nil { tlsKey = section.value("tls-key") }
     }
 
     public func limits() -> ServerLimits {

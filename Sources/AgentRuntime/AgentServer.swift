@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -20,6 +21,17 @@ public enum Listener: Sendable, CustomStringConvertible {
         switch self {
         case .activated(let s): return "systemd fd \(s.fd) (\(s.name))"
         case .endpoint(let e): return e.description
+        }
+    }
+
+    /// unix sockets check peers with SO_PEERCRED; systemd sockets named `tls`
+    /// (`FileDescriptorName=tls`) and `tls:` endpoints speak mutual TLS.
+    public var transport: Transport {
+        switch self {
+        case .activated(let s): return s.isUnix ? .unix : (s.name == "tls" ? .tls : .tcp)
+        case .endpoint(.unix): return .unix
+        case .endpoint(.tcp): return .tcp
+        case .endpoint(.tls): return .tls
         }
     }
 }
@@ -52,6 +64,7 @@ public final class AgentServer: Service, Sendable {
     let identity: AgentIdentity
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
+    let tls: NIOSSLContext?
     let tracker = ConnectionTracker()
     let serverChannels = NIOLockedValueBox<[any Channel]>([])
     let shutdownOnce = NIOLockedValueBox(false)
@@ -62,8 +75,10 @@ public final class AgentServer: Service, Sendable {
         identity: AgentIdentity,
         handler: any RequestHandler,
         logger: Logger,
+        tls: NIOSSLContext? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
+        self.tls = tls
         self.listeners = listeners
         self.limits = limits
         self.identity = identity
@@ -76,9 +91,12 @@ public final class AgentServer: Service, Sendable {
     typealias Accepted = (connection: Connection, entry: ConnectionTracker.Entry)
 
     public func run() async throws {
-        var bound: [(NIOAsyncChannel<Accepted, Never>, Bool)] = []
+        var bound: [(NIOAsyncChannel<Accepted, Never>, Transport)] = []
         for listener in listeners {
-            bound.append((try await bind(listener), isUnix(listener)))
+            if listener.transport == .tls, tls == nil {
+                throw AgentError(.invalidArgument, "listener \(listener) speaks TLS but no certificates were loaded")
+            }
+            bound.append((try await bind(listener), listener.transport))
         }
         serverChannels.withLockedValue { $0 = bound.map { $0.0.channel } }
         let where_ = listeners.map(\.description).joined(separator: ", ")
@@ -87,8 +105,8 @@ public final class AgentServer: Service, Sendable {
 
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                for (server, unix) in bound {
-                    group.addTask { try await self.acceptLoop(server, unix: unix) }
+                for (server, transport) in bound {
+                    group.addTask { try await self.acceptLoop(server, transport: transport) }
                 }
                 if let idle = limits.idleExit {
                     group.addTask { await self.idleWatch(idle) }
@@ -113,16 +131,9 @@ public final class AgentServer: Service, Sendable {
         tracker.beginShutdown()
     }
 
-    private func isUnix(_ listener: Listener) -> Bool {
-        switch listener {
-        case .activated(let s): return s.isUnix
-        case .endpoint(.unix): return true
-        case .endpoint(.tcp): return false
-        }
-    }
-
     private func bind(_ listener: Listener) async throws -> NIOAsyncChannel<Accepted, Never> {
         let limits = self.limits
+        let tls = listener.transport == .tls ? self.tls : nil
         let bootstrap = ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -130,6 +141,7 @@ public final class AgentServer: Service, Sendable {
             channel.eventLoop.makeCompletedFuture {
                 let entry = ConnectionTracker.Entry(channel: channel)
                 let ops = channel.pipeline.syncOperations
+                if let tls { try ops.addHandler(NIOSSLServerHandler(context: tls)) }
                 try ops.addHandler(IdleStateHandler(readTimeout: limits.readTimeout))
                 try ops.addHandler(ReadTimeoutCloser(entry: entry))
                 try ops.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: limits.maxLineBytes)))
@@ -141,7 +153,7 @@ public final class AgentServer: Service, Sendable {
         switch listener {
         case .activated(let socket):
             return try await bootstrap.bind(socket.fd, childChannelInitializer: initializer)
-        case .endpoint(.tcp(let host, let port)):
+        case .endpoint(.tcp(let host, let port)), .endpoint(.tls(let host, let port)):
             return try await bootstrap.bind(host: host, port: port, childChannelInitializer: initializer)
         case .endpoint(.unix(let path)):
             let old = umask(0o077)
@@ -151,7 +163,7 @@ public final class AgentServer: Service, Sendable {
         }
     }
 
-    private func acceptLoop(_ server: NIOAsyncChannel<Accepted, Never>, unix: Bool) async throws {
+    private func acceptLoop(_ server: NIOAsyncChannel<Accepted, Never>, transport: Transport) async throws {
         try await server.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await accepted in inbound {
@@ -161,7 +173,7 @@ public final class AgentServer: Service, Sendable {
                     }
                     group.addTask {
                         defer { self.tracker.unregister(id) }
-                        await self.serve(accepted.connection, entry: accepted.entry, unix: unix)
+                        await self.serve(accepted.connection, entry: accepted.entry, transport: transport)
                     }
                 }
             }
@@ -199,8 +211,8 @@ public final class AgentServer: Service, Sendable {
         return ByteBuffer(string: text + "\n")
     }
 
-    private func peerDescription(_ channel: any Channel, unix: Bool) async throws -> (String, uid: UInt32?) {
-        if unix {
+    private func peerDescription(_ channel: any Channel, transport: Transport) async throws -> (String, uid: UInt32?) {
+        if transport == .unix {
             guard let provider = channel as? any SocketOptionProvider else {
                 throw AgentError(.internal, "cannot read peer credentials")
             }
@@ -208,14 +220,14 @@ public final class AgentServer: Service, Sendable {
                 level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED)).get()
             return ("unix uid=\(cred.uid) pid=\(cred.pid)", cred.uid)
         }
-        return ("tcp \(channel.remoteAddress.map { "\($0)" } ?? "?")", nil)
+        return ("\(transport.rawValue) \(channel.remoteAddress.map { "\($0)" } ?? "?")", nil)
     }
 
-    private func serve(_ connection: Connection, entry: ConnectionTracker.Entry, unix: Bool) async {
+    private func serve(_ connection: Connection, entry: ConnectionTracker.Entry, transport: Transport) async {
         do {
             try await connection.executeThenClose { inbound, outbound in
-                let (peer, uid) = try await peerDescription(connection.channel, unix: unix)
-                if unix, uid != 0 {
+                let (peer, uid) = try await peerDescription(connection.channel, transport: transport)
+                if transport == .unix, uid != 0 {
                     logger.warning("refused non-root peer", metadata: ["peer": "\(peer)"])
                     try await outbound.write(Self.buffer(.err(AgentError(.permissionDenied,
                         "only root may talk to this agent on its unix socket (you are uid \(uid ?? 0))"))))
@@ -224,7 +236,7 @@ public final class AgentServer: Service, Sendable {
                 var version: Int?
                 for try await event in inbound {
                     tracker.touch()
-                    let terminal = await answer(event, peer: peer, version: &version) { line in
+                    let terminal = await answer(event, peer: peer, transport: transport, version: &version) { line in
                         try await outbound.write(Self.buffer(line))
                     }
                     if let terminal {
@@ -241,7 +253,7 @@ public final class AgentServer: Service, Sendable {
     }
 
     /// Answers one framed line; nil for lines that need no answer (empty lines).
-    private func answer(_ event: InboundLine, peer: String, version: inout Int?,
+    private func answer(_ event: InboundLine, peer: String, transport: Transport, version: inout Int?,
                         write: @escaping @Sendable (ResponseLine) async throws -> Void) async -> ResponseLine? {
         let bytes: [UInt8]
         switch event {
@@ -273,7 +285,7 @@ public final class AgentServer: Service, Sendable {
         if request.verb == "PING" {
             return .ok(["agent": identity.agent, "host": identity.host])
         }
-        let context = RequestContext(identity: identity, peer: peer, protocolVersion: version)
+        let context = RequestContext(identity: identity, peer: peer, protocolVersion: version, transport: transport)
         let started = ContinuousClock.now
         do {
             let fields = try await handler.handle(request, context: context, reply: ReplyStream(write: write))

@@ -1,10 +1,11 @@
 import AgentProtocol
 
-/// Where an agent listens or is reached: `unix:/run/storagectl/agent.sock` or
-/// `tcp:HOST:PORT` (`tcp:[::1]:7700` for IPv6 literals).
+/// Where an agent listens or is reached: `unix:/run/storagectl/agent.sock`,
+/// `tcp:HOST:PORT`, or `tls:HOST:PORT` (TCP with mutual TLS; `tls:[::1]:7700` for IPv6).
 public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
     case unix(path: String)
     case tcp(host: String, port: Int)
+    case tls(host: String, port: Int)
 
     public init(parsing text: String) throws(AgentError) {
         if text.hasPrefix("unix:") {
@@ -17,8 +18,9 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
             self = .unix(path: path)
             return
         }
-        guard text.hasPrefix("tcp:") else {
-            throw .invalidArgument("'\(text)' is not an endpoint; write unix:PATH or tcp:HOST:PORT")
+        let secure = text.hasPrefix("tls:")
+        guard text.hasPrefix("tcp:") || secure else {
+            throw .invalidArgument("'\(text)' is not an endpoint; write unix:PATH, tcp:HOST:PORT or tls:HOST:PORT")
         }
         let rest = text.dropFirst(4)
         let host: Substring
@@ -31,7 +33,7 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
             portText = rest[rest.index(close, offsetBy: 2)...]
         } else {
             guard let colon = rest.lastIndex(of: ":") else {
-                throw .invalidArgument("'\(text)': a tcp endpoint needs a port (tcp:HOST:PORT)")
+                throw .invalidArgument("'\(text)': a tcp or tls endpoint needs a port (tcp:HOST:PORT)")
             }
             host = rest[..<colon]
             portText = rest[rest.index(after: colon)...]
@@ -44,13 +46,14 @@ public enum Endpoint: Sendable, Equatable, CustomStringConvertible {
         else {
             throw .invalidArgument("'\(text)': host must be a host name or an address")
         }
-        self = .tcp(host: String(host), port: port)
+        self = secure ? .tls(host: String(host), port: port) : .tcp(host: String(host), port: port)
     }
 
     public var description: String {
         switch self {
         case .unix(let path): return "unix:\(path)"
         case .tcp(let host, let port): return host.contains(":") ? "tcp:[\(host)]:\(port)" : "tcp:\(host):\(port)"
+        case .tls(let host, let port): return host.contains(":") ? "tls:[\(host)]:\(port)" : "tls:\(host):\(port)"
         }
     }
 }

@@ -22,12 +22,39 @@ public enum StoragectlVersion {
     public static let current = "0.1.0"
 }
 
+/// How a connection reached the agent.
+public enum Transport: String, Sendable {
+    /// Local unix socket; the peer is root (checked with SO_PEERCRED).
+    case unix
+    /// Plain TCP: nobody is authenticated; only read-only verbs are served.
+    case tcp
+    /// TCP with mutual TLS: the peer presented a certificate signed by our CA.
+    case tls
+}
+
 /// What a handler knows about the request's connection.
 public struct RequestContext: Sendable {
     public var identity: AgentIdentity
-    /// `unix uid=0 pid=123` or `tcp 198.18.0.2:41234`.
+    /// `unix uid=0 pid=123`, `tcp 198.18.0.2:41234` or `tls 198.18.0.2:41234`.
     public var peer: String
     public var protocolVersion: Int
+    public var transport: Transport
+
+    public init(identity: AgentIdentity, peer: String, protocolVersion: Int, transport: Transport) {
+        self.identity = identity
+        self.peer = peer
+        self.protocolVersion = protocolVersion
+        self.transport = transport
+    }
+
+    /// Root-powerful verbs call this first: they are served to root on the unix socket and
+    /// to certificate holders over TLS, never over plain TCP.
+    public func requireAuthenticated(_ verb: String) throws(AgentError) {
+        guard transport != .tcp else {
+            throw AgentError(.permissionDenied,
+                             "\(verb) changes this host and is not served over plain TCP; use the agent's unix socket as root, or tls:HOST:PORT with a client certificate")
+        }
+    }
 }
 
 /// Streams `DATA` and `PROGRESS` lines before the terminal line.

@@ -54,13 +54,15 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
         try options.validate()
         let configuration = try resolved(file)
         let logger = AgentMain.makeLogger("compute-agent", level: options.logLevel)
+        let listeners = try AgentMain.listeners(options)
         let server = AgentServer(
-            listeners: try AgentMain.listeners(options),
+            listeners: listeners,
             limits: options.limits(),
             identity: AgentIdentity(agent: "compute-agent", host: AgentMain.hostName()),
             handler: ComputeAgentHandler(configuration: configuration,
                                          hypervisor: LibvirtProbe(uri: configuration.libvirtURI)),
-            logger: logger)
+            logger: logger,
+            tls: try AgentMain.tlsContext(for: listeners, options: options))
         try await AgentMain.run(server, logger: logger)
     }
 }

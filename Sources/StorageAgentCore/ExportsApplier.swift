@@ -1,4 +1,7 @@
 import AgentProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
 import ExportsFile
 
 /// What the NFS server must serve after a change: every managed export of the new file,
@@ -92,7 +95,10 @@ public enum ExportListCheck {
     }
 
     /// What in `plan` the list does not show exactly, as sentences; empty when it does.
-    public static func problems(_ plan: ApplyPlan, listed: [ListedExport], ignoring: Set<String> = []) -> [String] {
+    /// `aliases` maps a host-name client to its addresses: servers list clients the way
+    /// they matched them (NFS-Ganesha lists `198.18.0.2` for `source-example`).
+    public static func problems(_ plan: ApplyPlan, listed: [ListedExport], ignoring: Set<String> = [],
+                                aliases: [String: Set<String>] = [:]) -> [String] {
         var byPath: [String: Set<String>] = [:]
         for export in listed {
             byPath[ExportPath.lexicallyNormalized(export.path), default: []]
@@ -106,16 +112,54 @@ public enum ExportListCheck {
                 problems.append("the NFS server does not list \(export.path)")
                 continue
             }
-            let missing = expected.subtracting(live).sorted()
-            let extra = live.subtracting(expected).sorted()
+            let missing = expected.filter { !live.contains($0) && live.isDisjoint(with: aliases[$0] ?? []) }.sorted()
+            let known = expected.reduce(into: expected) { $0.formUnion(aliases[$1] ?? []) }
+            let extra = live.subtracting(known).sorted()
             if !missing.isEmpty { problems.append("the NFS server lists \(export.path) without \(missing.joined(separator: ", "))") }
             if !extra.isEmpty { problems.append("the NFS server lists \(export.path) also for \(extra.joined(separator: ", "))") }
         }
         for gone in plan.gone {
-            if let live = byPath[ExportPath.lexicallyNormalized(gone.path)], live.contains(gone.client) {
+            if let live = byPath[ExportPath.lexicallyNormalized(gone.path)],
+               live.contains(gone.client) || !live.isDisjoint(with: aliases[gone.client] ?? []) {
                 problems.append("the NFS server still lists \(gone.path) for \(gone.client)")
             }
         }
         return problems
+    }
+}
+
+/// Resolves host-name clients to addresses (getaddrinfo: /etc/hosts, then DNS), so an
+/// export list that names clients by address can be compared with names. Blocking work
+/// runs on `BlockingWork`.
+enum HostResolver {
+    static func aliases(_ plan: ApplyPlan) async -> [String: Set<String>] {
+        var names = Set<String>()
+        for export in plan.managed { for c in export.clients where c.address.kind == .hostname { names.insert(c.address.value) } }
+        for gone in plan.gone { names.insert(gone.client) }
+        let wanted = names
+        return (try? await BlockingWork.run { () -> [String: Set<String>] in
+            var result: [String: Set<String>] = [:]
+            for name in wanted { result[name] = addresses(of: name) }
+            return result
+        }) ?? [:]
+    }
+
+    static func addresses(of name: String) -> Set<String> {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(name, nil, &hints, &list) == 0 else { return [] }
+        defer { freeaddrinfo(list) }
+        var result = Set<String>()
+        var p = list
+        while let ai = p {
+            var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(ai.pointee.ai_addr, ai.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 {
+                let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+                result.insert(String(decoding: bytes, as: UTF8.self))
+            }
+            p = ai.pointee.ai_next
+        }
+        return result
     }
 }

@@ -76,7 +76,8 @@ public struct GaneshaExportsApplier: ExportsApplier {
                 return ["\(includeFile) does not hold the managed exports yet"]
             }
             guard let listProbe else { return [] }
-            return ExportListCheck.problems(plan, listed: try await listProbe.exports(), ignoring: ignoring)
+            return ExportListCheck.problems(plan, listed: try await listProbe.exports(), ignoring: ignoring,
+                                            aliases: await HostResolver.aliases(plan))
         } catch {
             return [error.message]
         }

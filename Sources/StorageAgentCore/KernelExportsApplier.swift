@@ -36,7 +36,8 @@ public struct KernelExportsApplier: ExportsApplier {
         do {
             var problems = try await etabProblems(plan)
             if problems.isEmpty, let listProbe {
-                problems = ExportListCheck.problems(plan, listed: try await listProbe.exports())
+                problems = ExportListCheck.problems(plan, listed: try await listProbe.exports(),
+                                                    aliases: await HostResolver.aliases(plan))
             }
             return problems
         } catch {
@@ -106,10 +107,11 @@ extension ExportListCheck {
     static func poll(_ plan: ApplyPlan, probe: any ExportListProbe, ignoring: Set<String> = [],
                      timeout: Duration) async -> [String] {
         let deadline = ContinuousClock.now + timeout
+        let aliases = await HostResolver.aliases(plan)
         var last: [String] = []
         while true {
             do {
-                last = problems(plan, listed: try await probe.exports(), ignoring: ignoring)
+                last = problems(plan, listed: try await probe.exports(), ignoring: ignoring, aliases: aliases)
             } catch {
                 last = ["cannot read the NFS server's export list: \(error.message)"]
             }

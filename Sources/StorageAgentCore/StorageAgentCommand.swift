@@ -128,12 +128,14 @@ public struct StorageAgentCommand: AsyncParsableCommand {
         try options.validate()
         let configuration = try resolved(file)
         let logger = AgentMain.makeLogger("storage-agent", level: options.logLevel)
+        let listeners = try AgentMain.listeners(options)
         let server = AgentServer(
-            listeners: try AgentMain.listeners(options),
+            listeners: listeners,
             limits: options.limits(),
             identity: AgentIdentity(agent: "storage-agent", host: AgentMain.hostName()),
             handler: try StorageAgentHandler(configuration: configuration),
-            logger: logger)
+            logger: logger,
+            tls: try AgentMain.tlsContext(for: listeners, options: options))
         try await AgentMain.run(server, logger: logger)
     }
 }

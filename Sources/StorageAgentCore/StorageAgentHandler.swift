@@ -55,23 +55,15 @@ public struct StorageAgentHandler: RequestHandler {
         case "HEALTH":
             return try await Health.answer(healthChecks(), context: context, reply: reply)
         case "EXPORT":
-            try Self.requireLocalPeer(request.verb, context)
+            try context.requireAuthenticated(request.verb)
             return try await export(request, reply: reply)
         case "UNEXPORT":
-            try Self.requireLocalPeer(request.verb, context)
+            try context.requireAuthenticated(request.verb)
             return try await unexport(request, reply: reply)
         case "EXPORTS":
             return try await exports(request, reply: reply)
         default:
             throw unknownVerb(request.verb)
-        }
-    }
-
-    /// Protocol v1 serves root-powerful verbs only on the unix socket (root peers);
-    /// TCP waits for mutual TLS (docs/protocol.md, "Transport and limits").
-    static func requireLocalPeer(_ verb: String, _ context: RequestContext) throws(AgentError) {
-        if context.peer.hasPrefix("tcp") {
-            throw AgentError(.permissionDenied, "\(verb) changes the exports of this host and is served only on the agent's unix socket (root peers); protocol v1 does not serve it over TCP")
         }
     }
 

@@ -38,11 +38,11 @@ public struct HostReport: Sendable, Equatable, Codable {
 
 /// Asks one agent `HELLO`, `PING` (timed) and `HEALTH`, bounded by `timeout`.
 public enum HostProbe {
-    public static func probe(_ host: Inventory.Host, timeout: Duration) async -> HostReport {
+    public static func probe(_ host: Inventory.Host, tls: TLSFiles, timeout: Duration) async -> HostReport {
         var report = HostReport(name: host.name, role: host.role, agent: host.agent.description,
                                 state: .unreachable, checks: [])
         do {
-            try await AgentClient.withSession(to: host.agent, connectTimeout: timeout) { session in
+            try await AgentClient.withSession(to: host.agent, connectTimeout: timeout, tls: tls) { session in
                 let clock = ContinuousClock()
                 let start = clock.now
                 _ = try await session.ok(Request("PING"), timeout: timeout)
@@ -71,10 +71,10 @@ public enum HostProbe {
     }
 
     /// Probes every host concurrently; results in inventory order.
-    public static func probeAll(_ hosts: [Inventory.Host], timeout: Duration) async -> [HostReport] {
+    public static func probeAll(_ hosts: [Inventory.Host], tls: TLSFiles, timeout: Duration) async -> [HostReport] {
         await withTaskGroup(of: (Int, HostReport).self) { group in
             for (i, host) in hosts.enumerated() {
-                group.addTask { (i, await probe(host, timeout: timeout)) }
+                group.addTask { (i, await probe(host, tls: tls, timeout: timeout)) }
             }
             var reports = [HostReport?](repeating: nil, count: hosts.count)
             for await (i, r) in group { reports[i] = r }

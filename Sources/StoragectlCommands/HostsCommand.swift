@@ -30,7 +30,7 @@ public struct HostsCommand: AsyncParsableCommand {
     public func run() async throws {
         try await ExitStatus.reporting("storagectl") {
             let inventory = try Inventory.load(path: global.config)
-            let reports = await HostProbe.probeAll(inventory.hosts, timeout: global.timeoutDuration)
+            let reports = await HostProbe.probeAll(inventory.hosts, tls: inventory.tls, timeout: global.timeoutDuration)
             print(json ? try HostsFormatting.json(reports) : HostsFormatting.table(reports), terminator: "")
             let status = HostsFormatting.exitStatus(reports)
             if status != 0 { throw ExitCode(status) }

@@ -13,7 +13,8 @@ import ConfigFile
 /// agent = tcp:198.18.0.2:7700
 /// ```
 ///
-/// Exactly one storage host; any number of compute hosts; names unique.
+/// Exactly one storage host; any number of compute hosts; names unique. An optional
+/// `[tls]` section names the client certificate for `agent = tls:HOST:PORT`.
 public struct Inventory: Sendable, Equatable {
     public enum Role: String, Sendable, Codable { case storage, compute }
 
@@ -26,6 +27,9 @@ public struct Inventory: Sendable, Equatable {
     public var storage: Host
     public var exportRoot: String
     public var compute: [Host]
+    /// Client certificate for `tls:` agents (section `[tls]`: ca, cert, key); libvirt's
+    /// client layout by default.
+    public var tls: TLSFiles = .libvirtClient
 
     public var hosts: [Host] { [storage] + compute }
 
@@ -40,10 +44,21 @@ public struct Inventory: Sendable, Equatable {
         var exportRoot = "/var/lib/libvirt/shared-images"
         var compute: [Host] = []
         var seen: [String: Int] = [:]
+        var tls = TLSFiles.libvirtClient
         for section in file.sections {
+            if section.kind == "tls", section.name == nil {
+                try file.requireKnownKeys(section, ["ca", "cert", "key"])
+                for e in section.entries where !e.value.hasPrefix("/") {
+                    throw ConfigError(file: file.path, line: e.line, message: "\(e.key) must be an absolute path")
+                }
+                if let v = section.value("ca") { tls.ca = v }
+                if let v = section.value("cert") { tls.certificate = v }
+                if let v = section.value("key") { tls.privateKey = v }
+                continue
+            }
             guard let role = Role(rawValue: section.kind) else {
                 throw ConfigError(file: file.path, line: section.line,
-                                  message: "unknown section [\(section.kind)]; use [storage NAME] or [compute NAME]")
+                                  message: "unknown section [\(section.kind)]; use [storage NAME], [compute NAME] or [tls]")
             }
             guard let name = section.name else {
                 throw ConfigError(file: file.path, line: section.line,
@@ -87,5 +102,6 @@ public struct Inventory: Sendable, Equatable {
         self.storage = storage
         self.exportRoot = exportRoot
         self.compute = compute
+        self.tls = tls
     }
 }

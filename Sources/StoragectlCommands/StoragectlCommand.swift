@@ -12,7 +12,7 @@ public struct StoragectlCommand: AsyncParsableCommand {
 
             """ + ExitStatus.helpText,
         version: StoragectlVersion.current,
-        subcommands: [HostsCommand.self])
+        subcommands: [HostsCommand.self, CallCommand.self])
 
     public init() {}
 }

@@ -204,6 +204,19 @@ struct ExportListCheckTests {
         #expect(ExportListCheck.problems(plan, listed: listed).count == 1, "without ignoring, 127.0.0.1 is an extra client")
     }
 
+    @Test("a host-name client matches the address the server lists for it")
+    func aliases() throws {
+        let named = ApplyPlan(managed: [ManagedExport(path: "/srv/w1", fsid: 7, clients: [
+            ManagedClient(address: try ClientAddress("source-example"), options: .storagectlDefault),
+        ])])
+        let listed = [ListedExport(path: "/srv/w1", groups: ["198.18.0.2"])]
+        #expect(ExportListCheck.problems(named, listed: listed, aliases: ["source-example": ["198.18.0.2"]]).isEmpty)
+        #expect(ExportListCheck.problems(named, listed: listed) == [
+            "the NFS server lists /srv/w1 without source-example", "the NFS server lists /srv/w1 also for 198.18.0.2",
+        ])
+        #expect(HostResolver.addresses(of: "localhost").contains("127.0.0.1"))
+    }
+
     @Test("missing exports, missing clients and clients still listed after removal are problems")
     func problems() {
         #expect(ExportListCheck.problems(plan, listed: []) == ["the NFS server does not list /srv/w1"])
