@@ -14,7 +14,7 @@ DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils
 	qemu-system-x86 qemu-block-extra qemu-utils \
 	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server
 
-.PHONY: setup build check test lab-test demo lab-up lab-down lab-shell lab-status install clean
+.PHONY: setup build check test lab-test demo bench lab-up lab-down lab-shell lab-status install clean
 
 ## setup: install the Debian packages (only when one is missing; needs root)
 setup:
@@ -40,6 +40,12 @@ test: check
 ## demo: the main job: a lab of three hosts where storagectl really runs
 demo: build
 	LAB_BIN_DIR=$(BIN_DIR) Tests/Lab/demo
+
+## bench: copy-engine and share benchmarks in the lab (results: docs/benchmarks.md)
+bench: setup
+	$(SWIFT) build -c release
+	COPY_BENCH_BIN=$(CURDIR)/.build/release/storagectl-copy-bench Tests/Lab/bench-copy
+	LAB_BIN_DIR=$(CURDIR)/.build/release Tests/Lab/bench-share
 
 ## lab-up / lab-down / lab-shell HOST=source-example / lab-status: the lab by hand
 lab-up: build

@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // Wire format of the agent line protocol v1: no dependencies.
@@ -55,12 +56,18 @@ let package = Package(
         ),
         .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO",
+        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log")]),
         .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // The image copy engine: local (sparse) file -> NFS export over libnfs, pipelined, SHA-256 verified.
+        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "AgentProtocol",
+            .product(name: "Crypto", package: "swift-crypto")]),
+        // Benchmark/lab driver of the copy engine (Tests/Lab/bench-copy, suite 20-copy-engine).
+        .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy"]),
         .executableTarget(name: "storagectl", dependencies: ["StoragectlCommands", "AgentRuntime"]),
         .executableTarget(name: "storage-agent", dependencies: ["StorageAgentCore", "AgentRuntime"]),
         .executableTarget(name: "compute-agent", dependencies: ["ComputeAgentCore", "AgentRuntime"]),
@@ -76,6 +83,8 @@ let package = Package(
         .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
         .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentRuntime", "ConfigFile"]),
         .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentRuntime"]),
+        .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy"]),
+        .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentRuntime", "Libvirt"]),
         .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -14,7 +14,8 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
             (default /etc/storagectl/compute-agent.conf): common options in [agent], the others in \
             [compute-agent], with the option's long name as key.
 
-            Verbs: HELLO, PING, HEALTH. Protocol: docs/protocol.md.
+            Verbs: HELLO, PING, HEALTH, DOMAIN, POOL-ENSURE, COPY, ADOPT, RESTORE, VERIFY. \
+            Protocol: docs/protocol.md; operations: docs/compute-agent.md.
             A clean stop (SIGTERM, or the idle exit) exits 0.
 
             """ + ExitStatus.helpText)
@@ -27,18 +28,33 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("libvirt-uri"), help: ArgumentHelp("libvirt connection URI (default qemu:///system).", valueName: "uri"))
     public var libvirtURI: String?
 
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp(
+        "Directory for copy jobs, saved domain definitions and libnfs share records (default /var/lib/storagectl).",
+        valueName: "path"))
+    public var stateDir: String?
+
     public init() {}
+
+    static let sectionKeys: Set<String> = ["libvirt-uri", "state-dir"]
 
     public func resolved(_ file: ConfigFile?) throws -> ComputeAgentConfiguration {
         var c = ComputeAgentConfiguration()
         let section = file?.sections("compute-agent").last
-        if let file, let section { try file.requireKnownKeys(section, ["libvirt-uri"]) }
+        if let file, let section { try file.requireKnownKeys(section, Self.sectionKeys) }
         if let file { for s in file.sections("agent") { try file.requireKnownKeys(s, AgentOptions.configKeys) } }
         if let v = libvirtURI ?? section?.value("libvirt-uri") {
             guard !v.isEmpty, v.contains(":"), !v.unicodeScalars.contains(where: { $0.value <= 0x20 }) else {
                 throw ValidationError("libvirt-uri '\(v)' is not a libvirt URI (for example qemu:///system)")
             }
             c.libvirtURI = v
+        }
+        if let v = stateDir ?? section?.value("state-dir") {
+            guard v.hasPrefix("/"), v != "/", !v.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+                throw ValidationError("state-dir '\(v)' must be an absolute directory path other than /")
+            }
+            var path = v
+            while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+            c.stateDir = path
         }
         return c
     }

@@ -1,7 +1,20 @@
-/// Everything the compute agent needs to know about its host.
+/// Everything the compute agent needs to know about its host. Paths are injected so
+/// tests run against temporary directories.
 public struct ComputeAgentConfiguration: Sendable {
     /// libvirt connection URI (virsh(1) `-c`).
     public var libvirtURI: String = "qemu:///system"
+    /// Where the agent keeps what must survive a restart: copy jobs, previous domain
+    /// definitions (for RESTORE), libnfs-mode share records. Created (0700) on first use.
+    public var stateDir: String = "/var/lib/storagectl"
+    /// Copy engine tuning: write requests in flight and bytes per request.
+    public var copyInFlight: Int = 16
+    public var copyChunkBytes: Int = 1 << 20
+    /// Interval of `PROGRESS` lines while a COPY streams (at least twice a second).
+    public var progressInterval: Duration = .milliseconds(250)
 
     public init() {}
+
+    /// libvirt's test driver drops the `fs:` namespace of pool XML (mount options), so
+    /// pools defined through it cannot be compared on them.
+    var driverKeepsMountOptions: Bool { !libvirtURI.hasPrefix("test:") }
 }

@@ -48,7 +48,7 @@ public struct StorageAgentHandler: RequestHandler {
         }
     }
 
-    public var verbs: [String] { ["HEALTH", "EXPORT", "UNEXPORT", "EXPORTS"] }
+    public var verbs: [String] { ["HEALTH", "EXPORT", "UNEXPORT", "EXPORTS", "SPACE", "CHECKSUM"] }
 
     public func handle(_ request: Request, context: RequestContext, reply: ReplyStream) async throws -> Fields {
         switch request.verb {
@@ -62,6 +62,10 @@ public struct StorageAgentHandler: RequestHandler {
             return try await unexport(request, reply: reply)
         case "EXPORTS":
             return try await exports(request, reply: reply)
+        case "SPACE":
+            return try await space(request)
+        case "CHECKSUM":
+            return try await checksum(request, reply: reply)
         default:
             throw unknownVerb(request.verb)
         }

@@ -72,7 +72,10 @@ public struct CallCommand: AsyncParsableCommand {
             let json = self.json
             let response = try await AgentClient.withSession(to: target, connectTimeout: global.timeoutDuration, tls: tls) { session in
                 try await session.call(request, timeout: .seconds(24 * 3600)) { line in
-                    if !json { print(Self.readable(line)) }
+                    if !json {
+                        print(Self.readable(line))
+                        fflush(nil)  // lines as they arrive, also into a pipe or file
+                    }
                 }
             }
             if json { print(try Self.json(response)) }

@@ -30,6 +30,11 @@ public struct Inventory: Sendable, Equatable {
     /// Client certificate for `tls:` agents (section `[tls]`: ca, cert, key); libvirt's
     /// client layout by default.
     public var tls: TLSFiles = .libvirtClient
+    /// The name or address compute hosts use for the NFS server (default: the storage
+    /// host's name), `nfs-server =` in `[storage NAME]`.
+    public var nfsServer: String = ""
+    /// The libvirt pool name used on every compute host, `pool =` in `[storage NAME]`.
+    public var poolName: String = "shared-images"
 
     public var hosts: [Host] { [storage] + compute }
 
@@ -45,6 +50,8 @@ public struct Inventory: Sendable, Equatable {
         var compute: [Host] = []
         var seen: [String: Int] = [:]
         var tls = TLSFiles.libvirtClient
+        var nfsServer = ""
+        var poolName = "shared-images"
         for section in file.sections {
             if section.kind == "tls", section.name == nil {
                 try file.requireKnownKeys(section, ["ca", "cert", "key"])
@@ -69,7 +76,7 @@ public struct Inventory: Sendable, Equatable {
                                   message: "host '\(name)' is already defined at line \(first)")
             }
             seen[name] = section.line
-            try file.requireKnownKeys(section, role == .storage ? ["agent", "export-root"] : ["agent"])
+            try file.requireKnownKeys(section, role == .storage ? ["agent", "export-root", "nfs-server", "pool"] : ["agent"])
             guard let entry = section.entry("agent") else {
                 throw ConfigError(file: file.path, line: section.line,
                                   message: "[\(section.kind) \(name)] needs 'agent = tcp:HOST:PORT' or 'agent = unix:PATH'")
@@ -86,6 +93,16 @@ public struct Inventory: Sendable, Equatable {
                                       message: "a second [storage] section; storagectl manages one storage host")
                 }
                 storage = host
+                nfsServer = section.value("nfs-server") ?? name
+                if let e = section.entry("nfs-server"), (try? Endpoint(parsing: "tcp:\(e.value):1")) == nil {
+                    throw ConfigError(file: file.path, line: e.line, message: "nfs-server must be a host name or an address")
+                }
+                if let e = section.entry("pool") {
+                    guard e.value.range(of: "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", options: .regularExpression) != nil else {
+                        throw ConfigError(file: file.path, line: e.line, message: "pool must be a libvirt pool name: letters, digits, '.', '_', '-'")
+                    }
+                    poolName = e.value
+                }
                 if let root = section.entry("export-root") {
                     guard root.value.hasPrefix("/"), !root.value.contains("/../"), !root.value.hasSuffix("/..") else {
                         throw ConfigError(file: file.path, line: root.line, message: "export-root must be an absolute path without '..'")
@@ -103,5 +120,7 @@ public struct Inventory: Sendable, Equatable {
         self.exportRoot = exportRoot
         self.compute = compute
         self.tls = tls
+        self.nfsServer = nfsServer
+        self.poolName = poolName
     }
 }

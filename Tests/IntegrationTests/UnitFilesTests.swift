@@ -6,7 +6,8 @@ import TestSupport
 /// with stub binaries at the ExecStart paths) and its security gate.
 @Suite("systemd units")
 struct UnitFilesTests {
-    static let units = ["storage-agent.socket", "storage-agent.service", "compute-agent.socket", "compute-agent.service"]
+    static let units = ["storage-agent.socket", "storage-agent-tls.socket", "storage-agent.service",
+                        "compute-agent.socket", "compute-agent-tls.socket", "compute-agent.service"]
 
     /// A scratch root: our units in /etc/systemd/system, the distribution's targets, and
     /// stub executables where ExecStart points.

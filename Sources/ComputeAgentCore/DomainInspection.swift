@@ -1,0 +1,117 @@
+import AgentProtocol
+import Foundation
+import ImageCopy
+import Libvirt
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Facts about one disk image file on this host.
+struct ImageFacts: Sendable, Equatable {
+    var format: String?          // from the header: qcow2, or nil (raw or unreadable)
+    var virtualSize: UInt64?
+    var fileSize: UInt64
+    var allocated: UInt64
+    /// The backing chain, nearest first, as absolute paths where they could be resolved.
+    var backing: [String]
+}
+
+enum ImageInspection {
+    /// Longest backing chain followed (a loop or a pathological chain stops here).
+    static let maxChain = 16
+
+    /// stat + qcow2 header (+ the backing chain from each header). Blocking.
+    static func facts(path: String) throws(AgentError) -> ImageFacts {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            let e = errno
+            throw AgentError(e == ENOENT ? .notFound : .internal, "cannot stat \(path): \(String(cString: strerror(e)))")
+        }
+        var facts = ImageFacts(format: nil, virtualSize: nil, fileSize: UInt64(st.st_size),
+                               allocated: UInt64(st.st_blocks) * 512, backing: [])
+        // An unreadable or malformed header leaves format and virtual size unknown.
+        let header: QCOW2Header?
+        do { header = try QCOW2Header.read(path: path) } catch { return facts }
+        if let h = header {
+            facts.format = "qcow2"
+            facts.virtualSize = h.virtualSize
+            facts.backing = chain(from: h, at: path)
+        } else {
+            facts.format = "raw"
+            facts.virtualSize = UInt64(st.st_size)
+        }
+        return facts
+    }
+
+    /// Follows backing file names from `header` (relative names are relative to the
+    /// directory of the image that names them).
+    static func chain(from header: QCOW2Header, at path: String) -> [String] {
+        var result: [String] = []
+        var current = header
+        var currentPath = path
+        while let name = current.backingFile, result.count < maxChain {
+            let resolved = name.hasPrefix("/") ? name
+                : ((currentPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent(name)
+            if result.contains(resolved) || resolved == path { break }
+            result.append(resolved)
+            guard let next = (try? QCOW2Header.read(path: resolved)) ?? nil else { break }
+            current = next
+            currentPath = resolved
+        }
+        return result
+    }
+}
+
+/// `DOMAIN`: what libvirt and the images say about a domain's disks.
+struct DomainReport: Sendable {
+    var name: String
+    var uuid: String
+    var state: DomainState
+    var persistent: Bool
+    var disks: [(disk: DomainDisk, facts: ImageFacts?)]
+
+    /// Reads the domain (live definition when running, else the persistent one) and
+    /// inspects each local image. Blocking.
+    static func read(_ session: LibvirtSession, name: String) throws(AgentError) -> DomainReport {
+        let domain = try session.domain(name)
+        do {
+            let state = try domain.state
+            let xml = try domain.xmlDesc(flags: state == .shutoff ? [.inactive] : [])
+            let disks = try DomainDefinition.disks(xml)
+            return DomainReport(
+                name: try domain.name, uuid: try domain.uuidString, state: state, persistent: try domain.isPersistent,
+                disks: disks.map { d in
+                    guard d.type == "file", let src = d.source else { return (d, nil) }
+                    return (d, try? ImageInspection.facts(path: src))
+                })
+        } catch let e as AgentError {
+            throw e
+        } catch let e as LibvirtError {
+            throw ComputeWork.agentError(e)
+        } catch {
+            throw AgentError(.internal, "\(error)")
+        }
+    }
+
+    /// One `DATA` line per disk.
+    var dataLines: [Fields] {
+        disks.map { d, facts in
+            var f: Fields = ["disk": d.target, "type": d.type, "device": d.device, "source": d.source ?? ""]
+            f.append("format", d.format ?? facts?.format ?? "")
+            if let v = facts?.virtualSize { f.append("virtual-size", String(v)) }
+            if let a = facts?.allocated { f.append("allocated", String(a)) }
+            f.append("cache", d.cache ?? "default")
+            if d.readOnly { f.append("readonly", "yes") }
+            let chain = (facts?.backing.isEmpty ?? true) ? d.backingStore : facts!.backing
+            if chain.isEmpty { f.append("backing", "") }
+            for b in chain { f.append("backing", b) }
+            if d.type == "file", facts == nil { f.append("missing", "yes") }
+            return f
+        }
+    }
+
+    var okFields: Fields {
+        ["name": name, "uuid": uuid, "state": state.wire, "persistent": persistent ? "yes" : "no",
+         "disks": String(disks.count)]
+    }
+}

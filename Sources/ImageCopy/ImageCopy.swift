@@ -1,0 +1,213 @@
+import AgentProtocol
+
+/// Where an image copy goes: an NFSv3 export, addressed by its REAL path on the server
+/// (`/var/lib/libvirt/shared-images`), as NFSv3 MOUNT wants it. Writes always use NFSv3:
+/// libnfs 4.0 cannot write files larger than a few KiB over NFSv4.
+public struct NFSTarget: Sendable, Equatable {
+    /// Server name or address (no `:port`).
+    public var server: String
+    /// The export's real path on the server.
+    public var exportPath: String
+    /// AUTH_SYS credentials sent with every request (the export must not squash them
+    /// for the copy to be owned by this uid/gid).
+    public var uid: UInt32 = 0
+    public var gid: UInt32 = 0
+
+    public init(server: String, exportPath: String, uid: UInt32 = 0, gid: UInt32 = 0) {
+        self.server = server
+        self.exportPath = exportPath
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+/// A progress report: logical bytes of the source handled so far (holes count as done
+/// when they are passed), the logical size, and the average rate since the start.
+public struct CopyProgress: Sendable {
+    public var done: UInt64
+    public var total: UInt64
+    /// Logical bytes per second since the copy started.
+    public var bytesPerSecond: Double
+
+    public init(done: UInt64, total: UInt64, bytesPerSecond: Double) {
+        self.done = done
+        self.total = total
+        self.bytesPerSecond = bytesPerSecond
+    }
+}
+
+/// The outcome of ``ImageCopier/copy(source:to:relativePath:progress:)``.
+public struct CopyResult: Sendable, Equatable {
+    /// Logical size of the file in bytes.
+    public var size: UInt64
+    /// Bytes of data extents sent over the wire (holes excluded); 0 when `alreadyPresent`.
+    public var dataBytes: UInt64
+    /// SHA-256 of the logical content (holes read as zeros), lowercase hex.
+    public var sha256: String
+    public var elapsedSeconds: Double
+    /// The target already held identical content: nothing was written.
+    public var alreadyPresent: Bool
+    /// Seconds of `elapsedSeconds` spent in a separate verification pass
+    /// (``ImageCopier/Verification/fullChecksum``); 0 with the default read-back, which
+    /// runs interleaved with the writes.
+    public var verifySeconds: Double
+
+    public init(size: UInt64, dataBytes: UInt64, sha256: String, elapsedSeconds: Double, alreadyPresent: Bool,
+                verifySeconds: Double = 0) {
+        self.size = size
+        self.dataBytes = dataBytes
+        self.sha256 = sha256
+        self.elapsedSeconds = elapsedSeconds
+        self.alreadyPresent = alreadyPresent
+        self.verifySeconds = verifySeconds
+    }
+}
+
+/// Failures of the copy engine. ``agentError`` maps each to the protocol's vocabulary
+/// (the one place that mapping lives).
+public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// `relativePath` is empty, absolute, contains `..`, `.` or empty components, or
+    /// control bytes; or the final name would collide with the temporary naming scheme.
+    case invalidPath(String)
+    /// The local source cannot be opened or read (errno, message).
+    case sourceUnreadable(path: String, errno: Int32, message: String)
+    /// The source is not a regular file.
+    case sourceNotRegularFile(String)
+    /// The source changed (size or content) while it was being copied.
+    case sourceChanged(String)
+    /// The target exists with other content (size/sha256 of what is there). Never overwritten.
+    case targetExists(path: String, size: UInt64, sha256: String?)
+    /// The target path exists and is not a regular file.
+    case targetNotRegularFile(String)
+    /// The file under `relativePath` does not exist on the export.
+    case targetNotFound(String)
+    /// Connecting or mounting the export failed.
+    case mountFailed(url: String, errno: Int32, message: String)
+    /// An NFS operation failed (errno, libnfs's message).
+    case nfs(operation: String, errno: Int32, message: String)
+    /// What the server holds after writing differs from what was read.
+    case verificationFailed(path: String, expectedSize: UInt64, actualSize: UInt64, expectedSHA256: String, actualSHA256: String)
+    /// The copy was cancelled; the temporary file was removed when possible.
+    case cancelled
+
+    public var description: String {
+        switch self {
+        case .invalidPath(let message):
+            return "invalid target path: \(message)"
+        case .sourceUnreadable(let path, _, let message):
+            return "cannot read \(path): \(message)"
+        case .sourceNotRegularFile(let path):
+            return "\(path) is not a regular file"
+        case .sourceChanged(let path):
+            return "\(path) changed while it was being copied; shut off the domain and retry"
+        case .targetExists(let path, let size, let sha256):
+            return "\(path) already exists on the share with other content (size \(size)\(sha256.map { ", sha256 \($0)" } ?? "")); it is never overwritten: remove or rename it first"
+        case .targetNotRegularFile(let path):
+            return "\(path) exists on the share and is not a regular file"
+        case .targetNotFound(let path):
+            return "\(path) does not exist on the share"
+        case .mountFailed(let url, _, let message):
+            return "cannot mount \(url): \(message)"
+        case .nfs(let operation, _, let message):
+            return "\(operation) failed: \(message)"
+        case .verificationFailed(let path, let expectedSize, let actualSize, let expected, let actual):
+            return "verification of \(path) failed: server holds \(actualSize) bytes sha256 \(actual), expected \(expectedSize) bytes sha256 \(expected)"
+        case .cancelled:
+            return "the copy was cancelled"
+        }
+    }
+
+    /// The protocol error for this failure.
+    public var agentError: AgentError {
+        switch self {
+        case .invalidPath: return AgentError(.invalidArgument, description)
+        case .sourceUnreadable(_, let errno, _):
+            if errno == 2 { return AgentError(.notFound, description) }        // ENOENT
+            if errno == 13 || errno == 1 { return AgentError(.permissionDenied, description) } // EACCES, EPERM
+            return AgentError(.internal, description)
+        case .sourceNotRegularFile: return AgentError(.invalidArgument, description)
+        case .sourceChanged: return AgentError(.conflict, description)
+        case .targetExists: return AgentError(.exists, description)
+        case .targetNotRegularFile: return AgentError(.conflict, description)
+        case .targetNotFound: return AgentError(.notFound, description)
+        case .mountFailed(_, let errno, _):
+            if errno == 13 || errno == 1 { return AgentError(.permissionDenied, description) }
+            if errno == 110 { return AgentError(.timeout, description) }       // ETIMEDOUT
+            return AgentError(.unavailable, description)
+        case .nfs(_, let errno, _):
+            switch errno {
+            case 13, 1: return AgentError(.permissionDenied, description)
+            case 2: return AgentError(.notFound, description)
+            case 28, 122: return AgentError(.unavailable, description)  // ENOSPC, EDQUOT
+            case 110: return AgentError(.timeout, description)
+            case 104, 111, 32, 5: return AgentError(.unavailable, description) // ECONNRESET, ECONNREFUSED, EPIPE, EIO
+            default: return AgentError(.internal, description)
+            }
+        case .verificationFailed: return AgentError(.internal, description)
+        case .cancelled: return AgentError(.unavailable, description)
+        }
+    }
+}
+
+/// The image copy engine: copies a local (possibly sparse) file into an NFS export with
+/// libnfs, pipelined, checksummed, under a temporary name, renamed only once verified.
+///
+/// Each call opens its own NFS context on its own dedicated thread (libnfs contexts are
+/// bound to one thread) and closes it before returning; calls may run concurrently.
+public struct ImageCopier: Sendable {
+    /// Write requests in flight at once on the one NFS connection.
+    public var inFlight: Int
+    /// Bytes per write request (capped at the server's maximum WRITE size).
+    public var chunkBytes: Int
+
+    /// How the copy is confirmed before it gets its final name.
+    public var verification: Verification
+
+    /// How a copy is confirmed before the rename (see `docs/image-copy.md`).
+    public enum Verification: Sendable, Equatable {
+        /// Every data chunk is read back from the server right after its WRITE and
+        /// compared byte for byte with the bytes that were hashed; holes are never
+        /// written into the freshly created file; then COMMIT and the size the server
+        /// reports. Pipelined with the writes (the default).
+        case readBack
+        /// After COMMIT, a second pass reads the whole file back (holes included) and
+        /// compares its SHA-256 with the source's. Slower: costs a full read of the
+        /// logical size.
+        case fullChecksum
+    }
+
+    public init(inFlight: Int = 16, chunkBytes: Int = 1 << 20, verification: Verification = .readBack) {
+        self.inFlight = max(1, inFlight)
+        self.chunkBytes = max(4096, chunkBytes)
+        self.verification = verification
+    }
+
+    /// The temporary name a copy to `relativePath` is written under:
+    /// `dir/.<name>.storagectl-partial`.
+    public static func temporaryPath(for relativePath: String) -> String {
+        let components = relativePath.split(separator: "/", omittingEmptySubsequences: true)
+        guard let last = components.last else { return ".storagectl-partial" }
+        let dir = components.dropLast().joined(separator: "/")
+        let name = ".\(last).storagectl-partial"
+        return dir.isEmpty ? name : dir + "/" + name
+    }
+
+    /// Copies the local file `source` to `relativePath` under the export; writes under a temporary name
+    /// (`.<name>.storagectl-partial`), renames only after size and SHA-256 of what the server holds are confirmed.
+    /// Identical existing target -> success with alreadyPresent = true; different existing target -> .exists error.
+    ///
+    /// Side effects: creates missing parent directories of `relativePath` (mode 0755),
+    /// replaces a leftover temporary file of an earlier attempt, never modifies `source`.
+    /// Cancellation: stops within about 100 ms, removes the temporary file when the
+    /// server is reachable, throws ``ImageCopyError/cancelled``.
+    public func copy(source: String, to target: NFSTarget, relativePath: String,
+                     progress: @escaping @Sendable (CopyProgress) -> Void) async throws -> CopyResult {
+        try await CopyEngine(configuration: self).copy(source: source, to: target, relativePath: relativePath, progress: progress)
+    }
+
+    /// SHA-256 of a file on the NFS export (read back through libnfs, pipelined).
+    /// - Throws: ``ImageCopyError/targetNotFound(_:)`` if it does not exist.
+    public func checksum(of relativePath: String, on target: NFSTarget) async throws -> (size: UInt64, sha256: String) {
+        try await CopyEngine(configuration: self).checksum(of: relativePath, on: target)
+    }
+}

@@ -1,0 +1,542 @@
+import CNFS
+import Crypto
+import Foundation
+import LibNFS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Set from a task's cancellation handler, polled by the copy's threads.
+final class CancelFlag: @unchecked Sendable {
+    // Invariant: `value` is only touched with `lock` held.
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}
+
+/// Calls the user's progress closure at most every `interval` seconds (and once at the end).
+struct ProgressTicker {
+    let total: UInt64
+    let start: Double
+    let report: @Sendable (CopyProgress) -> Void
+    var last: Double = 0
+    let interval = 0.25
+
+    init(total: UInt64, start: Double, report: @escaping @Sendable (CopyProgress) -> Void) {
+        self.total = total
+        self.start = start
+        self.report = report
+    }
+
+    mutating func tick(_ done: UInt64, force: Bool = false) {
+        let now = monotonicSeconds()
+        guard force || now - last >= interval else { return }
+        last = now
+        let elapsed = max(now - start, 1e-6)
+        report(CopyProgress(done: min(done, total), total: total, bytesPerSecond: Double(done) / elapsed))
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Page-aligned buffers shared by the reader thread and the loop thread. A slot belongs
+/// to exactly one side at a time (handed over through ``ChunkPipe``).
+final class SlotBuffers: @unchecked Sendable {
+    let count: Int
+    let slotBytes: Int
+    let data: UnsafeMutableRawPointer
+    /// Read-back buffers (libnfs 6 reads into the caller's buffer; libnfs 4 hands the
+    /// bytes to the callback and these stay unused).
+    let verify: UnsafeMutableRawPointer
+
+    init(count: Int, slotBytes: Int) {
+        self.count = count
+        self.slotBytes = slotBytes
+        data = .allocate(byteCount: count * slotBytes, alignment: 4096)
+        verify = .allocate(byteCount: count * slotBytes, alignment: 4096)
+    }
+
+    deinit {
+        data.deallocate()
+        verify.deallocate()
+    }
+
+    func slot(_ index: Int) -> UnsafeMutableRawPointer { data + index * slotBytes }
+    func verifySlot(_ index: Int) -> UnsafeMutableRawPointer { verify + index * slotBytes }
+}
+
+/// The hand-over between the reader thread (reads + hashes the source) and the loop
+/// thread (writes + verifies over NFS). Wakes the loop through an eventfd it polls.
+final class ChunkPipe: @unchecked Sendable {
+    struct Chunk { var slot: Int; var offset: UInt64; var length: Int }
+
+    // Invariant: every var is only touched with `condition` locked.
+    private let condition = NSCondition()
+    private var free: [Int]
+    private var ready: [Chunk] = []
+    private var passed: UInt64 = 0               // hole / zero bytes the reader skipped
+    private var result: Result<(sha256: String, dataBytes: UInt64), ImageCopyError>?
+    private var aborted = false
+    /// The read end of a non-blocking pipe the loop polls; the reader writes a byte to wake it.
+    let wakeFD: Int32
+    private let wakeWriteFD: Int32
+
+    init(slots: Int) throws(ImageCopyError) {
+        free = Array((0..<slots).reversed())
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw .nfs(operation: "pipe", errno: errno, message: String(cString: strerror(errno))) }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        wakeFD = fds[0]
+        wakeWriteFD = fds[1]
+    }
+
+    deinit {
+        close(wakeFD)
+        close(wakeWriteFD)
+    }
+
+    /// A full pipe (EAGAIN) already means "wake up": the result is ignored.
+    private func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakeWriteFD, &byte, 1)
+    }
+
+    /// Reader: a free slot, waiting for one; nil once aborted.
+    func takeFree() -> Int? {
+        condition.lock()
+        defer { condition.unlock() }
+        while free.isEmpty && !aborted { condition.wait() }
+        return aborted ? nil : free.removeLast()
+    }
+
+    var isAborted: Bool { condition.lock(); defer { condition.unlock() }; return aborted }
+
+    /// Loop or reader: the slot is free again.
+    func release(_ slot: Int) {
+        condition.lock()
+        free.append(slot)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func push(_ chunk: Chunk) {
+        condition.lock()
+        ready.append(chunk)
+        condition.unlock()
+        wake()
+    }
+
+    func pass(_ bytes: UInt64) {
+        condition.lock()
+        passed += bytes
+        condition.unlock()
+    }
+
+    func finish(_ outcome: Result<(sha256: String, dataBytes: UInt64), ImageCopyError>) {
+        condition.lock()
+        result = outcome
+        condition.broadcast()
+        condition.unlock()
+        wake()
+    }
+
+    /// Loop: takes the ready chunks; also returns the bytes passed and the reader's result.
+    func drain(into chunks: inout [Chunk]) -> (passed: UInt64, result: Result<(sha256: String, dataBytes: UInt64), ImageCopyError>?) {
+        condition.lock()
+        defer { condition.unlock() }
+        chunks.append(contentsOf: ready)
+        ready.removeAll(keepingCapacity: true)
+        return (passed, result)
+    }
+
+    func abort() {
+        condition.lock()
+        aborted = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until the reader has finished (after ``abort()`` it finishes promptly).
+    func waitForReader() {
+        condition.lock()
+        while result == nil { condition.wait() }
+        condition.unlock()
+    }
+}
+
+/// Reads the source sequentially (SEEK_DATA/SEEK_HOLE), hashes every logical byte (holes
+/// as zeros) and hands data chunks to the loop. Runs on its own thread.
+func runReader(source: LocalSource, pipe: ChunkPipe, buffers: SlotBuffers, chunkBytes: Int) {
+    var hasher = SHA256()
+    var walker = SparseWalker(fd: source.fd, size: source.size)
+    var dataBytes: UInt64 = 0
+    do {
+        while true {
+            let next: FileExtent?
+            do { next = try walker.next() } catch { throw source.error(error) }
+            guard let extent = next else { break }
+            if !extent.isData {
+                // Holes are hashed as zeros, in 64 MiB steps so an abort is seen quickly.
+                var left = extent.length
+                while left > 0 {
+                    if pipe.isAborted { throw ImageCopyError.cancelled }
+                    let step = min(left, 64 << 20)
+                    Zeros.hash(step, into: &hasher)
+                    pipe.pass(step)
+                    left -= step
+                }
+                continue
+            }
+            var offset = extent.offset
+            while offset < extent.end {
+                // Chunks end on chunk-size boundaries so that writes stay aligned.
+                let boundary = (offset / UInt64(chunkBytes) + 1) * UInt64(chunkBytes)
+                let length = Int(min(boundary, extent.end) - offset)
+                guard let slot = pipe.takeFree() else { throw ImageCopyError.cancelled }
+                let buffer = buffers.slot(slot)
+                do {
+                    try source.readFully(buffer, count: length, offset: offset)
+                } catch {
+                    pipe.release(slot)
+                    throw error
+                }
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: length))
+                if Zeros.isZero(buffer, count: length) {
+                    // allocated zeros: not sent, stay a hole in the fresh target file
+                    pipe.release(slot)
+                    pipe.pass(UInt64(length))
+                } else {
+                    pipe.push(.init(slot: slot, offset: offset, length: length))
+                    dataBytes += UInt64(length)
+                }
+                offset += UInt64(length)
+            }
+        }
+        pipe.finish(.success((hasher.finalize().hex, dataBytes)))
+    } catch let error as ImageCopyError {
+        pipe.finish(.failure(error))
+    } catch {
+        pipe.finish(.failure(.sourceUnreadable(path: source.path, errno: EIO, message: "\(error)")))
+    }
+}
+
+/// One outstanding async NFS request. Passed to libnfs retained as `private_data`;
+/// the callback takes the reference back.
+final class PendingRequest {
+    // Strong: a request (and so the pipeline and its buffers) stays alive for as long as
+    // libnfs holds it, even across a failure.
+    let pipeline: NFSPipeline
+    let slot: Int
+    let offset: UInt64
+    let length: Int
+    /// Bytes already completed by earlier (short) replies.
+    var done: Int = 0
+    var isRead = false
+
+    init(pipeline: NFSPipeline, slot: Int, offset: UInt64, length: Int) {
+        self.pipeline = pipeline
+        self.slot = slot
+        self.offset = offset
+        self.length = length
+    }
+}
+
+/// The libnfs event loop for one open file: issues async WRITEs/READs (many in flight on
+/// the one context), drives `nfs_service` from `poll()` and handles the callbacks. All of
+/// it runs on the calling thread (the copy's dedicated loop thread).
+final class NFSPipeline {
+    let nfs: OpaquePointer
+    let fh: OpaquePointer
+    let path: String
+    let buffers: SlotBuffers
+    let inFlight: Int
+    let cancel: CancelFlag
+    var outstanding = 0
+    var failure: ImageCopyError?
+    /// A negative nfs_service: the context is unusable (no more calls on it).
+    var contextDead = false
+
+    // copy mode
+    var pipe: ChunkPipe?
+    var verifiedBytes: UInt64 = 0
+    var verifyReads = true
+
+    // checksum mode
+    var completed: [UInt64: (slot: Int, count: Int)] = [:]
+    var freeSlots: [Int] = []
+
+    init(nfs: OpaquePointer, fh: OpaquePointer, path: String, buffers: SlotBuffers, inFlight: Int, cancel: CancelFlag) {
+        self.nfs = nfs
+        self.fh = fh
+        self.path = path
+        self.buffers = buffers
+        self.inFlight = inFlight
+        self.cancel = cancel
+    }
+
+    private func fail(_ error: ImageCopyError) {
+        if failure == nil { failure = error }
+    }
+
+    private func lastError(_ fallback: String) -> String {
+        let message = nfs_get_error(nfs).map { String(cString: $0) } ?? ""
+        return message.isEmpty ? fallback : message
+    }
+
+    // MARK: the loop
+
+    /// One turn: poll the context's socket (events re-read every turn) and the wake fd,
+    /// at most 100 ms, then nfs_service (also with no events: libnfs runs its timeouts there).
+    func turn(wakeFD: Int32) {
+        var fds = [
+            pollfd(fd: nfs_get_fd(nfs), events: Int16(truncatingIfNeeded: nfs_which_events(nfs)), revents: 0),
+            pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+        ]
+        let count: nfds_t = wakeFD >= 0 ? 2 : 1
+        let ready = poll(&fds, count, 100)
+        if ready < 0 && errno != EINTR {
+            fail(.nfs(operation: "poll", errno: errno, message: String(cString: strerror(errno))))
+            contextDead = true
+            return
+        }
+        if wakeFD >= 0 && fds[1].revents & Int16(POLLIN) != 0 {
+            var sink = [UInt8](repeating: 0, count: 256)
+            _ = read(wakeFD, &sink, sink.count)
+        }
+        if nfs_service(nfs, Int32(fds[0].revents)) < 0 {
+            fail(.nfs(operation: "nfs_service", errno: EIO, message: lastError("the NFS connection failed")))
+            contextDead = true
+        }
+    }
+
+    /// After a failure or cancellation: keeps servicing until every request has come
+    /// back (so no buffer is in libnfs's hands), at most `seconds`.
+    func drainOutstanding(seconds: Double = 15) {
+        let deadline = monotonicSeconds() + seconds
+        while outstanding > 0 && !contextDead && monotonicSeconds() < deadline {
+            turn(wakeFD: -1)
+        }
+    }
+
+    // MARK: copy: writes + read-back
+
+    private func issueWrite(_ request: PendingRequest) -> Bool {
+        let opaque = Unmanaged.passRetained(request).toOpaque()
+        let remaining = request.length - request.done
+        let result = cnfs_pwrite_async(nfs, fh, buffers.slot(request.slot) + request.done, remaining,
+                                       request.offset + UInt64(request.done), nfsWriteCallback, opaque)
+        guard result >= 0 else {
+            Unmanaged<PendingRequest>.fromOpaque(opaque).release()
+            fail(.nfs(operation: "write \(path)", errno: -result, message: lastError("nfs_pwrite_async failed")))
+            return false
+        }
+        outstanding += 1
+        return true
+    }
+
+    private func issueRead(_ request: PendingRequest) -> Bool {
+        let opaque = Unmanaged.passRetained(request).toOpaque()
+        let remaining = request.length - request.done
+        let target = (request.isRead && pipe == nil ? buffers.slot(request.slot) : buffers.verifySlot(request.slot)) + request.done
+        let result = cnfs_pread_async(nfs, fh, target, remaining, request.offset + UInt64(request.done), nfsReadCallback, opaque)
+        guard result >= 0 else {
+            Unmanaged<PendingRequest>.fromOpaque(opaque).release()
+            fail(.nfs(operation: "read \(path)", errno: -result, message: lastError("nfs_pread_async failed")))
+            return false
+        }
+        outstanding += 1
+        return true
+    }
+
+    fileprivate func writeCompleted(_ request: PendingRequest, status: Int32, data: UnsafeMutableRawPointer?) {
+        outstanding -= 1
+        guard status >= 0 else {
+            // on failure libnfs passes its message as `data`
+            let message = data.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "write failed"
+            fail(.nfs(operation: "write \(path) at \(request.offset)", errno: -status, message: message))
+            pipe?.release(request.slot)
+            return
+        }
+        guard failure == nil else { pipe?.release(request.slot); return }
+        if status == 0 {
+            fail(.nfs(operation: "write \(path) at \(request.offset)", errno: EIO, message: "the server wrote 0 bytes"))
+            pipe?.release(request.slot)
+            return
+        }
+        request.done += Int(status)
+        if request.done < request.length {              // short write: send the rest
+            if !issueWrite(request) { pipe?.release(request.slot) }
+            return
+        }
+        if verifyReads {
+            // Read back what the server now holds and compare with the bytes we hashed.
+            request.done = 0
+            request.isRead = true
+            if !issueRead(request) { pipe?.release(request.slot) }
+        } else {
+            verifiedBytes += UInt64(request.length)
+            pipe?.release(request.slot)
+        }
+    }
+
+    fileprivate func readCompleted(_ request: PendingRequest, status: Int32, data: UnsafeMutableRawPointer?) {
+        outstanding -= 1
+        let isCopy = pipe != nil
+        guard status >= 0 else {
+            let message = data.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "read failed"
+            fail(.nfs(operation: "read \(path) at \(request.offset)", errno: -status, message: message))
+            releaseSlot(request.slot, copy: isCopy)
+            return
+        }
+        guard failure == nil else { releaseSlot(request.slot, copy: isCopy); return }
+        let count = Int(status)
+        if count == 0 {
+            fail(isCopy
+                 ? .verificationFailed(path: path, expectedSize: request.offset + UInt64(request.length), actualSize: request.offset + UInt64(request.done), expectedSHA256: "", actualSHA256: "")
+                 : .nfs(operation: "read \(path) at \(request.offset)", errno: EIO, message: "unexpected end of file (the file shrank while it was read)"))
+            releaseSlot(request.slot, copy: isCopy)
+            return
+        }
+        // `data` is valid only inside this callback: copy or compare it here. With
+        // libnfs 6 the bytes are already in the buffer given to cnfs_pread_async.
+        let destination = (isCopy ? buffers.verifySlot(request.slot) : buffers.slot(request.slot)) + request.done
+        let received: UnsafeRawPointer
+        if cnfs_async_read_copies_from_callback_data() != 0 {
+            guard let data else {
+                fail(.nfs(operation: "read \(path) at \(request.offset)", errno: EIO, message: "libnfs returned no data"))
+                releaseSlot(request.slot, copy: isCopy)
+                return
+            }
+            if isCopy {
+                received = UnsafeRawPointer(data)        // compared in place, no copy
+            } else {
+                memcpy(destination, data, count)
+                received = UnsafeRawPointer(destination)
+            }
+        } else {
+            received = UnsafeRawPointer(destination)
+        }
+        if isCopy {
+            let expected = buffers.slot(request.slot) + request.done
+            if memcmp(expected, received, count) != 0 {
+                fail(.verificationFailed(path: path, expectedSize: 0, actualSize: 0,
+                                         expectedSHA256: "", actualSHA256: "bytes at offset \(request.offset + UInt64(request.done)) differ"))
+                releaseSlot(request.slot, copy: true)
+                return
+            }
+        }
+        request.done += count
+        if request.done < request.length {
+            if !issueRead(request) { releaseSlot(request.slot, copy: isCopy) }
+            return
+        }
+        if isCopy {
+            verifiedBytes += UInt64(request.length)
+            pipe?.release(request.slot)
+        } else {
+            completed[request.offset] = (request.slot, request.length)
+        }
+    }
+
+    private func releaseSlot(_ slot: Int, copy: Bool) {
+        if copy { pipe?.release(slot) } else { freeSlots.append(slot) }
+    }
+
+    /// Writes every chunk the reader produces, reads each back and compares it, until the
+    /// reader is done and nothing is outstanding. Returns the reader's SHA-256 and data bytes.
+    func runCopy(pipe: ChunkPipe, total: UInt64, ticker: inout ProgressTicker) throws(ImageCopyError) -> (sha256: String, dataBytes: UInt64) {
+        self.pipe = pipe
+        var pending: [ChunkPipe.Chunk] = []
+        var head = 0
+        var readerResult: Result<(sha256: String, dataBytes: UInt64), ImageCopyError>?
+        var passed: UInt64 = 0
+        while true {
+            if cancel.isSet { fail(.cancelled) }
+            if failure != nil { break }
+            if head > 0 && head == pending.count { pending.removeAll(keepingCapacity: true); head = 0 }
+            let state = pipe.drain(into: &pending)
+            passed = state.passed
+            readerResult = state.result
+            if case .failure(let error)? = readerResult { fail(error); break }
+            while outstanding < inFlight && head < pending.count {
+                let chunk = pending[head]
+                head += 1
+                let request = PendingRequest(pipeline: self, slot: chunk.slot, offset: chunk.offset, length: chunk.length)
+                if !issueWrite(request) { pipe.release(chunk.slot); break }
+            }
+            if failure != nil { break }
+            if readerResult != nil && head == pending.count && outstanding == 0 { break }
+            ticker.tick(passed + verifiedBytes)
+            turn(wakeFD: pipe.wakeFD)
+        }
+        if let failure {
+            pipe.abort()
+            for chunk in pending[head...] { pipe.release(chunk.slot) }
+            drainOutstanding()
+            pipe.waitForReader()
+            throw failure
+        }
+        guard case .success(let value)? = readerResult else { throw .cancelled }
+        ticker.tick(passed + verifiedBytes, force: true)
+        return value
+    }
+
+    // MARK: checksum: pipelined reads, hashed in order
+
+    /// SHA-256 of the first `size` bytes of the file, read with `inFlight` READs in flight.
+    func runChecksum(size: UInt64, chunkBytes: Int, ticker: inout ProgressTicker) throws(ImageCopyError) -> String {
+        var hasher = SHA256()
+        freeSlots = Array((0..<buffers.count).reversed())
+        var nextIssue: UInt64 = 0
+        var nextHash: UInt64 = 0
+        while nextHash < size {
+            if cancel.isSet { fail(.cancelled) }
+            if failure != nil { break }
+            while outstanding < inFlight && nextIssue < size, let slot = freeSlots.popLast() {
+                let length = Int(min(UInt64(chunkBytes), size - nextIssue))
+                let request = PendingRequest(pipeline: self, slot: slot, offset: nextIssue, length: length)
+                request.isRead = true
+                if !issueRead(request) { freeSlots.append(slot); break }
+                nextIssue += UInt64(length)
+            }
+            if failure != nil { break }
+            turn(wakeFD: -1)
+            while let chunk = completed.removeValue(forKey: nextHash) {
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffers.slot(chunk.slot), count: chunk.count))
+                nextHash += UInt64(chunk.count)
+                freeSlots.append(chunk.slot)
+            }
+            ticker.tick(nextHash)
+        }
+        if let failure {
+            drainOutstanding()
+            throw failure
+        }
+        ticker.tick(nextHash, force: true)
+        return hasher.finalize().hex
+    }
+}
+
+// libnfs callbacks: run inside nfs_service on the loop thread.
+private let nfsWriteCallback: nfs_cb = { status, _, data, privateData in
+    guard let privateData else { return }
+    let request = Unmanaged<PendingRequest>.fromOpaque(privateData).takeRetainedValue()
+    request.pipeline.writeCompleted(request, status: status, data: data)
+}
+
+private let nfsReadCallback: nfs_cb = { status, _, data, privateData in
+    guard let privateData else { return }
+    let request = Unmanaged<PendingRequest>.fromOpaque(privateData).takeRetainedValue()
+    request.pipeline.readCompleted(request, status: status, data: data)
+}

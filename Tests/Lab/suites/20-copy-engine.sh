@@ -1,0 +1,122 @@
+# Lab suite: the image copy engine (Sources/ImageCopy) through storagectl-copy-bench.
+# Sourced by Tests/Lab/run-tests with the lab up; uses its helpers (on, must, fail, run,
+# note, set_exports, lab_bin, $OUT, $STATE, $EXPORT_ROOT).
+
+CE_IMG=/var/lib/libvirt/images/copytest.qcow2     # on source-example's own disk
+CE_NAME=ce/copytest.qcow2                          # under the export
+CE_SHA="" CE_SRC_SHA="" CE_SRC_STAT=""
+
+ce_bin() {
+    local b; b="$(lab_bin)/storagectl-copy-bench"
+    [[ -x $b ]] || b="$LAB_BIN_DIR/storagectl-copy-bench"
+    echo "$b"
+}
+ce_field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
+# the original as cargo-bay sees it: through source-example's mount namespace
+ce_original_on_cargo_bay() { echo "/proc/$(head -n1 "$STATE/pids/source-example.anchor.pid")/root$CE_IMG"; }
+
+t_ce_copy_sparse_qcow2() {
+    local bin; bin=$(ce_bin)
+    [[ -x $bin ]] || fail "storagectl-copy-bench is not built in $LAB_BIN_DIR" || return 1
+    set_exports No_Root_Squash 198.18.0.2 198.18.0.3 || return 1
+    # 2 GiB virtual, 300 MiB of random data in three places; metadata preallocation
+    # gives a qcow2 FILE with holes (apparent size > 2 GiB, ~300 MiB allocated).
+    # Hashes with openssl (SHA-NI); coreutils' sha256sum runs at ~250 MB/s here.
+    must "make a sparse qcow2 on source-example" on source-example sh -ec '
+        raw=/var/lib/libvirt/images/.copytest.raw
+        truncate -s 2G "$raw"
+        for at in 0 900 1900; do dd if=/dev/urandom of="$raw" bs=1M seek=$at count=100 conv=notrunc status=none; done
+        qemu-img create -q -f qcow2 -o preallocation=metadata "$1" 2G
+        qemu-img convert -n -f raw -O qcow2 "$raw" "$1"
+        rm -f "$raw"
+        openssl dgst -sha256 -r "$1" | cut -d" " -f1; stat -c "%s %b %Y %i" "$1"' sh "$CE_IMG" || return 1
+    CE_SRC_SHA=$(sed -n 1p <<<"$OUT"); CE_SRC_STAT=$(sed -n 2p <<<"$OUT")
+    local size blocks; read -r size blocks _ <<<"$CE_SRC_STAT"
+    note "  source: $size bytes, $((blocks / 2048)) MiB allocated"
+    ((size > 2 * 1024 * 1024 * 1024 && blocks * 512 < 400 * 1024 * 1024)) \
+        || fail "source image is not sparse as intended: $CE_SRC_STAT" || return 1
+
+    must "copy into the share" on source-example "$bin" copy "$CE_IMG" "$CE_NAME" || return 1
+    local line=$OUT
+    note "  $line"
+    [[ $(ce_field already-present "$line") == false ]] || fail "first copy says already-present: $line" || return 1
+    CE_SHA=$(ce_field sha256 "$line")
+    [[ $CE_SHA == "$CE_SRC_SHA" ]] || fail "engine sha256 $CE_SHA != sha256sum $CE_SRC_SHA" || return 1
+    local data; data=$(ce_field data "$line")
+    ((data >= 300 * 1024 * 1024 && data < 360 * 1024 * 1024)) || fail "sent $data data bytes, want ~300 MiB (holes must not be sent)" || return 1
+    # progress at least twice a second
+    local secs reports; secs=$(ce_field seconds "$line"); reports=$(ce_field progress-reports "$line")
+    awk -v s="$secs" -v r="$reports" 'BEGIN { exit !(r >= int(s * 2)) }' || fail "$reports progress reports in $secs s" || return 1
+
+    # on cargo-bay: same bytes (SHA-256), same guest view (qemu-img compare), still sparse
+    must "sha256 on cargo-bay" on cargo-bay openssl dgst -sha256 -r "$EXPORT_ROOT/$CE_NAME" || return 1
+    [[ ${OUT%% *} == "$CE_SRC_SHA" ]] || fail "copy on cargo-bay has sha256 ${OUT%% *}" || return 1
+    must "qemu-img compare on cargo-bay" on cargo-bay qemu-img compare -f qcow2 -F qcow2 \
+        "$(ce_original_on_cargo_bay)" "$EXPORT_ROOT/$CE_NAME" || return 1
+    grep -q "Images are identical" <<<"$OUT" || fail "qemu-img compare: $OUT" || return 1
+    must "stat the copy" on cargo-bay stat -c "%s %b %u:%g" "$EXPORT_ROOT/$CE_NAME" || return 1
+    local csize cblocks owner; read -r csize cblocks owner <<<"$OUT"
+    note "  copy on cargo-bay: $csize bytes, $((cblocks / 2048)) MiB allocated (du), owner $owner"
+    [[ $csize == "$size" ]] || fail "copy is $csize bytes, source $size" || return 1
+    ((cblocks <= blocks + 2048)) || fail "copy is not sparse: $cblocks blocks allocated, source $blocks" || return 1
+    [[ $owner == 0:0 ]] || fail "copy owned by $owner" || return 1
+    must "list the share" on cargo-bay ls -A "$EXPORT_ROOT/ce" || return 1
+    [[ $OUT == copytest.qcow2 ]] || fail "unexpected files next to the copy: $OUT" || return 1
+    # the original is untouched
+    must "re-hash the original" on source-example sh -c 'openssl dgst -sha256 -r "$1" | cut -d" " -f1; stat -c "%s %b %Y %i" "$1"' sh "$CE_IMG" || return 1
+    [[ $OUT == "$CE_SRC_SHA"$'\n'"$CE_SRC_STAT" ]] || fail "the original changed: $OUT" || return 1
+}
+
+t_ce_identical_again() {
+    [[ -n $CE_SHA ]] || fail "no first copy (previous test failed)" || return 1
+    must "copy again" on source-example "$(ce_bin)" copy "$CE_IMG" "$CE_NAME" || return 1
+    [[ $(ce_field already-present "$OUT") == true && $(ce_field data "$OUT") == 0 ]] \
+        || fail "second copy was not already-present: $OUT" || return 1
+    [[ $(ce_field sha256 "$OUT") == "$CE_SHA" ]] || fail "second copy reports another sha256: $OUT" || return 1
+}
+
+t_ce_different_refused() {
+    [[ -n $CE_SHA ]] || fail "no first copy (previous test failed)" || return 1
+    # same size, one byte different: only the checksum can tell
+    must "make a different image" on source-example sh -ec '
+        cp --sparse=always "$1" /var/lib/libvirt/images/other.qcow2
+        printf x | dd of=/var/lib/libvirt/images/other.qcow2 bs=1 seek=$((1024 * 1024 * 1024 + 12345)) conv=notrunc status=none' sh "$CE_IMG" || return 1
+    if OUT=$(on source-example "$(ce_bin)" copy /var/lib/libvirt/images/other.qcow2 "$CE_NAME" 2>&1); then
+        fail "a different image replaced or matched the target: $OUT"; return 1
+    fi
+    grep -q '^ERR code=exists ' <<<"$OUT" || fail "expected ERR code=exists, got: $OUT" || return 1
+    must "sha256 on cargo-bay" on cargo-bay openssl dgst -sha256 -r "$EXPORT_ROOT/$CE_NAME" || return 1
+    [[ ${OUT%% *} == "$CE_SHA" ]] || fail "the existing target changed" || return 1
+    must "list the share" on cargo-bay ls -A "$EXPORT_ROOT/ce" || return 1
+    [[ $OUT == copytest.qcow2 ]] || fail "files left next to the target: $OUT" || return 1
+}
+
+t_ce_leftover_and_cancel() {
+    local bin; bin=$(ce_bin)
+    # a leftover temporary file of a "crashed" copy, written through NFS
+    must "plant a leftover partial file" on source-example sh -ec '
+        head -c 100000 /dev/urandom > /run/lab/junk
+        nfs-cp /run/lab/junk "$1/ce/.w2.qcow2.storagectl-partial"' sh "$NFS" || return 1
+    must "copy over the leftover" on source-example "$bin" copy /var/lib/libvirt/images/other.qcow2 ce/w2.qcow2 || return 1
+    must "list the share" on cargo-bay ls -A "$EXPORT_ROOT/ce" || return 1
+    [[ $(echo $OUT) == "copytest.qcow2 w2.qcow2" ]] || fail "after replacing a leftover: $OUT" || return 1
+    # cancellation (SIGINT -> Task.cancel) in the middle: no final name, no temporary file
+    must "cancel a copy" on source-example sh -c '
+        "$1" copy /var/lib/libvirt/images/other.qcow2 ce/w3.qcow2 & p=$!
+        sleep 0.4; kill -INT $p; wait $p; echo "exit=$?"' sh "$bin" || return 1
+    local said=$OUT
+    must "list the share" on cargo-bay ls -A "$EXPORT_ROOT/ce" || return 1
+    if grep -q 'ERR code=unavailable message=the copy was cancelled' <<<"$said"; then
+        [[ $(echo $OUT) == "copytest.qcow2 w2.qcow2" ]] || fail "after a cancelled copy: $OUT" || return 1
+    else
+        note "  the copy finished before SIGINT: $said"
+        [[ $(echo $OUT) == "copytest.qcow2 w2.qcow2 w3.qcow2" ]] || fail "after a copy: $OUT" || return 1
+    fi
+    must "clean up" on cargo-bay rm -rf "$EXPORT_ROOT/ce" || return 1
+    must "clean up" on source-example rm -f "$CE_IMG" /var/lib/libvirt/images/other.qcow2 || return 1
+}
+
+run "copy engine: sparse qcow2 (2 GiB virtual, 300 MiB data) into the share; identical, sparse, original kept" t_ce_copy_sparse_qcow2
+run "copy engine: an identical second copy is already-present" t_ce_identical_again
+run "copy engine: a target with other content is refused (exists), left untouched" t_ce_different_refused
+run "copy engine: a leftover temporary file is replaced; a cancelled copy leaves nothing" t_ce_leftover_and_cancel
