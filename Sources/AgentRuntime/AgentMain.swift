@@ -48,6 +48,29 @@ public enum AgentMain {
         return try options.tlsFiles.serverContext()
     }
 
+    /// The whole life of an agent process: its config file (`configPath`, else
+    /// `defaultConfig` when present), the common options merged and checked, the logger,
+    /// the listeners and TLS, then the server until SIGTERM or the idle exit.
+    /// `makeHandler` turns the loaded config file into the agent's verbs.
+    public static func serve(agent name: String, options commandLine: AgentOptions, configPath: String?,
+                             defaultConfig: String, makeHandler: (ConfigFile?) throws -> any RequestHandler) async throws {
+        let file = try loadConfig(path: configPath, defaultPath: defaultConfig)
+        var options = commandLine
+        try options.merge(file)
+        try options.validate()
+        let handler = try makeHandler(file)
+        let logger = makeLogger(name, level: options.logLevel)
+        let listeners = try listeners(options)
+        let server = AgentServer(
+            listeners: listeners,
+            limits: options.limits(),
+            identity: AgentIdentity(agent: name, host: hostName()),
+            handler: handler,
+            logger: logger,
+            tls: try tlsContext(for: listeners, options: options))
+        try await run(server, logger: logger)
+    }
+
     /// Runs `server` until SIGTERM/SIGINT (graceful) or the idle exit.
     public static func run(_ server: AgentServer, logger: Logger) async throws {
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(

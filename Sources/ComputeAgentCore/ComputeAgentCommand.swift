@@ -64,21 +64,11 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
     }
 
     func serve() async throws {
-        let file = try AgentMain.loadConfig(path: config, defaultPath: "/etc/storagectl/compute-agent.conf")
-        var options = agent
-        try options.merge(file)
-        try options.validate()
-        let configuration = try resolved(file)
-        let logger = AgentMain.makeLogger("compute-agent", level: options.logLevel)
-        let listeners = try AgentMain.listeners(options)
-        let server = AgentServer(
-            listeners: listeners,
-            limits: options.limits(),
-            identity: AgentIdentity(agent: "compute-agent", host: AgentMain.hostName()),
-            handler: ComputeAgentHandler(configuration: configuration,
-                                         hypervisor: LibvirtProbe(uri: configuration.libvirtURI)),
-            logger: logger,
-            tls: try AgentMain.tlsContext(for: listeners, options: options))
-        try await AgentMain.run(server, logger: logger)
+        try await AgentMain.serve(agent: "compute-agent", options: agent, configPath: config,
+                                  defaultConfig: "/etc/storagectl/compute-agent.conf") { file in
+            let configuration = try resolved(file)
+            return ComputeAgentHandler(configuration: configuration,
+                                       hypervisor: LibvirtProbe(uri: configuration.libvirtURI))
+        }
     }
 }

@@ -122,20 +122,9 @@ public struct StorageAgentCommand: AsyncParsableCommand {
     }
 
     func serve() async throws {
-        let file = try AgentMain.loadConfig(path: config, defaultPath: "/etc/storagectl/storage-agent.conf")
-        var options = agent
-        try options.merge(file)
-        try options.validate()
-        let configuration = try resolved(file)
-        let logger = AgentMain.makeLogger("storage-agent", level: options.logLevel)
-        let listeners = try AgentMain.listeners(options)
-        let server = AgentServer(
-            listeners: listeners,
-            limits: options.limits(),
-            identity: AgentIdentity(agent: "storage-agent", host: AgentMain.hostName()),
-            handler: try StorageAgentHandler(configuration: configuration),
-            logger: logger,
-            tls: try AgentMain.tlsContext(for: listeners, options: options))
-        try await AgentMain.run(server, logger: logger)
+        try await AgentMain.serve(agent: "storage-agent", options: agent, configPath: config,
+                                  defaultConfig: "/etc/storagectl/storage-agent.conf") { file in
+            try StorageAgentHandler(configuration: try resolved(file))
+        }
     }
 }
