@@ -184,7 +184,9 @@ t_ca_kill_mid_copy() {
     note "  after the kill: $(on cargo-bay ls -a "$EXPORT_ROOT/ca-big" 2>&1 | tr '\n' ' ')"
     ca_restart_agent || { ca_poller_check "$size"; return 1; }
     # a client that goes away does not stop the restarted job ...
-    # stdbuf: storagectl call writes its lines through stdio, block-buffered into a file
+    # stdbuf: storagectl call writes its lines through stdio, block-buffered into a file.
+    # Empty the log first, so the wait below does not see the first COPY's lines.
+    : >"$log"
     "$LAB" exec source-example stdbuf -oL $(ca_cmd source-example COPY domain=ca-big pool=$CA_POOL) >"$log" 2>&1 &
     cpid=$!
     for i in $(seq 1 500); do grep -q '^PROGRESS\|^OK\|^ERR' "$log" && break; sleep 0.01; done
