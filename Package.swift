@@ -60,6 +60,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log")]),
         .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
         .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),

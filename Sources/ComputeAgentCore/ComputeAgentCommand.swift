@@ -14,7 +14,7 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
             (default /etc/storagectl/compute-agent.conf): common options in [agent], the others in \
             [compute-agent], with the option's long name as key.
 
-            Verbs: HELLO, PING, HEALTH, DOMAIN, POOL-ENSURE, COPY, ADOPT, RESTORE, VERIFY. \
+            Verbs: HELLO, PING, HEALTH, DOMAIN, DOMAINS, POOL-ENSURE, COPY, ADOPT, RESTORE, VERIFY, LOCALIZE. \
             Protocol: docs/protocol.md; operations: docs/compute-agent.md.
             A clean stop (SIGTERM, or the idle exit) exits 0.
 

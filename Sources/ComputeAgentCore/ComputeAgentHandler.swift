@@ -12,7 +12,7 @@ public protocol HypervisorProbe: Sendable {
 /// `Pools`, `CopyPlan` + `CopyJobs`, `Adoption` and `Verification`; everything that
 /// blocks runs through `ComputeWork`.
 ///
-/// Verbs that change the host (POOL-ENSURE, COPY, ADOPT, RESTORE, VERIFY with a nonce)
+/// Verbs that change the host (POOL-ENSURE, COPY, ADOPT, RESTORE, LOCALIZE, VERIFY with a nonce)
 /// are served only to authenticated peers (unix socket as root, or mutual TLS).
 public struct ComputeAgentHandler: RequestHandler {
     public let configuration: ComputeAgentConfiguration
@@ -20,6 +20,7 @@ public struct ComputeAgentHandler: RequestHandler {
     let session: LibvirtSession
     let state: StateStore
     let jobs: CopyJobs
+    let localizing = NameLocks()
 
     public init(configuration: ComputeAgentConfiguration, hypervisor: any HypervisorProbe) {
         self.configuration = configuration
@@ -29,7 +30,7 @@ public struct ComputeAgentHandler: RequestHandler {
         jobs = CopyJobs(state: state, copier: ImageCopier(inFlight: configuration.copyInFlight, chunkBytes: configuration.copyChunkBytes))
     }
 
-    public var verbs: [String] { ["HEALTH", "DOMAIN", "POOL-ENSURE", "COPY", "ADOPT", "RESTORE", "VERIFY"] }
+    public var verbs: [String] { ["HEALTH", "DOMAIN", "DOMAINS", "POOL-ENSURE", "COPY", "ADOPT", "RESTORE", "VERIFY", "LOCALIZE"] }
 
     var pools: Pools { Pools(session: session, state: state, checkMountOptions: configuration.driverKeepsMountOptions) }
 
@@ -39,6 +40,11 @@ public struct ComputeAgentHandler: RequestHandler {
             return try await Health.answer([await hypervisor.check()], context: context, reply: reply)
         case "DOMAIN":
             return try await domain(request, reply: reply)
+        case "DOMAINS":
+            return try await domains(request, reply: reply)
+        case "LOCALIZE":
+            try context.requireAuthenticated(request.verb)
+            return try await localize(request, reply: reply)
         case "POOL-ENSURE":
             try context.requireAuthenticated(request.verb)
             return try await poolEnsure(request)
@@ -257,6 +263,83 @@ public struct ComputeAgentHandler: RequestHandler {
         var f: Fields = ["domain": name, "changed": outcome.0 ? "yes" : "no"]
         if let from = outcome.1 { f.append("from", from) }
         return f
+    }
+
+    // MARK: - LOCALIZE / DOMAINS
+
+    /// Where LOCALIZE puts the local copies unless `dir=` says otherwise.
+    static let defaultLocalDirectory = "/var/lib/libvirt/images"
+
+    /// `LOCALIZE domain=D (pool=P | server=S export=E) [dir=PATH]`: copies every disk
+    /// of the shut-off domain that is on the share to `DIR/<file name>` (SHA-256
+    /// verified) and redefines the domain onto the local copies; see docs/protocol.md.
+    func localize(_ request: Request, reply: ReplyStream) async throws -> Fields {
+        try request.requireKeys(["domain", "pool", "server", "export", "dir"])
+        let name = try Validation.domainName(try request.single("domain"))
+        let dir = try Validation.absolutePath(try request.optional("dir") ?? Self.defaultLocalDirectory, key: "dir")
+        let share = try await share(request)
+        if share.attach == .mount, share.pool != nil {
+            let pools = self.pools
+            guard try await ComputeWork.run({ () throws -> Bool in try pools.isActive(share) }) else {
+                throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted); run POOL-ENSURE again")
+            }
+        }
+        guard await !jobs.isRunning(name) else {
+            throw AgentError(.busy, "a COPY of \(name) is running; LOCALIZE after it has finished")
+        }
+        guard localizing.take(name) else {
+            throw AgentError(.busy, "a LOCALIZE of \(name) is running; wait for it, then ask again")
+        }
+        defer { localizing.release(name) }
+        let localization = Localization(session: session, state: state)
+        let progress = JobProgress(total: 0, disk: "")
+        let interval = configuration.progressInterval
+        let started = ContinuousClock.now
+        let watcher = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                if Task.isCancelled { return }
+                let s = progress.snapshot
+                guard s.total > 0 else { continue }
+                var f: Fields = ["done": String(s.done), "total": String(s.total), "rate": String(s.rate)]
+                if !s.disk.isEmpty { f.append("disk", s.disk) }
+                do { try await reply.progress(f) } catch { return }
+            }
+        }
+        let result = await ComputeWork.capture { () throws -> Localization.Outcome in
+            try localization.localize(domain: name, share: share, dir: dir, progress: progress)
+        }
+        watcher.cancel()
+        _ = await watcher.value
+        let outcome = try result.get()
+        if let last = outcome.moved.last {
+            let total = outcome.moved.reduce(UInt64(0)) { $0 + $1.size }
+            let elapsed = (ContinuousClock.now - started) / .seconds(1)
+            try await reply.progress(["done": String(total), "total": String(total),
+                                      "rate": String(elapsed > 0 ? UInt64(Double(total) / elapsed) : 0), "disk": last.target])
+        }
+        for m in outcome.moved {
+            try await reply.data(["disk": m.target, "from": m.from, "to": m.to, "size": String(m.size), "sha256": m.sha256])
+        }
+        var f: Fields = ["domain": name]
+        f.append(contentsOf: share.fields)
+        f.append("dir", dir)
+        f.append("disks", String(outcome.moved.count))
+        f.append("changed", outcome.changed ? "yes" : "no")
+        if let from = outcome.restoredFrom { f.append("restored", from) }
+        return f
+    }
+
+    /// `DOMAINS`: one `DATA name= state= persistent= shared=` per domain (persistent or
+    /// running), `shared=yes` when a disk is under a netfs pool target or an NFS network disk.
+    func domains(_ request: Request, reply: ReplyStream) async throws -> Fields {
+        try request.requireKeys([])
+        let session = self.session
+        let entries = try await ComputeWork.run { () throws -> [DomainListing.Entry] in try DomainListing.list(session) }
+        for e in entries {
+            try await reply.data(["name": e.name, "state": e.state, "persistent": e.persistent ? "yes" : "no", "shared": e.shared ? "yes" : "no"])
+        }
+        return ["domains": String(entries.count), "shared": String(entries.filter(\.shared).count)]
     }
 
     // MARK: - VERIFY

@@ -21,6 +21,11 @@ enum ComputeWork {
         }
     }
 
+    /// Like ``run(_:)``, with the outcome as a `Result` (the caller cleans up first).
+    static func capture<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async -> Result<T, AgentError> {
+        do { return .success(try await run(body)) } catch { return .failure(error) }
+    }
+
     /// The one place a libvirt failure becomes a protocol error.
     static func agentError(_ e: LibvirtError) -> AgentError {
         switch e.code {

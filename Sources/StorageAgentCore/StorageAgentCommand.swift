@@ -16,7 +16,7 @@ public struct StorageAgentCommand: AsyncParsableCommand {
             (default /etc/storagectl/storage-agent.conf): common options in [agent], the others in \
             [storage-agent], with the option's long name as key.
 
-            Verbs: HELLO, PING, HEALTH, EXPORT, UNEXPORT, EXPORTS. Protocol: docs/protocol.md; \
+            Verbs: HELLO, PING, HEALTH, EXPORT, UNEXPORT, EXPORTS, SPACE, CHECKSUM. Protocol: docs/protocol.md; \
             operations: docs/storage-agent.md.
             A clean stop (SIGTERM, or the idle exit) exits 0.
 

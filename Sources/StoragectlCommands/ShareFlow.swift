@@ -33,9 +33,11 @@ public enum ShareEvent: Sendable, Equatable {
     case note(String)
 }
 
-/// The steps of `share`, in order.
+/// The steps of `share`, in order (`unshare` uses locate, preflight, localize, verify
+/// and unexport).
 public enum ShareStep: String, Sendable, Codable, CaseIterable {
     case locate, preflight, export, pool, copy, checksum, verify, adopt
+    case localize, unexport
 }
 
 /// A failed step: which host, the agent's own words, and what to do.

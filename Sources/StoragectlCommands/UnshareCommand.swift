@@ -1,0 +1,81 @@
+import AgentProtocol
+import AgentRuntime
+import ArgumentParser
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `storagectl unshare VM`: the way back from shared storage.
+public struct UnshareCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "unshare",
+        abstract: "Bring a shared VM back to local disks on the host that defines it.",
+        discussion: """
+            Finds the compute host that defines VM (or --from), then: copies every disk of the \
+            (shut off) VM from the share to that host's local storage \
+            (/var/lib/libvirt/images/<file name>, SHA-256 verified, written under a temporary \
+            name and renamed only once verified), redefines the VM onto the local copies (the \
+            definition saved when it was shared, else the current one with its disks moved), \
+            checks that no disk of the VM is left on the share, and removes the export clients \
+            that no shared VM needs any more (compute hosts that define no domain with a disk \
+            on the share).
+
+            Nothing is deleted: the copies on the share stay, and their paths are printed so \
+            they can be removed by hand. Every step is idempotent: run unshare again after any \
+            failure and it continues; on a VM already on local disks it changes nothing.
+
+            EXIT STATUS
+              0   the VM is on local disks
+              65  refused by the current state (running VM, ...)
+              66  the VM was not found
+              69  an agent could not be reached
+              75  busy or timed out: run unshare again
+            """)
+
+    @OptionGroup public var global: GlobalOptions
+
+    @Argument(help: "The libvirt domain name.")
+    public var vm: String
+
+    @Option(name: .customLong("from"), help: ArgumentHelp("The compute host that defines the VM (default: ask every compute host).", valueName: "host"))
+    public var from: String?
+
+    @Flag(name: .customLong("json"), help: "Print one JSON document with the result (no progress).")
+    public var json = false
+
+    public init() {}
+
+    public func validate() throws {
+        guard !vm.isEmpty, vm.utf8.count <= 200, !vm.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" }) else {
+            throw ValidationError("'\(vm)' is not a libvirt domain name")
+        }
+    }
+
+    public func run() async throws {
+        try await ExitStatus.reporting("storagectl") {
+            let inventory = try Inventory.load(path: global.config)
+            let display = ShareDisplay(mode: json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
+            let flow = UnshareFlow(inventory: inventory,
+                                   caller: LiveAgentCaller(tls: inventory.tls, connectTimeout: global.timeoutDuration),
+                                   emit: { display.show($0) })
+            do throws(ShareFailure) {
+                let result = try await flow.run(UnshareOptions(vm: vm, from: from))
+                display.finish()
+                if json {
+                    print((try? UnshareFormatting.json(result)) ?? "{}")
+                } else {
+                    print(UnshareFormatting.summary(result), terminator: "")
+                }
+            } catch {
+                display.finish()
+                if json {
+                    print((try? ShareFormatting.json(failure: error)) ?? "{}")
+                } else {
+                    printError("storagectl: unshare \(vm): \(error)")
+                }
+                throw ExitCode(ExitStatus.code(for: error.error.code))
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import AgentProtocol
+import AgentRuntime
+import Foundation
+import Testing
+@testable import ComputeAgentCore
+
+@Suite("LOCALIZE and DOMAINS (libvirt test driver)")
+struct LocalizeVerbTests {
+    static func sha256(_ path: String) throws -> String {
+        let p = Process()
+        let pipe = Pipe()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+        p.arguments = [path]
+        p.standardOutput = pipe
+        try p.run()
+        let out = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(String(decoding: out, as: UTF8.self).prefix(64))
+    }
+
+    /// wanderer1 adopted onto the share (mount mode), its shared copy changed since
+    /// (as a VM that ran from the share changes it).
+    static func adopted() async throws -> (SimHost, String) {
+        let host = try SimHost()
+        _ = try #require(await host.ask(ComputeAgentVerbTests.ensureHere(host)).result.ok)
+        try FileManager.default.createDirectory(atPath: host.share + "/wanderer1", withIntermediateDirectories: true)
+        let copy = host.share + "/wanderer1/wanderer1.qcow2"
+        try FileManager.default.copyItem(atPath: host.images + "/wanderer1.qcow2", toPath: copy)
+        _ = try #require(await host.ask("ADOPT domain=wanderer1 pool=shared").result.ok)
+        let h = try #require(FileHandle(forUpdatingAtPath: copy))
+        let size = try h.seekToEnd()
+        try h.seek(toOffset: size - 8)
+        h.write(Data("ranthere".utf8))
+        try h.close()
+        return (host, copy)
+    }
+
+    @Test("LOCALIZE copies the shared image to DIR/<file>, verified, and restores the saved definition onto it")
+    func localizeRestores() async throws {
+        let (host, copy) = try await Self.adopted()
+        let local = host.images + "/wanderer1.qcow2"
+        #expect(try Data(contentsOf: URL(fileURLWithPath: local)) != Data(contentsOf: URL(fileURLWithPath: copy)), "the original is stale")
+        let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)")
+        let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
+        #expect(ok["changed"] == "yes" && ok["disks"] == "1" && ok["dir"] == host.images)
+        #expect(ok["restored"] == host.state + "/domains/6695eb01-f6a4-8304-79aa-97f2502e193f.previous.xml")
+        let sha = try Self.sha256(copy)
+        #expect(answer.lines.data == [["disk": "vda", "from": copy, "to": local,
+                                       "size": String(try FileManager.default.attributesOfItem(atPath: copy)[.size] as! UInt64),
+                                       "sha256": sha]])
+        #expect(try Self.sha256(local) == sha, "the local file is the shared copy")
+        #expect(answer.lines.contains { if case .progress(let f) = $0 { return f["done"] == f["total"] && f["disk"] == "vda" } else { return false } })
+        #expect(FileManager.default.fileExists(atPath: copy), "the copy on the share is kept")
+        #expect(!FileManager.default.fileExists(atPath: host.images + "/.wanderer1.qcow2.storagectl-partial"))
+        #expect(!FileManager.default.fileExists(atPath: ok["restored"] ?? "/"), "the saved definition is used up")
+        let disks = await host.ask("DOMAIN name=wanderer1").lines.data
+        #expect(disks.first { $0["disk"] == "vda" }?["source"] == local)
+        #expect(disks.first { $0["disk"] == "vda" }?["cache"] == "none")
+        #expect(disks.first { $0["disk"] == "vdb" }?["source"] == "nfs://198.18.0.1/srv/data.img", "another server's disk is left alone")
+
+        let again = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)")
+        #expect(again.result.ok?["changed"] == "no" && again.result.ok?["disks"] == "0")
+        #expect(again.lines.data.isEmpty)
+    }
+
+    @Test("without a saved definition LOCALIZE rewrites the current one, keeping the rest of each disk")
+    func localizeRewrites() async throws {
+        let (host, copy) = try await Self.adopted()
+        let saved = host.state + "/domains/6695eb01-f6a4-8304-79aa-97f2502e193f.previous.xml"
+        try FileManager.default.removeItem(atPath: saved)
+        let local = host.share + "-local"
+        try FileManager.default.createDirectory(atPath: local, withIntermediateDirectories: true)
+        let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(local)")
+        let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
+        #expect(ok["changed"] == "yes" && ok["restored"] == nil)
+        #expect(try Self.sha256(local + "/wanderer1.qcow2") == Self.sha256(copy))
+        let disks = await host.ask("DOMAIN name=wanderer1").lines.data
+        #expect(disks.first { $0["disk"] == "vda" }?["source"] == local + "/wanderer1.qcow2")
+        #expect(disks.first { $0["disk"] == "vda" }?["cache"] == "none", "the rest of the disk is kept")
+    }
+
+    @Test("LOCALIZE refuses a running domain on the share, naming its state and the remedy")
+    func localizeRunning() async throws {
+        let probe = try SimHost()
+        let host = try SimHost(extraDomains: SimHost.domain("live", "0b5b3c1e-2d4f-4a6b-8c9d-0e1f2a3b4c5d", shutoff: false, disks: """
+            <disk type='file' device='disk'>
+              <driver name='qemu' type='qcow2'/>
+              <source file='\(probe.dir)/share/live/live.qcow2'/>
+              <target dev='vda' bus='virtio'/>
+            </disk>
+            """))
+        // the pool's target is this host's share; put the running domain's disk under it
+        _ = try #require(await host.ask("POOL-ENSURE name=shared server=198.18.0.1 export=/var/lib/libvirt/shared-images target=\(probe.dir)/share").result.ok)
+        let e = await host.ask("LOCALIZE domain=live pool=shared dir=\(host.images)").result.error
+        #expect(e?.code == .invalidState && e?.details["state"] == "running")
+        #expect(e?.message.contains("virsh shutdown live") == true)
+    }
+
+    @Test("LOCALIZE validates its input and is refused over plain TCP; DOMAINS is read-only", arguments: [
+        "LOCALIZE domain=wanderer1", "LOCALIZE domain=wanderer1 pool=shared dir=relative",
+        "LOCALIZE domain=wanderer1 pool=shared dir=/a/../b", "LOCALIZE domain=wanderer1 pool=shared path=/x",
+        "LOCALIZE domain=wanderer1 pool=shared server=198.18.0.1 export=/e", "LOCALIZE domain=a/b pool=shared",
+        "DOMAINS name=x",
+    ])
+    func localizeInvalid(_ line: String) async throws {
+        let host = try SimHost()
+        let e = await host.ask(line).result.error
+        #expect(e?.code == .invalidArgument, "\(line): \(String(describing: e))")
+    }
+
+    @Test("LOCALIZE over plain TCP is permission-denied; DOMAINS is served")
+    func transport() async throws {
+        let host = try SimHost()
+        #expect(await host.ask("LOCALIZE domain=wanderer1 pool=shared", transport: .tcp).result.error?.code == .permissionDenied)
+        #expect(await host.ask("DOMAINS", transport: .tcp).result.ok != nil)
+    }
+
+    @Test("DOMAINS lists domains and whether a disk is on shared storage")
+    func domains() async throws {
+        let (host, _) = try await Self.adopted()
+        let answer = await host.ask("DOMAINS")
+        let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
+        let rows = Dictionary(uniqueKeysWithValues: answer.lines.data.map { ($0["name"] ?? "", $0) })
+        #expect(rows["wanderer1"]?["shared"] == "yes")
+        #expect(rows["wanderer1"]?["state"] == "shut-off")
+        #expect(rows["layered"]?["shared"] == "no")
+        #expect(rows["runner"]?["state"] == "running")
+        #expect(ok["domains"] == String(rows.count))
+        _ = try #require(await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)").result.ok)
+        // vdb stays an NFS network disk (another server), so wanderer1 still counts as shared
+        let after = Dictionary(uniqueKeysWithValues: await host.ask("DOMAINS").lines.data.map { ($0["name"] ?? "", $0) })
+        #expect(after["wanderer1"]?["shared"] == "yes")
+    }
+}

@@ -1,0 +1,185 @@
+import AgentProtocol
+import AgentRuntime
+import ConfigFile
+import Foundation
+import Testing
+@testable import StoragectlCommands
+
+/// Agents simulated in memory for unshare: w1 on the share (mount or libnfs), an export
+/// to src and dst, and optionally another shared VM on dst.
+final class FakeUnshareAgents: AgentCaller, @unchecked Sendable {
+    let lock = NSLock()
+    var log: [String] = []
+    var requests: [Request] = []
+    var running = false
+    var onShare = true
+    var libnfs = false
+    var otherSharedOnDst = false
+    var clients: Set<String> = ["src", "dst"]
+    var failDomainsOn: String?
+    var failLocalize: AgentError?
+    let sha = String(repeating: "cd", count: 32)
+
+    func call(_ host: Inventory.Host, _ request: Request, timeout: Duration,
+              onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
+        lock.withLock { respond(host, request, onLine: onLine) }
+    }
+
+    func respond(_ host: Inventory.Host, _ request: Request, onLine: (@Sendable (ResponseLine) -> Void)?) -> Response {
+        log.append("\(host.name) \(request.verb)")
+        requests.append(request)
+        func ok(_ f: Fields, data: [Fields] = []) -> Response {
+            for d in data { onLine?(.data(d)) }
+            return Response(data: data, result: .success(f))
+        }
+        func err(_ e: AgentError) -> Response { Response(result: .failure(e)) }
+        let sharedSource = libnfs ? "nfs://store/srv/shared/w1/w1.qcow2" : "/srv/shared/w1/w1.qcow2"
+        switch (host.name, request.verb) {
+        case ("src", "DOMAIN") where request.fields["name"] == "w1":
+            let disk: Fields = onShare
+                ? ["disk": "vda", "type": libnfs ? "network" : "file", "device": "disk", "source": sharedSource]
+                : ["disk": "vda", "type": "file", "device": "disk", "source": "/var/lib/libvirt/images/w1.qcow2"]
+            return ok(["name": "w1", "state": running ? "running" : "shut-off", "persistent": "yes"],
+                      data: [disk, ["disk": "hdc", "type": "file", "device": "cdrom", "source": "/iso/x.iso"]])
+        case (_, "DOMAIN"):
+            return err(AgentError(.notFound, "no domain"))
+        case ("src", "LOCALIZE"):
+            if let failLocalize { return err(failLocalize) }
+            guard onShare else { return ok(["domain": "w1", "disks": "0", "changed": "no"]) }
+            onLine?(.progress(["done": "0", "total": "1048576", "rate": "0", "disk": "vda"]))
+            onLine?(.progress(["done": "1048576", "total": "1048576", "rate": "1048576", "disk": "vda"]))
+            onShare = false
+            return ok(["domain": "w1", "disks": "1", "changed": "yes"],
+                      data: [["disk": "vda", "from": sharedSource, "to": "/var/lib/libvirt/images/w1.qcow2", "size": "1048576", "sha256": sha]])
+        case (let h, "DOMAINS"):
+            if h == failDomainsOn { return err(AgentError(.unavailable, "\(h): connection refused")) }
+            switch h {
+            case "src": return ok(["domains": "1"], data: [["name": "w1", "state": "shut-off", "shared": onShare ? "yes" : "no"]])
+            case "dst": return ok(["domains": "1"], data: [["name": "w2", "state": "running", "shared": otherSharedOnDst ? "yes" : "no"]])
+            default: return ok(["domains": "0"])
+            }
+        case ("store", "EXPORTS"):
+            guard !clients.isEmpty else { return ok(["exports": "0"]) }
+            return ok(["exports": "1"], data: [["owner": "storagectl", "path": "/srv/shared", "clients": clients.sorted().joined(separator: ",")]])
+        case ("store", "UNEXPORT"):
+            let gone = Set(request.fields.all("client"))
+            let changed = !gone.isDisjoint(with: clients)
+            clients.subtract(gone)
+            return ok(["path": request.fields["path"] ?? "", "clients": clients.sorted().joined(separator: ","), "changed": changed ? "yes" : "no"])
+        default:
+            return err(AgentError(.unsupported, "fake: \(host.name) \(request.verb)"))
+        }
+    }
+
+    var verbs: [String] { lock.withLock { log } }
+    func request(_ verb: String) -> Request? { lock.withLock { requests.first { $0.verb == verb } } }
+}
+
+@Suite("unshare flow")
+struct UnshareFlowTests {
+    func flow(_ fake: FakeUnshareAgents, events: ShareFlowTests.EventLog = .init()) -> UnshareFlow {
+        UnshareFlow(inventory: ShareFlowTests.inventory, caller: fake, emit: { events.append($0) })
+    }
+
+    @Test("a first run localizes through the pool, checks, and drops clients no shared VM needs")
+    func firstRun() async throws {
+        let fake = FakeUnshareAgents()
+        let events = ShareFlowTests.EventLog()
+        let result = try await flow(fake, events: events).run(UnshareOptions(vm: "w1"))
+        #expect(result.done && result.host == "src")
+        #expect(result.changed == ["localize", "unexport"])
+        #expect(result.disks == [LocalizedDisk(disk: "vda", from: "/srv/shared/w1/w1.qcow2", to: "/var/lib/libvirt/images/w1.qcow2",
+                                               size: 1048576, sha256: fake.sha)])
+        let localize = try #require(fake.request("LOCALIZE"))
+        #expect(localize.fields["pool"] == "shared-images" && localize.fields["server"] == nil)
+        #expect(fake.clients.isEmpty)
+        #expect(result.removedClients == ["src", "dst"] && result.remainingClients.isEmpty)
+        #expect(result.leftOnShare == ["store:/srv/shared/w1/w1.qcow2"])
+        let order = fake.verbs
+        #expect(order.firstIndex(of: "src LOCALIZE")! < order.lastIndex(of: "src DOMAIN")!, "verified after LOCALIZE")
+        #expect(order.last == "store UNEXPORT")
+        #expect(events.events.contains(.progress(disk: "vda", done: 1048576, total: 1048576, bytesPerSecond: 1048576)))
+        let summary = UnshareFormatting.summary(result)
+        #expect(summary.hasPrefix("w1 is on local disks of src again."))
+        #expect(summary.contains("store:/srv/shared/w1/w1.qcow2") && summary.contains("nothing is deleted"))
+    }
+
+    @Test("a second run changes nothing and says so")
+    func secondRun() async throws {
+        let fake = FakeUnshareAgents()
+        _ = try await flow(fake).run(UnshareOptions(vm: "w1"))
+        let again = try await flow(fake).run(UnshareOptions(vm: "w1"))
+        #expect(again.changed.isEmpty && again.done)
+        #expect(fake.verbs.filter { $0 == "src LOCALIZE" || $0 == "store UNEXPORT" }.count == 2, "only the first run changed anything")
+        #expect(UnshareFormatting.summary(again).hasPrefix("w1 was already on local disks of src; nothing changed."))
+    }
+
+    @Test("libnfs mode: LOCALIZE by server and export; the share path comes from the NFS URL")
+    func libnfs() async throws {
+        let fake = FakeUnshareAgents()
+        fake.libnfs = true
+        let result = try await flow(fake).run(UnshareOptions(vm: "w1"))
+        let localize = try #require(fake.request("LOCALIZE"))
+        #expect(localize.fields["server"] == "store", "the inventory's nfs-server (default: the storage section's name)")
+        #expect(localize.fields["export"] == "/srv/shared" && localize.fields["pool"] == nil)
+        #expect(result.leftOnShare == ["store:/srv/shared/w1/w1.qcow2"])
+    }
+
+    @Test("a running VM is refused before anything changes")
+    func running() async throws {
+        let fake = FakeUnshareAgents()
+        fake.running = true
+        do { _ = try await flow(fake).run(UnshareOptions(vm: "w1")); Issue.record("no failure") } catch {
+            #expect(error.step == .preflight && error.error.code == .invalidState && error.remedy.contains("virsh shutdown w1"))
+        }
+        #expect(fake.verbs.allSatisfy { $0.hasSuffix(" DOMAIN") })
+        #expect(!fake.verbs.contains { $0.hasSuffix("LOCALIZE") || $0.hasSuffix("UNEXPORT") })
+    }
+
+    @Test("a host that still defines a shared VM stays an export client")
+    func keepsNeededClient() async throws {
+        let fake = FakeUnshareAgents()
+        fake.otherSharedOnDst = true
+        let events = ShareFlowTests.EventLog()
+        let result = try await flow(fake, events: events).run(UnshareOptions(vm: "w1"))
+        #expect(result.removedClients == ["src"] && result.remainingClients == ["dst"])
+        #expect(fake.clients == ["dst"])
+        let unexport = try #require(fake.request("UNEXPORT"))
+        #expect(unexport.fields.all("client") == ["src"] && unexport.fields["path"] == "/srv/shared")
+        #expect(events.events.contains(.note("dst stays an export client: shared VM(s) w2")))
+    }
+
+    @Test("a client whose agent does not answer is not dropped; the failure names it")
+    func unreachableClient() async throws {
+        let fake = FakeUnshareAgents()
+        fake.failDomainsOn = "dst"
+        do { _ = try await flow(fake).run(UnshareOptions(vm: "w1")); Issue.record("no failure") } catch {
+            #expect(error.step == .unexport && error.host == "dst" && error.error.code == .unavailable)
+            #expect(error.remedy.contains("run unshare again"))
+        }
+        #expect(!fake.verbs.contains("store UNEXPORT"))
+        #expect(!fake.onShare, "the VM itself was brought back")
+        fake.failDomainsOn = nil
+        let result = try await flow(fake).run(UnshareOptions(vm: "w1"))
+        #expect(result.changed == ["unexport"] && fake.clients.isEmpty)
+        #expect(UnshareFormatting.summary(result).hasPrefix("w1 was already on local disks of src.\nexport store:/srv/shared no longer lists src, dst (no client left)."))
+    }
+
+    @Test("a LOCALIZE failure names the host and the agent's words; nothing is unexported")
+    func localizeFails() async throws {
+        let fake = FakeUnshareAgents()
+        fake.failLocalize = AgentError(.unavailable, "cannot stat /srv/shared/w1/w1.qcow2")
+        do { _ = try await flow(fake).run(UnshareOptions(vm: "w1")); Issue.record("no failure") } catch {
+            #expect(error.step == .localize && error.host == "src")
+            #expect("\(error)".contains("localize on src failed: cannot stat /srv/shared/w1/w1.qcow2 [unavailable]"))
+        }
+        #expect(!fake.verbs.contains { $0.hasSuffix("UNEXPORT") || $0.hasSuffix("EXPORTS") })
+    }
+
+    @Test("an unknown VM is not-found")
+    func unknownVM() async throws {
+        do { _ = try await flow(FakeUnshareAgents()).run(UnshareOptions(vm: "ghost")); Issue.record("no failure") } catch {
+            #expect(error.error.code == .notFound && error.step == .locate)
+        }
+    }
+}
