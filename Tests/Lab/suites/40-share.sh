@@ -59,6 +59,46 @@ t_share_interrupted_then_resumed() {
     printf '%s\n' "$OUT" | sed 's/^/#   /'
 }
 
+# sh_reset: wanderer1 back on its local disk, no copy on the share (as before any share)
+sh_reset() {
+    sh_sctl call source-example RESTORE domain="$SH_VM" >/dev/null 2>&1
+    on cargo-bay rm -rf "$EXPORT_ROOT/$SH_VM"
+    must "wanderer1 on its local disk" on source-example virsh -c qemu:///system domblklist "$SH_VM" || return 1
+    grep -q "vda *$SH_IMAGE" <<<"$OUT" || fail "reset left wanderer1 on: $OUT" || return 1
+}
+
+t_share_interrupted_at_each_step() {
+    # Ctrl-C right after each step in turn, then share again: it always finishes, and the
+    # result is the same (identical copy, domain on it)
+    local step reached
+    for step in locate preflight export pool copy checksum verify; do
+        sh_reset || return 1
+        on source-example timeout -s INT 60 bash -c '
+            set -m
+            "$1" share "$2" --to dest-example --config /run/lab/storagectl.conf > /run/lab/share.out 2>&1 &
+            pid=$!
+            while kill -0 $pid 2>/dev/null; do
+                grep -q "^ok $3 " /run/lab/share.out && { kill -INT $pid; break; }
+                sleep 0.005
+            done
+            wait $pid; true' _ "$(lab_bin)/storagectl" "$SH_VM" "$step" >/dev/null 2>&1
+        must "interrupted output" on source-example cat /run/lab/share.out || return 1
+        grep -q "^ok $step " <<<"$OUT" || fail "share did not reach $step: $OUT" || return 1
+        reached=$(grep '^ok ' <<<"$OUT" | tail -n1 | awk '{print $2}')
+        must "share after Ctrl-C at $step" sh_sctl share "$SH_VM" --to dest-example --json || return 1
+        python3 - "$OUT" <<'PY' || { fail "share after Ctrl-C at $step: $OUT"; return 1; }
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["ready"] is True, r
+PY
+        must "domblklist" on source-example virsh -c qemu:///system domblklist "$SH_VM" || return 1
+        grep -q "vda *$SH_COPY" <<<"$OUT" || fail "after Ctrl-C at $step wanderer1 is on: $OUT" || return 1
+        must "cmp" cmp "$(hd_of source-example)/var-lib/libvirt/images/wanderer1.qcow2" \
+            "$(hd_of cargo-bay)/var-lib/libvirt/shared-images/wanderer1/wanderer1.qcow2" || return 1
+        note "  Ctrl-C after $step (last step printed: $reached): re-run ready, copy identical"
+    done
+}
+
 t_share_state_is_real() {
     # /etc/exports of cargo-bay: our entry for both compute hosts with no_root_squash
     must "exports" on cargo-bay cat /etc/exports || return 1
@@ -119,6 +159,7 @@ t_share_refusals() {
 
 run "share --dry-run prints the plan and changes nothing" t_share_dry_run
 run "share stopped by Ctrl-C after export, then failing at the pool of a stopped dest-example agent; re-run finishes" t_share_interrupted_then_resumed
+run "share interrupted by Ctrl-C after each step in turn, re-run: ready with an identical copy each time" t_share_interrupted_at_each_step
 run "share result: exports with no_root_squash for both, pools active, identical copy, domain on it, status READY" t_share_state_is_real
 run "share again changes nothing and says so (--json)" t_share_again_changes_nothing
 run "wanderer1 starts on source-example from the shared copy" t_share_vm_starts_from_share
