@@ -40,9 +40,15 @@ public final class AgentSession {
         defer { timer.cancel() }
         var response = Response(result: .failure(AgentError(.internal, "no answer")))
         do {
-            try await outbound.write(ByteBuffer(string: request.line + "\n"))
+            // An agent that refuses a peer (permission-denied, busy) writes its ERR and
+            // closes at once: the write may then fail, but that answer is still to be read.
+            var writeError: (any Error)?
+            do { try await outbound.write(ByteBuffer(string: request.line + "\n")) } catch { writeError = error }
             while true {
-                guard let event = try await iterator.next() else {
+                let next: InboundLine?
+                do { next = try await iterator.next() } catch { throw writeError ?? error }
+                guard let event = next else {
+                    if let writeError { throw writeError }
                     throw AgentError(.unavailable, "\(endpoint) closed the connection before answering \(request.verb)")
                 }
                 guard case .line(let bytes) = event else {

@@ -143,7 +143,7 @@ public final class AgentServer: Service, Sendable {
                 let ops = channel.pipeline.syncOperations
                 if let tls { try ops.addHandler(NIOSSLServerHandler(context: tls)) }
                 try ops.addHandler(IdleStateHandler(readTimeout: limits.readTimeout))
-                try ops.addHandler(ReadTimeoutCloser(entry: entry))
+                try ops.addHandler(ReadTimeoutCloser(entry: entry, timeout: limits.readTimeout))
                 try ops.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: limits.maxLineBytes)))
                 try ops.addHandler(PendingLineCounter(entry: entry))
                 let connection = try Connection(wrappingChannelSynchronously: channel)
@@ -242,7 +242,7 @@ public final class AgentServer: Service, Sendable {
                     if let terminal {
                         try await outbound.write(Self.buffer(terminal))
                     }
-                    entry.pending.withLockedValue { $0 -= 1 }
+                    entry.answered()
                     tracker.touch()
                     if tracker.isShuttingDown { break }
                 }

@@ -10,8 +10,21 @@ final class ConnectionTracker: Sendable {
         /// line is framed (so a request is never "idle" while it waits for a task), down
         /// after its terminal line is written.
         let pending = NIOLockedValueBox(0)
+        /// When the last answer was handed to the channel (or the connection opened).
+        let idleSince = NIOLockedValueBox(NIODeadline.now())
         init(channel: any Channel) { self.channel = channel }
         var isBusy: Bool { pending.withLockedValue { $0 > 0 } }
+
+        /// A request was answered: one line less pending, and idle time counts from now.
+        func answered() {
+            pending.withLockedValue { $0 -= 1 }
+            idleSince.withLockedValue { $0 = .now() }
+        }
+
+        /// Idle for at least `timeout` outside any request.
+        func idle(for timeout: TimeAmount) -> Bool {
+            !isBusy && NIODeadline.now() - idleSince.withLockedValue({ $0 }) >= timeout
+        }
     }
 
     private struct State {
@@ -64,14 +77,22 @@ final class ConnectionTracker: Sendable {
 
 /// Closes a connection that sent nothing for the read timeout while not inside a
 /// request: a stalled half line or an idle client does not hold a slot forever.
+///
+/// Idle time counts from the last answer, not the last read: IdleStateHandler fires every
+/// `timeout` after the last read, and one firing just as a long request is answered must
+/// not cut off the answer still on its way out.
 final class ReadTimeoutCloser: ChannelInboundHandler, Sendable {
     typealias InboundIn = NIOAny
     let entry: ConnectionTracker.Entry
+    let timeout: TimeAmount
 
-    init(entry: ConnectionTracker.Entry) { self.entry = entry }
+    init(entry: ConnectionTracker.Entry, timeout: TimeAmount) {
+        self.entry = entry
+        self.timeout = timeout
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case IdleStateHandler.IdleStateEvent.read = event, !entry.isBusy {
+        if case IdleStateHandler.IdleStateEvent.read = event, entry.idle(for: timeout) {
             context.close(promise: nil)
             return
         }

@@ -163,10 +163,12 @@ struct AgentServerTests {
         limits.readTimeout = .milliseconds(300)
         let s = try await RunningServer(limits: limits)
         let stalled = try await s.client()
+        stalled.setTimeout(15)
         await stalled.send("PING key=val")
         let t0 = ContinuousClock.now
         #expect(await stalled.isClosedByPeer())
-        #expect(ContinuousClock.now - t0 < .seconds(2))
+        // 0.3 s nominal; the bound leaves room for a loaded 2-core CI machine
+        #expect(ContinuousClock.now - t0 < .seconds(5))
         let slow = try await s.client()
         await slow.send("SLOW ms=900\n")
         #expect(await slow.readLine() == "OK slept=900", "a request longer than the read timeout completes")
