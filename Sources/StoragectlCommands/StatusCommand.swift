@@ -23,6 +23,8 @@ public struct VMStatus: Sendable, Codable, Equatable {
     public var hosts: [HostView]
     /// Every disk is on the share and at least one other host can run the VM.
     public var ready: Bool
+    /// Why the VM's status could not be worked out (it is then not ready).
+    public var problem: String? = nil
 }
 
 /// Computes a VM's status from the agents' answers.
@@ -85,7 +87,44 @@ public struct StatusFlow: Sendable {
                         sharedDisks: shared.map(\.target), localDisks: local.map(\.target), hosts: hosts, ready: ready)
     }
 
+    /// Every shared VM of the inventory: the domains the compute agents report with a
+    /// disk on the share (`DOMAINS`, `shared=yes`), persistent definitions first, each
+    /// name once.
+    public func sharedVMs() async throws(AgentError) -> [String] {
+        let caller = self.caller
+        let answers = await ShareFlow.concurrently(inventory.compute) { h in
+            try await caller.ok(h, Request("DOMAINS")).data
+        }
+        var names: [String] = []
+        for (h, answer) in zip(inventory.compute, answers) {
+            switch answer {
+            case .failure(let e): throw AgentError(e.code, "\(h.name): \(e.message)")
+            case .success(let rows):
+                for row in rows where row["shared"] == "yes" {
+                    if let name = row["name"], !names.contains(name) { names.append(name) }
+                }
+            }
+        }
+        return names.sorted()
+    }
+
+    /// `status` of every shared VM.
+    public func statusOfAll() async throws(AgentError) -> [VMStatus] {
+        var all: [VMStatus] = []
+        for vm in try await sharedVMs() {
+            do {
+                all.append(try await status(vm))
+            } catch {
+                all.append(VMStatus(vm: vm, owner: nil, state: nil, storage: inventory.storage.name, export: inventory.exportRoot,
+                                    sharedDisks: [], localDisks: [], hosts: [], ready: false,
+                                    problem: "\(error.message) [\(error.code.rawValue)]"))
+            }
+        }
+        return all
+    }
+
     public static func table(_ s: VMStatus) -> String {
+        if let problem = s.problem { return "\(s.vm): NOT READY: \(problem)\n" }
         var out = "\(s.vm): \(s.ready ? "READY" : "NOT READY") (defined on \(s.owner ?? "?"), \(s.state ?? "?")); storage \(s.storage):\(s.export)\n"
         if !s.localDisks.isEmpty { out += "  local disks (not shared): \(s.localDisks.joined(separator: ", "))\n" }
         out += "  shared disks: \(s.sharedDisks.isEmpty ? "none" : s.sharedDisks.joined(separator: ", "))\n"
@@ -108,21 +147,22 @@ public struct StatusCommand: AsyncParsableCommand {
         commandName: "status",
         abstract: "Show whether a shared VM is ready to run on its migration peers, asked fresh from the agents.",
         discussion: """
-            For VM: the host that defines it, its disks (shared or local), and per compute host \
+            Without VM: every VM that has a disk on the share (as the compute agents report \
+            it). For each VM: the host that defines it, its disks (shared or local), and per compute host \
             whether it is an export client, whether it sees every shared disk (VERIFY through \
             its own pool or libnfs), and so whether it can run the VM.
 
             EXIT STATUS
-              0   ready
-              1   not ready
+              0   ready (every VM listed)
+              1   not ready (at least one)
               66  no compute host defines VM
               69  an agent could not be reached
             """)
 
     @OptionGroup public var global: GlobalOptions
 
-    @Argument(help: "The libvirt domain name.")
-    public var vm: String
+    @Argument(help: "The libvirt domain name (default: every VM with a disk on the share).")
+    public var vm: String?
 
     @Flag(name: .customLong("json"), help: "Print one JSON document.")
     public var json = false
@@ -132,15 +172,24 @@ public struct StatusCommand: AsyncParsableCommand {
     public func run() async throws {
         try await ExitStatus.reporting("storagectl") {
             let inventory = try Inventory.load(path: global.config)
-            let status = try await StatusFlow(inventory: inventory,
-                                              caller: LiveAgentCaller(tls: inventory.tls, connectTimeout: global.timeoutDuration)).status(vm)
+            let flow = StatusFlow(inventory: inventory,
+                                  caller: LiveAgentCaller(tls: inventory.tls, connectTimeout: global.timeoutDuration))
+            let statuses: [VMStatus]
+            if let vm { statuses = [try await flow.status(vm)] } else { statuses = try await flow.statusOfAll() }
             if json {
                 let e = ShareFormatting.encoder()
-                print(String(decoding: try e.encode(status), as: UTF8.self))
+                if vm != nil {
+                    print(String(decoding: try e.encode(statuses[0]), as: UTF8.self))
+                } else {
+                    struct Doc: Encodable { var vms: [VMStatus] }
+                    print(String(decoding: try e.encode(Doc(vms: statuses)), as: UTF8.self))
+                }
+            } else if statuses.isEmpty {
+                print("no VM has a disk on the share (storagectl share VM puts one there)")
             } else {
-                print(StatusFlow.table(status), terminator: "")
+                print(statuses.map(StatusFlow.table).joined(separator: "\n"), terminator: "")
             }
-            if !status.ready { throw ExitCode(ExitStatus.failure) }
+            if statuses.contains(where: { !$0.ready }) { throw ExitCode(ExitStatus.failure) }
         }
     }
 }

@@ -51,6 +51,10 @@ final class FakeAgents: AgentCaller, @unchecked Sendable {
             let changed = !new.isSubset(of: clients)
             clients.formUnion(new)
             return ok(["clients": clients.sorted().joined(separator: ","), "changed": changed ? "yes" : "no"])
+        case ("src", "DOMAINS"):
+            return ok(["domains": "2"], data: [["name": "w1", "shared": adopted ? "yes" : "no"], ["name": "local-only", "shared": "no"]])
+        case (_, "DOMAINS"):
+            return ok(["domains": "0"])
         case ("store", "EXPORTS"):
             return ok(["exports": "1"], data: [["owner": "storagectl", "path": "/srv/shared", "clients": clients.sorted().joined(separator: ",")]])
         case (_, "POOL-ENSURE"):
@@ -227,6 +231,15 @@ struct ShareFlowTests {
         #expect(after.hosts.first { $0.host == "dst" }?.canRun == true)
         #expect(after.hosts.first { $0.host == "other" }?.canRun == false, "not an export client")
         #expect(StatusFlow.table(after).hasPrefix("w1: READY"))
+    }
+
+    @Test("status without a VM: every VM with a disk on the share")
+    func statusAll() async throws {
+        let fake = FakeAgents()
+        #expect(try await StatusFlow(inventory: Self.inventory, caller: fake).statusOfAll().isEmpty)
+        _ = try await flow(fake).run(ShareOptions(vm: "w1", to: ["dst"]))
+        let all = try await StatusFlow(inventory: Self.inventory, caller: fake).statusOfAll()
+        #expect(all.map(\.vm) == ["w1"] && all[0].ready)
     }
 
     @Test("progress lines show bytes, rate and ETA")
