@@ -71,23 +71,37 @@ public struct ShareCommand: AsyncParsableCommand {
                                  caller: LiveAgentCaller(tls: inventory.tls, connectTimeout: global.timeoutDuration),
                                  emit: { display.show($0) })
             let options = ShareOptions(vm: vm, from: from, to: to, attach: AttachMode(rawValue: attach)!, dryRun: dryRun)
-            do throws(ShareFailure) {
-                let result = try await flow.run(options)
-                display.finish()
-                if json {
-                    print((try? ShareFormatting.json(result)) ?? "{}")
-                } else {
-                    print(ShareFormatting.summary(result), terminator: "")
-                }
-            } catch {
-                display.finish()
-                if json {
-                    print((try? ShareFormatting.json(failure: error)) ?? "{}")
-                } else {
-                    printError("storagectl: share \(vm): \(error)")
-                }
-                throw ExitCode(ExitStatus.code(for: error.error.code))
+            try await FlowReport.run("share", vm: vm, json: json, display: display,
+                                     summary: ShareFormatting.summary, encode: ShareFormatting.json) { () throws(ShareFailure) in
+                try await flow.run(options)
             }
+        }
+    }
+}
+
+/// How `share` and `unshare` end: the result (summary or JSON) on stdout, or the failure
+/// (`ShareFailure`: step, host, the agent's words, the remedy) on stderr or as JSON, with
+/// the exit status of its error code.
+enum FlowReport {
+    static func run<R>(_ command: String, vm: String, json: Bool, display: ShareDisplay,
+                       summary: (R) -> String, encode: (R) throws -> String,
+                       _ body: () async throws(ShareFailure) -> R) async throws {
+        do throws(ShareFailure) {
+            let result = try await body()
+            display.finish()
+            if json {
+                print((try? encode(result)) ?? "{}")
+            } else {
+                print(summary(result), terminator: "")
+            }
+        } catch {
+            display.finish()
+            if json {
+                print((try? ShareFormatting.json(failure: error)) ?? "{}")
+            } else {
+                printError("storagectl: \(command) \(vm): \(error)")
+            }
+            throw ExitCode(ExitStatus.code(for: error.error.code))
         }
     }
 }

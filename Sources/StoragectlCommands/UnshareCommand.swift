@@ -59,22 +59,9 @@ public struct UnshareCommand: AsyncParsableCommand {
             let flow = UnshareFlow(inventory: inventory,
                                    caller: LiveAgentCaller(tls: inventory.tls, connectTimeout: global.timeoutDuration),
                                    emit: { display.show($0) })
-            do throws(ShareFailure) {
-                let result = try await flow.run(UnshareOptions(vm: vm, from: from))
-                display.finish()
-                if json {
-                    print((try? UnshareFormatting.json(result)) ?? "{}")
-                } else {
-                    print(UnshareFormatting.summary(result), terminator: "")
-                }
-            } catch {
-                display.finish()
-                if json {
-                    print((try? ShareFormatting.json(failure: error)) ?? "{}")
-                } else {
-                    printError("storagectl: unshare \(vm): \(error)")
-                }
-                throw ExitCode(ExitStatus.code(for: error.error.code))
+            try await FlowReport.run("unshare", vm: vm, json: json, display: display,
+                                     summary: UnshareFormatting.summary, encode: UnshareFormatting.json) { () throws(ShareFailure) in
+                try await flow.run(UnshareOptions(vm: vm, from: from))
             }
         }
     }
