@@ -58,9 +58,7 @@ public struct ShareCommand: AsyncParsableCommand {
 
     public func validate() throws {
         guard AttachMode(rawValue: attach) != nil else { throw ValidationError("--attach must be mount or libnfs") }
-        guard !vm.isEmpty, vm.utf8.count <= 200, !vm.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" }) else {
-            throw ValidationError("'\(vm)' is not a libvirt domain name")
-        }
+        try validateDomainName(vm)
     }
 
     public func run() async throws {
@@ -76,6 +74,14 @@ public struct ShareCommand: AsyncParsableCommand {
                 try await flow.run(options)
             }
         }
+    }
+}
+
+/// Refuses what cannot be a libvirt domain name before any agent is asked (the agents
+/// check again; they never paste a name into XML or argv).
+func validateDomainName(_ vm: String) throws {
+    guard !vm.isEmpty, vm.utf8.count <= 200, !vm.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" }) else {
+        throw ValidationError("'\(vm)' is not a libvirt domain name")
     }
 }
 

@@ -47,9 +47,7 @@ public struct UnshareCommand: AsyncParsableCommand {
     public init() {}
 
     public func validate() throws {
-        guard !vm.isEmpty, vm.utf8.count <= 200, !vm.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" }) else {
-            throw ValidationError("'\(vm)' is not a libvirt domain name")
-        }
+        try validateDomainName(vm)
     }
 
     public func run() async throws {

@@ -23,23 +23,36 @@ t_share_dry_run() {
     if grep -q "$EXPORT_ROOT " <<<"$OUT"; then fail "--dry-run exported: $OUT"; return 1; fi
 }
 
-t_share_interrupted_then_resumed() {
-    # start from a VM on local disks with no copy on the share (earlier suites adopted it)
+# sh_reset: wanderer1 back on its local disk, no copy on the share (as before any share)
+sh_reset() {
     sh_sctl call source-example RESTORE domain="$SH_VM" >/dev/null 2>&1
-    must "remove earlier copies" on cargo-bay rm -rf "$EXPORT_ROOT/$SH_VM" || return 1
-    # 1. Ctrl-C while share runs: whatever step it reached, the next run continues
-    # (set -m: without job control bash starts background jobs with SIGINT ignored)
+    on cargo-bay rm -rf "$EXPORT_ROOT/$SH_VM"
+    must "wanderer1 on its local disk" on source-example virsh -c qemu:///system domblklist "$SH_VM" || return 1
+    grep -q "vda *$SH_IMAGE" <<<"$OUT" || fail "reset left wanderer1 on: $OUT" || return 1
+}
+
+# sh_share_ctrl_c STEP: run share on source-example and send it SIGINT (Ctrl-C) as soon
+# as it prints the line of STEP; its output is left in $OUT.
+# (set -m: without job control bash starts background jobs with SIGINT ignored)
+sh_share_ctrl_c() {
     on source-example timeout -s INT 60 bash -c '
         set -m
         "$1" share "$2" --to dest-example --config /run/lab/storagectl.conf > /run/lab/share.out 2>&1 &
         pid=$!
         while kill -0 $pid 2>/dev/null; do
-            grep -q "^ok export " /run/lab/share.out && { kill -INT $pid; break; }
-            sleep 0.01
+            grep -q "^ok $3 " /run/lab/share.out && { kill -INT $pid; break; }
+            sleep 0.005
         done
-        wait $pid; true' _ "$(lab_bin)/storagectl" "$SH_VM" >/dev/null 2>&1
+        wait $pid; true' _ "$(lab_bin)/storagectl" "$SH_VM" "$1" >/dev/null 2>&1
     must "read the interrupted output" on source-example cat /run/lab/share.out || return 1
-    grep -q "^ok export " <<<"$OUT" || fail "share did not get to export: $OUT" || return 1
+    grep -q "^ok $1 " <<<"$OUT" || fail "share did not reach $1: $OUT" || return 1
+}
+
+t_share_interrupted_then_resumed() {
+    # start from a VM on local disks with no copy on the share (earlier suites adopted it)
+    sh_reset || return 1
+    # 1. Ctrl-C while share runs: whatever step it reached, the next run continues
+    sh_share_ctrl_c export || return 1
     if grep -q "^ok adopt " <<<"$OUT"; then fail "Ctrl-C did not stop share: $OUT"; return 1; fi
     note "  Ctrl-C after: $(grep '^ok ' <<<"$OUT" | tail -n1 | cut -c1-60)"
     # 2. the destination's agent stops answering (SIGSTOP): share fails at the pool step
@@ -59,31 +72,13 @@ t_share_interrupted_then_resumed() {
     printf '%s\n' "$OUT" | sed 's/^/#   /'
 }
 
-# sh_reset: wanderer1 back on its local disk, no copy on the share (as before any share)
-sh_reset() {
-    sh_sctl call source-example RESTORE domain="$SH_VM" >/dev/null 2>&1
-    on cargo-bay rm -rf "$EXPORT_ROOT/$SH_VM"
-    must "wanderer1 on its local disk" on source-example virsh -c qemu:///system domblklist "$SH_VM" || return 1
-    grep -q "vda *$SH_IMAGE" <<<"$OUT" || fail "reset left wanderer1 on: $OUT" || return 1
-}
-
 t_share_interrupted_at_each_step() {
     # Ctrl-C right after each step in turn, then share again: it always finishes, and the
     # result is the same (identical copy, domain on it)
     local step reached
     for step in locate preflight export pool copy checksum verify; do
         sh_reset || return 1
-        on source-example timeout -s INT 60 bash -c '
-            set -m
-            "$1" share "$2" --to dest-example --config /run/lab/storagectl.conf > /run/lab/share.out 2>&1 &
-            pid=$!
-            while kill -0 $pid 2>/dev/null; do
-                grep -q "^ok $3 " /run/lab/share.out && { kill -INT $pid; break; }
-                sleep 0.005
-            done
-            wait $pid; true' _ "$(lab_bin)/storagectl" "$SH_VM" "$step" >/dev/null 2>&1
-        must "interrupted output" on source-example cat /run/lab/share.out || return 1
-        grep -q "^ok $step " <<<"$OUT" || fail "share did not reach $step: $OUT" || return 1
+        sh_share_ctrl_c "$step" || return 1
         reached=$(grep '^ok ' <<<"$OUT" | tail -n1 | awk '{print $2}')
         must "share after Ctrl-C at $step" sh_sctl share "$SH_VM" --to dest-example --json || return 1
         python3 - "$OUT" <<'PY' || { fail "share after Ctrl-C at $step: $OUT"; return 1; }
