@@ -54,18 +54,20 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO",
+        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS",
+        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile",
+        .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "ContentDigest",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        // The image copy engine: local (sparse) file -> NFS export over libnfs, pipelined, SHA-256 verified.
-        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "AgentProtocol",
+        // The content digest of disk images (SHA-256 over 4 MiB block digests).
+        .target(name: "ContentDigest", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        // The image copy engine: local (sparse) file -> NFS export over libnfs, pipelined, digest computed while reading.
+        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "AgentProtocol", "ContentDigest",
             .product(name: "Crypto", package: "swift-crypto")]),
         // Benchmark/lab driver of the copy engine (Tests/Lab/bench-copy, suite 20-copy-engine).
         .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy"]),
@@ -83,8 +85,9 @@ let package = Package(
         .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
         .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
         .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentRuntime", "ConfigFile"]),
-        .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentRuntime"]),
-        .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy"]),
+        .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentRuntime", "ContentDigest"]),
+        .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest"]),
+        .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest"]),
         .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentRuntime", "Libvirt"]),
         .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
     ],

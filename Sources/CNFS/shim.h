@@ -13,6 +13,7 @@
 #include <nfsc/libnfs.h>
 #include <nfsc/libnfs-raw.h>
 #include <nfsc/libnfs-raw-mount.h>
+#include <nfsc/libnfs-raw-nfs.h>
 
 /// 1 when built against libnfs >= 6 (LIBNFS_API_V2), else 0.
 static inline int cnfs_api_v2(void) {
@@ -96,5 +97,68 @@ static inline int cnfs_rpc_status_success(void) { return RPC_STATUS_SUCCESS; }
 static inline struct exportnode *cnfs_exports_from_callback_data(void *data) {
     return data ? *(exports *)data : NULL;
 }
+
+
+/* ---- Raw NFSv3 WRITE and COMMIT (the high-level API hides the write verifier) ---- */
+
+/// libnfs keeps `struct nfs_fh` private; in libnfs 4, 5 and 6 it is `{ int len; char *val; }`.
+struct cnfs_fh_layout { int len; char *val; };
+
+/// The NFSv3 handle of an open file, or data_len 0 when it does not look like one
+/// (an NFSv3 handle is 1..64 bytes).
+static inline struct nfs_fh3 cnfs_fh3(struct nfsfh *fh) {
+    struct nfs_fh3 out;
+    const struct cnfs_fh_layout *raw = (const struct cnfs_fh_layout *)nfs_get_fh(fh);
+    out.data.data_len = 0;
+    out.data.data_val = NULL;
+    if (raw != NULL && raw->len > 0 && raw->len <= 64 && raw->val != NULL) {
+        out.data.data_len = (u_int)raw->len;
+        out.data.data_val = raw->val;
+    }
+    return out;
+}
+
+/// An UNSTABLE WRITE of `count` bytes at `offset`. 0 when queued, < 0 when not. The
+/// callback gets RPC status and `WRITE3res *` (see cnfs_write_result).
+static inline int cnfs_write3_async(struct rpc_context *rpc, struct nfs_fh3 *fh, const void *buf,
+                                    uint32_t count, uint64_t offset, rpc_cb cb, void *private_data) {
+    WRITE3args args;
+    args.file = *fh;
+    args.offset = offset;
+    args.count = count;
+    args.stable = UNSTABLE;
+    args.data.data_len = count;
+    args.data.data_val = (char *)buf;
+    return rpc_nfs3_write_async(rpc, cb, &args, private_data);
+}
+
+/// COMMIT of the whole file. 0 when queued, < 0 when not.
+static inline int cnfs_commit3_async(struct rpc_context *rpc, struct nfs_fh3 *fh, rpc_cb cb, void *private_data) {
+    COMMIT3args args;
+    args.file = *fh;
+    args.offset = 0;
+    args.count = 0;
+    return rpc_nfs3_commit_async(rpc, cb, &args, private_data);
+}
+
+/// A WRITE reply: the NFS status, the bytes written, and the 8-byte write verifier
+/// (copied into `verifier`).
+static inline int cnfs_write_result(void *data, uint32_t *count, unsigned char *verifier) {
+    WRITE3res *res = (WRITE3res *)data;
+    if (res->status != NFS3_OK) return (int)res->status;
+    *count = res->WRITE3res_u.resok.count;
+    for (int i = 0; i < NFS3_WRITEVERFSIZE; i++) verifier[i] = (unsigned char)res->WRITE3res_u.resok.verf[i];
+    return 0;
+}
+
+/// A COMMIT reply: the NFS status and the write verifier.
+static inline int cnfs_commit_result(void *data, unsigned char *verifier) {
+    COMMIT3res *res = (COMMIT3res *)data;
+    if (res->status != NFS3_OK) return (int)res->status;
+    for (int i = 0; i < NFS3_WRITEVERFSIZE; i++) verifier[i] = (unsigned char)res->COMMIT3res_u.resok.verf[i];
+    return 0;
+}
+
+static inline int cnfs_rpc_status_error(void) { return RPC_STATUS_ERROR; }
 
 #endif /* CNFS_SHIM_H */

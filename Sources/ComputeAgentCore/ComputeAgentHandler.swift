@@ -271,7 +271,7 @@ public struct ComputeAgentHandler: RequestHandler {
     static let defaultLocalDirectory = "/var/lib/libvirt/images"
 
     /// `LOCALIZE domain=D (pool=P | server=S export=E) [dir=PATH]`: copies every disk
-    /// of the shut-off domain that is on the share to `DIR/<file name>` (SHA-256
+    /// of the shut-off domain that is on the share to `DIR/<file name>` (content-digest
     /// verified) and redefines the domain onto the local copies; see docs/protocol.md.
     func localize(_ request: Request, reply: ReplyStream) async throws -> Fields {
         try request.requireKeys(["domain", "pool", "server", "export", "dir"])
@@ -319,7 +319,7 @@ public struct ComputeAgentHandler: RequestHandler {
                                       "rate": String(elapsed > 0 ? UInt64(Double(total) / elapsed) : 0), "disk": last.target])
         }
         for m in outcome.moved {
-            try await reply.data(["disk": m.target, "from": m.from, "to": m.to, "size": String(m.size), "sha256": m.sha256])
+            try await reply.data(["disk": m.target, "from": m.from, "to": m.to, "size": String(m.size), "digest": m.digest])
         }
         var f: Fields = ["domain": name]
         f.append(contentsOf: share.fields)

@@ -8,7 +8,9 @@ struct CopyJobRecord: Sendable, Codable, Equatable {
     struct DiskResult: Sendable, Codable, Equatable {
         var size: UInt64
         var dataBytes: UInt64
-        var sha256: String
+        /// The content digest of the copy. A record written before digests replaced
+        /// SHA-256 (a `sha256` key) does not decode: it counts as no record.
+        var digest: String
         var alreadyPresent: Bool
         var seconds: Double
     }
@@ -116,7 +118,7 @@ actor CopyJobs {
                         progress.set(.init(done: done, total: total, rate: elapsed > 0 ? UInt64(Double(done) / elapsed) : 0, disk: disk.target))
                     }
                     base += disk.size
-                    record.results[disk.target] = .init(size: result.size, dataBytes: result.dataBytes, sha256: result.sha256,
+                    record.results[disk.target] = .init(size: result.size, dataBytes: result.dataBytes, digest: result.digest,
                                                         alreadyPresent: result.alreadyPresent, seconds: result.elapsedSeconds)
                     try? store.writeJSON(record, "jobs", name)
                 }
@@ -156,7 +158,7 @@ extension CopyJobRecord {
             if let r = results[d.target] {
                 f.append("size", String(r.size))
                 f.append("data-bytes", String(r.dataBytes))
-                f.append("sha256", r.sha256)
+                f.append("digest", r.digest)
                 f.append("already-present", r.alreadyPresent ? "yes" : "no")
             }
             return f

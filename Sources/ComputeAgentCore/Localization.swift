@@ -1,5 +1,5 @@
 import AgentProtocol
-import Crypto
+import ContentDigest
 import Foundation
 import Libvirt
 import LibNFS
@@ -8,7 +8,8 @@ import Glibc
 #endif
 
 /// LOCALIZE: the way back from the share. Copies each disk of a shut-off domain that
-/// lives on the share to local storage (`DIR/<file name>`), verified by SHA-256, and
+/// lives on the share to local storage (`DIR/<file name>`), verified by its content
+/// digest (`ContentDigest`: what was read against what was written), and
 /// redefines the domain onto the local files. Blocking: run through `ComputeWork`.
 struct Localization: Sendable {
     let session: LibvirtSession
@@ -32,7 +33,8 @@ struct Localization: Sendable {
         var from: String
         var to: String
         var size: UInt64
-        var sha256: String
+        /// The content digest of the copy (lowercase hex).
+        var digest: String
     }
 
     struct Outcome: Sendable {
@@ -107,13 +109,13 @@ struct Localization: Sendable {
         var moved: [Moved] = []
         for (p, size) in zip(planned, sizes) {
             let offset = base
-            let sha = try Self.copy(p, size: size, share: share) { done in
+            let digest = try Self.copy(p, size: size, share: share) { done in
                 let elapsed = (ContinuousClock.now - start) / .seconds(1)
                 let all = offset + done
                 progress.set(.init(done: all, total: total, rate: elapsed > 0 ? UInt64(Double(all) / elapsed) : 0, disk: p.target))
             }
             base += size
-            moved.append(Moved(target: p.target, from: p.from, to: p.to, size: size, sha256: sha))
+            moved.append(Moved(target: p.target, from: p.from, to: p.to, size: size, digest: digest))
         }
 
         // Redefine onto the local files: from the definition ADOPT saved when there is
@@ -161,8 +163,9 @@ struct Localization: Sendable {
     }
 
     /// Reads the shared image, writes `.NAME.storagectl-partial` beside the final name
-    /// (holes stay holes), fsyncs it, re-reads it and compares SHA-256 with what was
-    /// read, then renames it over the final name. Returns the SHA-256.
+    /// (holes stay holes), fsyncs it, re-reads it and compares its content digest with
+    /// the digest of what was read, then renames it over the final name. Returns the
+    /// content digest.
     static func copy(_ p: Planned, size: UInt64, share: Share, progress: (UInt64) -> Void) throws(AgentError) -> String {
         let dir = (p.to as NSString).deletingLastPathComponent
         let temp = dir + "/." + (p.to as NSString).lastPathComponent + ".storagectl-partial"
@@ -172,7 +175,7 @@ struct Localization: Sendable {
         var keep = false
         defer { close(out); if !keep { unlink(temp) } }
 
-        var hasher = SHA256()
+        var digest = ContentDigest()
         var buffer = [UInt8](repeating: 0, count: chunkBytes)
         let read: (inout [UInt8], UInt64, Int) throws(AgentError) -> Int
         var nfsHolder: (NFSContext, NFSFile)?
@@ -220,10 +223,12 @@ struct Localization: Sendable {
             let want = Int(min(UInt64(chunkBytes), size - offset))
             let n = try read(&buffer, offset, want)
             guard n > 0 else { throw AgentError(.unavailable, "\(p.from) ended at \(offset) bytes, expected \(size); it changed while being read") }
-            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            // Holes stay holes: an all-zero range is not written.
+            // Holes stay holes: an all-zero range is not written (and costs the digest no hashing).
             let zero = buffer.withUnsafeBytes { isZero(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            if !zero {
+            if zero {
+                digest.updateZeros(UInt64(n))
+            } else {
+                buffer.withUnsafeBytes { digest.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
                 var written = 0
                 while written < n {
                     let w = buffer.withUnsafeBytes { Glibc.pwrite(out, $0.baseAddress! + written, n - written, off_t(offset) + off_t(written)) }
@@ -241,20 +246,17 @@ struct Localization: Sendable {
         guard ftruncate(out, off_t(size)) == 0, fsync(out) == 0 else {
             throw AgentError(.unavailable, "cannot finish \(temp): \(String(cString: strerror(errno)))")
         }
-        let expected = hex(hasher.finalize())
+        let expected = digest.finalize()
 
-        // Re-read what was written.
-        var check = SHA256()
-        var at: UInt64 = 0
-        while at < size {
-            let n = buffer.withUnsafeMutableBytes { Glibc.pread(out, $0.baseAddress, Int(min(UInt64(chunkBytes), size - at)), off_t(at)) }
-            guard n > 0 else { throw AgentError(.unavailable, "re-reading \(temp) failed at \(at) bytes") }
-            buffer.withUnsafeBytes { check.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            at += UInt64(n)
+        // Re-read what was written (every byte of data; its holes read as zeros).
+        let actual: String
+        do throws(FileDigestError) {
+            actual = try ContentDigest.ofFile(fd: out, size: size)
+        } catch {
+            throw AgentError(.unavailable, "re-reading \(temp) failed at \(error.offset) bytes: \(error.message)")
         }
-        let actual = hex(check.finalize())
         guard actual == expected else {
-            throw AgentError(.internal, "the local copy \(temp) has sha256 \(actual), the shared image read \(expected); nothing was replaced")
+            throw AgentError(.internal, "the local copy \(temp) has digest \(actual), the shared image read \(expected); nothing was replaced")
         }
         guard rename(temp, p.to) == 0 else {
             throw AgentError(.unavailable, "cannot rename \(temp) to \(p.to): \(String(cString: strerror(errno)))")
@@ -271,10 +273,6 @@ struct Localization: Sendable {
         for i in 0..<words where base.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
         for i in (words * 8)..<raw.count where raw[i] != 0 { return false }
         return true
-    }
-
-    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        digest.map { String(format: "%02x", $0) }.joined()
     }
 }
 

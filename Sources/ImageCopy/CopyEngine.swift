@@ -24,7 +24,7 @@ struct CopyEngine: Sendable {
         }
     }
 
-    func checksum(of relativePath: String, on target: NFSTarget) async throws -> (size: UInt64, sha256: String) {
+    func checksum(of relativePath: String, on target: NFSTarget) async throws -> (size: UInt64, digest: String) {
         try validateRelativePath(relativePath, allowPartialName: true)
         let configuration = self.configuration
         let value = try await onDedicatedThread { cancel in
@@ -33,12 +33,12 @@ struct CopyEngine: Sendable {
             guard st.isRegularFile else { throw ImageCopyError.targetNotRegularFile(relativePath) }
             let sha = try remoteChecksum(remote: remote, path: relativePath, size: st.size, configuration: configuration,
                                          cancel: cancel, progress: { _ in })
-            return ChecksumValue(size: st.size, sha256: sha)
+            return ChecksumValue(size: st.size, digest: sha)
         }
-        return (value.size, value.sha256)
+        return (value.size, value.digest)
     }
 
-    private struct ChecksumValue: Sendable { var size: UInt64; var sha256: String }
+    private struct ChecksumValue: Sendable { var size: UInt64; var digest: String }
 
     private func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable (CancelFlag) throws -> T) async throws -> T {
         let cancel = CancelFlag()
@@ -134,9 +134,16 @@ struct CopySession {
         }
         if cancel.isSet { throw .cancelled }
 
-        let written: Written
+        var written: Written
         do {
-            written = try writeVerified(local: local, remote: remote, temporary: temporary, start: start)
+            do {
+                written = try writeVerified(local: local, remote: remote, temporary: temporary, start: start)
+            } catch ImageCopyError.serverRestarted {
+                // The server may have dropped unstable writes: write everything again, once.
+                removeTemporary(temporary, remote: remote)
+                written = try writeVerified(local: local, remote: remote, temporary: temporary, start: start)
+                written.serverRestarts = 1
+            }
             if cancel.isSet { throw ImageCopyError.cancelled }
             guard local.unchanged() else { throw ImageCopyError.sourceChanged(source) }
         } catch let error as ImageCopyError {
@@ -146,7 +153,9 @@ struct CopySession {
             removeTemporary(temporary, remote: remote)
             throw RemoteExport.map(error, "copy \(relativePath)")
         }
-        return try publish(temporary: temporary, remote: remote, local: local, written: written, start: start)
+        var result = try publish(temporary: temporary, remote: remote, local: local, written: written, start: start)
+        result.serverRestarts = written.serverRestarts
+        return result
     }
 
     /// Creates the temporary file, sets its size (holes stay holes), streams the data
@@ -174,13 +183,23 @@ struct CopySession {
         reader.name = "image-copy-read"
         reader.start()
 
-        let result: (sha256: String, dataBytes: UInt64)
+        let result: (digest: String, dataBytes: UInt64)
+        var commitSeconds = 0.0
         do {
             result = try file.withUnsafeFileHandle { fh in
                 let pipeline = NFSPipeline(nfs: remote.pointer, fh: fh, path: temporary, buffers: buffers,
                                            inFlight: configuration.inFlight, cancel: cancel)
+                guard pipeline.fh3.data.data_len > 0 else {
+                    throw ImageCopyError.nfs(operation: "open \(temporary)", errno: EINVAL, message: "libnfs gave no NFSv3 file handle")
+                }
                 pipeline.verifyReads = configuration.verification == .readBack
-                return try pipeline.runCopy(pipe: pipe, total: local.size, ticker: &ticker)
+                pipeline.commitInterval = configuration.commitInterval
+                let value = try pipeline.runCopy(pipe: pipe, total: local.size, ticker: &ticker)
+                // COMMIT: every byte is on the server's disk, under the verifier of the WRITEs.
+                let commitStart = monotonicSeconds()
+                try pipeline.commitAll()
+                commitSeconds = monotonicSeconds() - commitStart
+                return value
             }
         } catch {
             pipe.abort()
@@ -188,17 +207,15 @@ struct CopySession {
             throw RemoteExport.map(error, "write \(temporary)")
         }
         pipe.waitForReader()
-
         do {
-            try file.fsync()                      // NFS COMMIT: the data is on the server's disk
             let st = try file.stat()
             guard st.size == local.size else {
                 throw ImageCopyError.verificationFailed(path: temporary, expectedSize: local.size, actualSize: st.size,
-                                                        expectedSHA256: result.sha256, actualSHA256: "")
+                                                        expectedDigest: result.digest, actualDigest: "")
             }
             try file.close()
         } catch {
-            throw RemoteExport.map(error, "commit \(temporary)")
+            throw RemoteExport.map(error, "check the size of \(temporary)")
         }
         var verifySeconds = 0.0
         if configuration.verification == .fullChecksum {
@@ -206,18 +223,20 @@ struct CopySession {
             defer { verifySeconds = monotonicSeconds() - verifyStart }
             let sha = try remoteChecksum(remote: remote, path: temporary, size: local.size, configuration: configuration,
                                          cancel: cancel, progress: { _ in })
-            guard sha == result.sha256 else {
+            guard sha == result.digest else {
                 throw .verificationFailed(path: temporary, expectedSize: local.size, actualSize: local.size,
-                                          expectedSHA256: result.sha256, actualSHA256: sha)
+                                          expectedDigest: result.digest, actualDigest: sha)
             }
         }
-        return Written(sha256: result.sha256, dataBytes: result.dataBytes, verifySeconds: verifySeconds)
+        return Written(digest: result.digest, dataBytes: result.dataBytes, verifySeconds: verifySeconds, commitSeconds: commitSeconds)
     }
 
     struct Written {
-        var sha256: String
+        var digest: String
         var dataBytes: UInt64
         var verifySeconds: Double
+        var commitSeconds: Double
+        var serverRestarts = 0
     }
 
     /// Gives the verified temporary file its final name with NFS LINK (fails instead of
@@ -232,17 +251,17 @@ struct CopySession {
             // Someone created the final name while we copied: compare with it.
             defer { removeTemporary(temporary, remote: remote) }
             guard let existing = try remote.stat(relativePath) else { throw .nfs(operation: "link \(relativePath)", errno: EEXIST, message: link.message) }
-            return try settleExisting(existing, local: local, remote: remote, temporary: nil, start: start, knownSHA256: written.sha256)
+            return try settleExisting(existing, local: local, remote: remote, temporary: nil, start: start, knownDigest: written.digest)
         case ENOTSUP, EOPNOTSUPP, EPERM, EXDEV, EMLINK:
             // No hard links on this server: rename, after checking the name is still free.
             if let existing = try remote.stat(relativePath) {
                 defer { removeTemporary(temporary, remote: remote) }
-                return try settleExisting(existing, local: local, remote: remote, temporary: nil, start: start, knownSHA256: written.sha256)
+                return try settleExisting(existing, local: local, remote: remote, temporary: nil, start: start, knownDigest: written.digest)
             }
             try remote.rename(temporary, to: relativePath)
-            return CopyResult(size: local.size, dataBytes: written.dataBytes, sha256: written.sha256,
+            return CopyResult(size: local.size, dataBytes: written.dataBytes, digest: written.digest,
                               elapsedSeconds: monotonicSeconds() - start, alreadyPresent: false,
-                              verifySeconds: written.verifySeconds)
+                              verifySeconds: written.verifySeconds, commitSeconds: written.commitSeconds)
         default:
             removeTemporary(temporary, remote: remote)
             throw .nfs(operation: "link \(temporary) -> \(relativePath)", errno: link.errno, message: link.message)
@@ -250,27 +269,27 @@ struct CopySession {
         // The final name is in place; a temporary name that cannot be removed now is
         // replaced by the next copy to this path.
         _ = try? remote.unlinkIfPresent(temporary)
-        return CopyResult(size: local.size, dataBytes: written.dataBytes, sha256: written.sha256,
+        return CopyResult(size: local.size, dataBytes: written.dataBytes, digest: written.digest,
                           elapsedSeconds: monotonicSeconds() - start, alreadyPresent: false,
-                          verifySeconds: written.verifySeconds)
+                          verifySeconds: written.verifySeconds, commitSeconds: written.commitSeconds)
     }
 
     /// The final name exists: success (`alreadyPresent`) if it holds the same bytes,
     /// `.targetExists` otherwise. Never modifies it.
     private func settleExisting(_ existing: NFSStat, local: LocalSource, remote: RemoteExport, temporary: String?,
-                                start: Double, knownSHA256: String? = nil) throws(ImageCopyError) -> CopyResult {
+                                start: Double, knownDigest: String? = nil) throws(ImageCopyError) -> CopyResult {
         guard existing.isRegularFile else { throw .targetNotRegularFile(relativePath) }
-        guard existing.size == local.size else { throw .targetExists(path: relativePath, size: existing.size, sha256: nil) }
-        let localSHA: String
-        if let knownSHA256 { localSHA = knownSHA256 } else { localSHA = try sha256OfLocalFile(local, chunkBytes: configuration.chunkBytes).sha256 }
-        let remoteSHA = try remoteChecksum(remote: remote, path: relativePath, size: existing.size,
+        guard existing.size == local.size else { throw .targetExists(path: relativePath, size: existing.size, digest: nil) }
+        let localDigest: String
+        if let knownDigest { localDigest = knownDigest } else { localDigest = try digestOfLocalFile(local) }
+        let remoteDigest = try remoteChecksum(remote: remote, path: relativePath, size: existing.size,
                                            configuration: configuration, cancel: cancel, progress: progress)
-        guard remoteSHA == localSHA else {
-            throw .targetExists(path: relativePath, size: existing.size, sha256: remoteSHA)
+        guard remoteDigest == localDigest else {
+            throw .targetExists(path: relativePath, size: existing.size, digest: remoteDigest)
         }
         guard local.unchanged() else { throw .sourceChanged(source) }
         if let temporary { _ = try? remote.unlinkIfPresent(temporary) }
-        return CopyResult(size: local.size, dataBytes: 0, sha256: localSHA,
+        return CopyResult(size: local.size, dataBytes: 0, digest: localDigest,
                           elapsedSeconds: monotonicSeconds() - start, alreadyPresent: true)
     }
 
@@ -282,3 +301,4 @@ struct CopySession {
         }
     }
 }
+

@@ -43,7 +43,7 @@ public struct CopyResult: Sendable, Equatable {
     /// Bytes of data extents sent over the wire (holes excluded); 0 when `alreadyPresent`.
     public var dataBytes: UInt64
     /// SHA-256 of the logical content (holes read as zeros), lowercase hex.
-    public var sha256: String
+    public var digest: String
     public var elapsedSeconds: Double
     /// The target already held identical content: nothing was written.
     public var alreadyPresent: Bool
@@ -51,15 +51,21 @@ public struct CopyResult: Sendable, Equatable {
     /// (``ImageCopier/Verification/fullChecksum``); 0 with the default read-back, which
     /// runs interleaved with the writes.
     public var verifySeconds: Double
+    /// Seconds of `elapsedSeconds` spent waiting for the last COMMIT after the last WRITE.
+    public var commitSeconds: Double
+    /// Times the data was written again because the server's write verifier changed
+    /// (it restarted during the copy): 0 or 1.
+    public var serverRestarts: Int = 0
 
-    public init(size: UInt64, dataBytes: UInt64, sha256: String, elapsedSeconds: Double, alreadyPresent: Bool,
-                verifySeconds: Double = 0) {
+    public init(size: UInt64, dataBytes: UInt64, digest: String, elapsedSeconds: Double, alreadyPresent: Bool,
+                verifySeconds: Double = 0, commitSeconds: Double = 0) {
         self.size = size
         self.dataBytes = dataBytes
-        self.sha256 = sha256
+        self.digest = digest
         self.elapsedSeconds = elapsedSeconds
         self.alreadyPresent = alreadyPresent
         self.verifySeconds = verifySeconds
+        self.commitSeconds = commitSeconds
     }
 }
 
@@ -75,8 +81,8 @@ public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible 
     case sourceNotRegularFile(String)
     /// The source changed (size or content) while it was being copied.
     case sourceChanged(String)
-    /// The target exists with other content (size/sha256 of what is there). Never overwritten.
-    case targetExists(path: String, size: UInt64, sha256: String?)
+    /// The target exists with other content (size/digest of what is there). Never overwritten.
+    case targetExists(path: String, size: UInt64, digest: String?)
     /// The target path exists and is not a regular file.
     case targetNotRegularFile(String)
     /// The file under `relativePath` does not exist on the export.
@@ -86,9 +92,12 @@ public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible 
     /// An NFS operation failed (errno, libnfs's message).
     case nfs(operation: String, errno: Int32, message: String)
     /// What the server holds after writing differs from what was read.
-    case verificationFailed(path: String, expectedSize: UInt64, actualSize: UInt64, expectedSHA256: String, actualSHA256: String)
+    case verificationFailed(path: String, expectedSize: UInt64, actualSize: UInt64, expectedDigest: String, actualDigest: String)
     /// The copy was cancelled; the temporary file was removed when possible.
     case cancelled
+    /// The server's write verifier changed during the copy: it restarted and may have
+    /// dropped data it had acknowledged but not yet committed.
+    case serverRestarted(path: String)
 
     public var description: String {
         switch self {
@@ -100,8 +109,8 @@ public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible 
             return "\(path) is not a regular file"
         case .sourceChanged(let path):
             return "\(path) changed while it was being copied; shut off the domain and retry"
-        case .targetExists(let path, let size, let sha256):
-            return "\(path) already exists on the share with other content (size \(size)\(sha256.map { ", sha256 \($0)" } ?? "")); it is never overwritten: remove or rename it first"
+        case .targetExists(let path, let size, let digest):
+            return "\(path) already exists on the share with other content (size \(size)\(digest.map { ", digest \($0)" } ?? "")); it is never overwritten: remove or rename it first"
         case .targetNotRegularFile(let path):
             return "\(path) exists on the share and is not a regular file"
         case .targetNotFound(let path):
@@ -111,9 +120,11 @@ public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible 
         case .nfs(let operation, _, let message):
             return "\(operation) failed: \(message)"
         case .verificationFailed(let path, let expectedSize, let actualSize, let expected, let actual):
-            return "verification of \(path) failed: server holds \(actualSize) bytes sha256 \(actual), expected \(expectedSize) bytes sha256 \(expected)"
+            return "verification of \(path) failed: server holds \(actualSize) bytes digest \(actual), expected \(expectedSize) bytes digest \(expected)"
         case .cancelled:
             return "the copy was cancelled"
+        case .serverRestarted(let path):
+            return "the NFS server restarted while \(path) was written and may have lost acknowledged data; run the copy again"
         }
     }
 
@@ -145,6 +156,7 @@ public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible 
             }
         case .verificationFailed: return AgentError(.internal, description)
         case .cancelled: return AgentError(.unavailable, description)
+        case .serverRestarted: return AgentError(.unavailable, description)
         }
     }
 }
@@ -165,21 +177,33 @@ public struct ImageCopier: Sendable {
 
     /// How a copy is confirmed before the rename (see `docs/image-copy.md`).
     public enum Verification: Sendable, Equatable {
-        /// Every data chunk is read back from the server right after its WRITE and
-        /// compared byte for byte with the bytes that were hashed; holes are never
-        /// written into the freshly created file; then COMMIT and the size the server
-        /// reports. Pipelined with the writes (the default).
+        /// NFS's own durability contract, checked: every WRITE reply and the final
+        /// COMMIT carry the same server write verifier (a new one means the server
+        /// restarted and may have lost data: the copy fails with
+        /// ``ImageCopyError/serverRestarted(path:)`` and is redone), and the size the
+        /// server reports is the source's. The content digest is computed while
+        /// reading; the storage host recomputes it on its own disk (`CHECKSUM`) before
+        /// `share` lets a VM use the copy. The default: costs nothing beyond the writes.
+        case commit
+        /// As ``commit``, and every data chunk is read back from the server right after
+        /// its WRITE and compared byte for byte with the bytes that were hashed.
+        /// Pipelined with the writes; costs a second transfer of the data.
         case readBack
-        /// After COMMIT, a second pass reads the whole file back (holes included) and
-        /// compares its SHA-256 with the source's. Slower: costs a full read of the
-        /// logical size.
+        /// As ``commit``, then a second pass reads the whole file back (holes
+        /// included) and compares its content digest with the source's.
         case fullChecksum
     }
 
-    public init(inFlight: Int = 16, chunkBytes: Int = 1 << 20, verification: Verification = .readBack) {
+    /// Bytes written between two COMMITs during the copy (0: one COMMIT at the end).
+    /// Early COMMITs let the server write back while data still arrives.
+    public var commitInterval: UInt64
+
+    public init(inFlight: Int = 16, chunkBytes: Int = 1 << 20, verification: Verification = .commit,
+                commitInterval: UInt64 = 128 << 20) {
         self.inFlight = max(1, inFlight)
         self.chunkBytes = max(4096, chunkBytes)
         self.verification = verification
+        self.commitInterval = commitInterval
     }
 
     /// The temporary name a copy to `relativePath` is written under:
@@ -207,7 +231,7 @@ public struct ImageCopier: Sendable {
 
     /// SHA-256 of a file on the NFS export (read back through libnfs, pipelined).
     /// - Throws: ``ImageCopyError/targetNotFound(_:)`` if it does not exist.
-    public func checksum(of relativePath: String, on target: NFSTarget) async throws -> (size: UInt64, sha256: String) {
+    public func checksum(of relativePath: String, on target: NFSTarget) async throws -> (size: UInt64, digest: String) {
         try await CopyEngine(configuration: self).checksum(of: relativePath, on: target)
     }
 }

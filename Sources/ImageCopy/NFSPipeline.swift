@@ -1,5 +1,5 @@
 import CNFS
-import Crypto
+import ContentDigest
 import Foundation
 import LibNFS
 
@@ -83,7 +83,7 @@ final class ChunkPipe: @unchecked Sendable {
     private var free: [Int]
     private var ready: [Chunk] = []
     private var passed: UInt64 = 0               // hole / zero bytes the reader skipped
-    private var result: Result<(sha256: String, dataBytes: UInt64), ImageCopyError>?
+    private var result: Result<(digest: String, dataBytes: UInt64), ImageCopyError>?
     private var aborted = false
     /// The read end of a non-blocking pipe the loop polls; the reader writes a byte to wake it.
     let wakeFD: Int32
@@ -143,7 +143,7 @@ final class ChunkPipe: @unchecked Sendable {
         condition.unlock()
     }
 
-    func finish(_ outcome: Result<(sha256: String, dataBytes: UInt64), ImageCopyError>) {
+    func finish(_ outcome: Result<(digest: String, dataBytes: UInt64), ImageCopyError>) {
         condition.lock()
         result = outcome
         condition.broadcast()
@@ -152,7 +152,7 @@ final class ChunkPipe: @unchecked Sendable {
     }
 
     /// Loop: takes the ready chunks; also returns the bytes passed and the reader's result.
-    func drain(into chunks: inout [Chunk]) -> (passed: UInt64, result: Result<(sha256: String, dataBytes: UInt64), ImageCopyError>?) {
+    func drain(into chunks: inout [Chunk]) -> (passed: UInt64, result: Result<(digest: String, dataBytes: UInt64), ImageCopyError>?) {
         condition.lock()
         defer { condition.unlock() }
         chunks.append(contentsOf: ready)
@@ -178,7 +178,7 @@ final class ChunkPipe: @unchecked Sendable {
 /// Reads the source sequentially (SEEK_DATA/SEEK_HOLE), hashes every logical byte (holes
 /// as zeros) and hands data chunks to the loop. Runs on its own thread.
 func runReader(source: LocalSource, pipe: ChunkPipe, buffers: SlotBuffers, chunkBytes: Int) {
-    var hasher = SHA256()
+    var hasher = ContentDigest()
     var walker = SparseWalker(fd: source.fd, size: source.size)
     var dataBytes: UInt64 = 0
     do {
@@ -187,15 +187,10 @@ func runReader(source: LocalSource, pipe: ChunkPipe, buffers: SlotBuffers, chunk
             do { next = try walker.next() } catch { throw source.error(error) }
             guard let extent = next else { break }
             if !extent.isData {
-                // Holes are hashed as zeros, in 64 MiB steps so an abort is seen quickly.
-                var left = extent.length
-                while left > 0 {
-                    if pipe.isAborted { throw ImageCopyError.cancelled }
-                    let step = min(left, 64 << 20)
-                    Zeros.hash(step, into: &hasher)
-                    pipe.pass(step)
-                    left -= step
-                }
+                // Holes: whole zero blocks of the digest cost nothing to hash.
+                if pipe.isAborted { throw ImageCopyError.cancelled }
+                hasher.updateZeros(extent.length)
+                pipe.pass(extent.length)
                 continue
             }
             var offset = extent.offset
@@ -211,8 +206,8 @@ func runReader(source: LocalSource, pipe: ChunkPipe, buffers: SlotBuffers, chunk
                     pipe.release(slot)
                     throw error
                 }
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: length))
-                if Zeros.isZero(buffer, count: length) {
+                hasher.update(UnsafeRawBufferPointer(start: buffer, count: length))
+                if ZeroBytes.isZero(buffer, count: length) {
                     // allocated zeros: not sent, stay a hole in the fresh target file
                     pipe.release(slot)
                     pipe.pass(UInt64(length))
@@ -223,7 +218,7 @@ func runReader(source: LocalSource, pipe: ChunkPipe, buffers: SlotBuffers, chunk
                 offset += UInt64(length)
             }
         }
-        pipe.finish(.success((hasher.finalize().hex, dataBytes)))
+        pipe.finish(.success((hasher.finalize(), dataBytes)))
     } catch let error as ImageCopyError {
         pipe.finish(.failure(error))
     } catch {
@@ -267,7 +262,16 @@ final class NFSPipeline {
     /// A negative nfs_service: the context is unusable (no more calls on it).
     var contextDead = false
 
-    // copy mode
+    // copy mode: raw NFSv3 WRITE/COMMIT on the file's handle
+    let rpc: OpaquePointer
+    var fh3: nfs_fh3
+    /// The server's write verifier, from the first WRITE or COMMIT reply.
+    var verifier: UInt64?
+    var commitInFlight = false
+    var writtenSinceCommit: UInt64 = 0
+    /// A COMMIT is sent after this many bytes were written since the last one, so the
+    /// server writes back while the copy goes on (0: only at the end).
+    var commitInterval: UInt64 = 0
     var pipe: ChunkPipe?
     var verifiedBytes: UInt64 = 0
     var verifyReads = true
@@ -279,6 +283,8 @@ final class NFSPipeline {
     init(nfs: OpaquePointer, fh: OpaquePointer, path: String, buffers: SlotBuffers, inFlight: Int, cancel: CancelFlag) {
         self.nfs = nfs
         self.fh = fh
+        self.rpc = nfs_get_rpc_context(nfs)
+        self.fh3 = cnfs_fh3(fh)
         self.path = path
         self.buffers = buffers
         self.inFlight = inFlight
@@ -334,15 +340,73 @@ final class NFSPipeline {
     private func issueWrite(_ request: PendingRequest) -> Bool {
         let opaque = Unmanaged.passRetained(request).toOpaque()
         let remaining = request.length - request.done
-        let result = cnfs_pwrite_async(nfs, fh, buffers.slot(request.slot) + request.done, remaining,
-                                       request.offset + UInt64(request.done), nfsWriteCallback, opaque)
+        let result = cnfs_write3_async(rpc, &fh3, buffers.slot(request.slot) + request.done, UInt32(remaining),
+                                       request.offset + UInt64(request.done), rawWriteCallback, opaque)
         guard result >= 0 else {
             Unmanaged<PendingRequest>.fromOpaque(opaque).release()
-            fail(.nfs(operation: "write \(path)", errno: -result, message: lastError("nfs_pwrite_async failed")))
+            fail(.nfs(operation: "write \(path)", errno: EIO, message: lastError("the WRITE could not be queued")))
             return false
         }
         outstanding += 1
         return true
+    }
+
+    /// COMMIT of the whole file (asynchronous; the reply is checked in ``commitCompleted``).
+    private func issueCommit() -> Bool {
+        let request = PendingRequest(pipeline: self, slot: -1, offset: 0, length: 0)
+        let opaque = Unmanaged.passRetained(request).toOpaque()
+        guard cnfs_commit3_async(rpc, &fh3, rawCommitCallback, opaque) >= 0 else {
+            Unmanaged<PendingRequest>.fromOpaque(opaque).release()
+            fail(.nfs(operation: "commit \(path)", errno: EIO, message: lastError("the COMMIT could not be queued")))
+            return false
+        }
+        outstanding += 1
+        commitInFlight = true
+        writtenSinceCommit = 0
+        return true
+    }
+
+    /// Every WRITE and COMMIT reply must carry the same verifier: a new one means the
+    /// server restarted and may have lost data it had acknowledged as unstable.
+    private func checkVerifier(_ value: UInt64) {
+        if let verifier, verifier != value {
+            fail(.serverRestarted(path: path))
+        } else if verifier == nil {
+            verifier = value
+        }
+    }
+
+    /// Sends a last COMMIT once every request is back, waits for it and checks its verifier.
+    func commitAll() throws(ImageCopyError) {
+        while outstanding > 0 && failure == nil && !contextDead { turn(wakeFD: -1) }
+        if failure == nil, issueCommit() {
+            while commitInFlight && failure == nil && !contextDead { turn(wakeFD: -1) }
+        }
+        if let failure {
+            drainOutstanding()
+            throw failure
+        }
+    }
+
+    fileprivate func commitCompleted(status: Int32, data: UnsafeMutableRawPointer?) {
+        outstanding -= 1
+        commitInFlight = false
+        guard status == cnfs_rpc_status_success(), let data else {
+            fail(.nfs(operation: "commit \(path)", errno: EIO, message: rpcMessage(data, "COMMIT failed")))
+            return
+        }
+        var verf = [UInt8](repeating: 0, count: 8)
+        let nfsStatus = cnfs_commit_result(data, &verf)
+        guard nfsStatus == 0 else {
+            fail(.nfs(operation: "commit \(path)", errno: errnoFor(nfsStatus: nfsStatus), message: "the server refused the COMMIT (NFS3 status \(nfsStatus))"))
+            return
+        }
+        checkVerifier(verf.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+    }
+
+    private func rpcMessage(_ data: UnsafeMutableRawPointer?, _ fallback: String) -> String {
+        // on RPC_STATUS_ERROR libnfs passes its message as `data`
+        data.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? fallback
     }
 
     private func issueRead(_ request: PendingRequest) -> Bool {
@@ -361,20 +425,29 @@ final class NFSPipeline {
 
     fileprivate func writeCompleted(_ request: PendingRequest, status: Int32, data: UnsafeMutableRawPointer?) {
         outstanding -= 1
-        guard status >= 0 else {
-            // on failure libnfs passes its message as `data`
-            let message = data.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "write failed"
-            fail(.nfs(operation: "write \(path) at \(request.offset)", errno: -status, message: message))
+        guard status == cnfs_rpc_status_success(), let data else {
+            fail(.nfs(operation: "write \(path) at \(request.offset)", errno: EIO, message: rpcMessage(status == cnfs_rpc_status_success() ? nil : data, "WRITE failed")))
             pipe?.release(request.slot)
             return
         }
+        var count: UInt32 = 0
+        var verf = [UInt8](repeating: 0, count: 8)
+        let nfsStatus = cnfs_write_result(data, &count, &verf)
+        guard nfsStatus == 0 else {
+            let code = errnoFor(nfsStatus: nfsStatus)
+            fail(.nfs(operation: "write \(path) at \(request.offset)", errno: code, message: String(cString: strerror(code))))
+            pipe?.release(request.slot)
+            return
+        }
+        checkVerifier(verf.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
         guard failure == nil else { pipe?.release(request.slot); return }
-        if status == 0 {
+        if count == 0 {
             fail(.nfs(operation: "write \(path) at \(request.offset)", errno: EIO, message: "the server wrote 0 bytes"))
             pipe?.release(request.slot)
             return
         }
-        request.done += Int(status)
+        request.done += Int(count)
+        writtenSinceCommit += UInt64(count)
         if request.done < request.length {              // short write: send the rest
             if !issueWrite(request) { pipe?.release(request.slot) }
             return
@@ -403,7 +476,7 @@ final class NFSPipeline {
         let count = Int(status)
         if count == 0 {
             fail(isCopy
-                 ? .verificationFailed(path: path, expectedSize: request.offset + UInt64(request.length), actualSize: request.offset + UInt64(request.done), expectedSHA256: "", actualSHA256: "")
+                 ? .verificationFailed(path: path, expectedSize: request.offset + UInt64(request.length), actualSize: request.offset + UInt64(request.done), expectedDigest: "", actualDigest: "")
                  : .nfs(operation: "read \(path) at \(request.offset)", errno: EIO, message: "unexpected end of file (the file shrank while it was read)"))
             releaseSlot(request.slot, copy: isCopy)
             return
@@ -431,7 +504,7 @@ final class NFSPipeline {
             let expected = buffers.slot(request.slot) + request.done
             if memcmp(expected, received, count) != 0 {
                 fail(.verificationFailed(path: path, expectedSize: 0, actualSize: 0,
-                                         expectedSHA256: "", actualSHA256: "bytes at offset \(request.offset + UInt64(request.done)) differ"))
+                                         expectedDigest: "", actualDigest: "bytes at offset \(request.offset + UInt64(request.done)) differ"))
                 releaseSlot(request.slot, copy: true)
                 return
             }
@@ -455,11 +528,11 @@ final class NFSPipeline {
 
     /// Writes every chunk the reader produces, reads each back and compares it, until the
     /// reader is done and nothing is outstanding. Returns the reader's SHA-256 and data bytes.
-    func runCopy(pipe: ChunkPipe, total: UInt64, ticker: inout ProgressTicker) throws(ImageCopyError) -> (sha256: String, dataBytes: UInt64) {
+    func runCopy(pipe: ChunkPipe, total: UInt64, ticker: inout ProgressTicker) throws(ImageCopyError) -> (digest: String, dataBytes: UInt64) {
         self.pipe = pipe
         var pending: [ChunkPipe.Chunk] = []
         var head = 0
-        var readerResult: Result<(sha256: String, dataBytes: UInt64), ImageCopyError>?
+        var readerResult: Result<(digest: String, dataBytes: UInt64), ImageCopyError>?
         var passed: UInt64 = 0
         while true {
             if cancel.isSet { fail(.cancelled) }
@@ -476,6 +549,7 @@ final class NFSPipeline {
                 if !issueWrite(request) { pipe.release(chunk.slot); break }
             }
             if failure != nil { break }
+            if commitInterval > 0 && !commitInFlight && writtenSinceCommit >= commitInterval { _ = issueCommit() }
             if readerResult != nil && head == pending.count && outstanding == 0 { break }
             ticker.tick(passed + verifiedBytes)
             turn(wakeFD: pipe.wakeFD)
@@ -496,7 +570,7 @@ final class NFSPipeline {
 
     /// SHA-256 of the first `size` bytes of the file, read with `inFlight` READs in flight.
     func runChecksum(size: UInt64, chunkBytes: Int, ticker: inout ProgressTicker) throws(ImageCopyError) -> String {
-        var hasher = SHA256()
+        var hasher = ContentDigest()
         freeSlots = Array((0..<buffers.count).reversed())
         var nextIssue: UInt64 = 0
         var nextHash: UInt64 = 0
@@ -513,7 +587,7 @@ final class NFSPipeline {
             if failure != nil { break }
             turn(wakeFD: -1)
             while let chunk = completed.removeValue(forKey: nextHash) {
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffers.slot(chunk.slot), count: chunk.count))
+                hasher.update(UnsafeRawBufferPointer(start: buffers.slot(chunk.slot), count: chunk.count))
                 nextHash += UInt64(chunk.count)
                 freeSlots.append(chunk.slot)
             }
@@ -524,15 +598,31 @@ final class NFSPipeline {
             throw failure
         }
         ticker.tick(nextHash, force: true)
-        return hasher.finalize().hex
+        return hasher.finalize()
     }
 }
 
 // libnfs callbacks: run inside nfs_service on the loop thread.
-private let nfsWriteCallback: nfs_cb = { status, _, data, privateData in
+private let rawWriteCallback: rpc_cb = { _, status, data, privateData in
     guard let privateData else { return }
     let request = Unmanaged<PendingRequest>.fromOpaque(privateData).takeRetainedValue()
     request.pipeline.writeCompleted(request, status: status, data: data)
+}
+
+private let rawCommitCallback: rpc_cb = { _, status, data, privateData in
+    guard let privateData else { return }
+    let request = Unmanaged<PendingRequest>.fromOpaque(privateData).takeRetainedValue()
+    request.pipeline.commitCompleted(status: status, data: data)
+}
+
+/// errno for an NFSv3 status (most nfsstat3 values are errno values).
+func errnoFor(nfsStatus: Int32) -> Int32 {
+    switch nfsStatus {
+    case 69: return EDQUOT
+    case 70: return ESTALE
+    case 1...99: return nfsStatus
+    default: return EIO
+    }
 }
 
 private let nfsReadCallback: nfs_cb = { status, _, data, privateData in

@@ -1,4 +1,4 @@
-import Crypto
+import ContentDigest
 
 #if canImport(Glibc)
 import Glibc
@@ -154,74 +154,11 @@ final class LocalSource: @unchecked Sendable {
     }
 }
 
-/// Zeros for hashing holes without allocating per hole.
-enum Zeros {
-    static let count = 1 << 20
-    nonisolated(unsafe) static let buffer: UnsafeRawBufferPointer = {
-        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
-        raw.initializeMemory(as: UInt8.self, repeating: 0)
-        return UnsafeRawBufferPointer(raw)
-    }()
-
-    /// Feeds `length` zero bytes to `hasher`.
-    static func hash(_ length: UInt64, into hasher: inout SHA256) {
-        var left = length
-        while left > 0 {
-            let n = Int(min(left, UInt64(count)))
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-            left -= UInt64(n)
-        }
+/// The content digest of a local file (holes are not read), hashed in parallel.
+func digestOfLocalFile(_ source: LocalSource) throws(ImageCopyError) -> String {
+    do {
+        return try ContentDigest.ofFile(fd: source.fd, size: source.size)
+    } catch {
+        throw .sourceUnreadable(path: source.path, errno: error.errno, message: error.message)
     }
-
-    /// True when all `count` bytes at `pointer` are zero.
-    static func isZero(_ pointer: UnsafeRawPointer, count: Int) -> Bool {
-        var offset = 0
-        while offset < count {
-            let n = min(Zeros.count, count - offset)
-            if memcmp(pointer + offset, buffer.baseAddress!, n) != 0 { return false }
-            offset += n
-        }
-        return true
-    }
-}
-
-extension SHA256.Digest {
-    var hex: String {
-        var text = ""
-        text.reserveCapacity(64)
-        for byte in self {
-            let digits = Array("0123456789abcdef")
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 0xf)])
-        }
-        return text
-    }
-}
-
-/// SHA-256 of the logical content of a local file (holes hashed as zeros) and the
-/// number of data bytes read. Reads sequentially with `chunkBytes` reads.
-func sha256OfLocalFile(_ source: LocalSource, chunkBytes: Int = 1 << 20) throws(ImageCopyError) -> (sha256: String, dataBytes: UInt64) {
-    var hasher = SHA256()
-    var walker = SparseWalker(fd: source.fd, size: source.size)
-    let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkBytes, alignment: 4096)
-    defer { buffer.deallocate() }
-    var dataBytes: UInt64 = 0
-    while true {
-        let next: FileExtent?
-        do { next = try walker.next() } catch { throw source.error(error) }
-        guard let extent = next else { break }
-        if !extent.isData {
-            Zeros.hash(extent.length, into: &hasher)
-            continue
-        }
-        var offset = extent.offset
-        while offset < extent.end {
-            let n = Int(min(UInt64(chunkBytes), extent.end - offset))
-            try source.readFully(buffer, count: n, offset: offset)
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: n))
-            offset += UInt64(n)
-            dataBytes += UInt64(n)
-        }
-    }
-    return (hasher.finalize().hex, dataBytes)
 }

@@ -1,6 +1,6 @@
 import AgentProtocol
 import AgentRuntime
-import Crypto
+import ContentDigest
 import ExportsFile
 import Foundation
 #if canImport(Glibc)
@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// Read-only facts about the export root that `storagectl share` needs: free space
-/// before a copy, and the checksum of a copy on the storage host's own disk.
+/// before a copy, and the content digest of a copy on the storage host's own disk.
 extension StorageAgentHandler {
     /// `SPACE [path=P]`: the file system holding P (default: the export root).
     /// `OK path= total= free= available=` in bytes (`available` is what root may not use
@@ -29,9 +29,12 @@ extension StorageAgentHandler {
                 "available": String(UInt64(s.f_bavail) * unit)]
     }
 
-    /// `CHECKSUM path=P`: SHA-256 of the regular file P under the export root, read from
-    /// this host's disk (not through NFS). Streams `PROGRESS done= total=` twice a second.
-    /// `OK path= size= sha256= seconds=`. A symbolic link anywhere is refused.
+    /// `CHECKSUM path=P`: the content digest (docs/protocol.md, "Content digest") of the
+    /// regular file P under the export root, read from this host's disk (not through
+    /// NFS) by `ContentDigest.defaultThreads` threads, holes skipped (SEEK_DATA). Streams
+    /// `PROGRESS done= total=` twice a second. `OK path= size= digest= seconds=`. A
+    /// symbolic link anywhere is refused. Read-only. A client that goes away (its
+    /// PROGRESS cannot be written) stops the reading.
     func checksum(_ request: Request, reply: ReplyStream) async throws -> Fields {
         try Self.requireKeys(request, allowed: ["path"])
         let path = try Self.single(request, "path")
@@ -40,16 +43,19 @@ extension StorageAgentHandler {
         let started = ContinuousClock.now
         let progress = ProgressRelay()
         async let digest: (UInt64, String) = BlockingWork.agent { () throws(AgentError) in
-            try Self.sha256(of: path, root: root, progress: progress)
+            try Self.contentDigest(of: path, root: root, progress: progress)
         }
         while !progress.finished {
             try? await Task.sleep(for: .milliseconds(500))
+            if Task.isCancelled { progress.cancel() }
             let (done, total) = progress.snapshot
-            if !progress.finished { try? await reply.progress(["done": String(done), "total": String(total)]) }
+            if !progress.finished {
+                do { try await reply.progress(["done": String(done), "total": String(total)]) } catch { progress.cancel() }
+            }
         }
         let (size, hex) = try await digest
         let elapsed = ContinuousClock.now - started
-        return ["path": path, "size": String(size), "sha256": hex,
+        return ["path": path, "size": String(size), "digest": hex,
                 "seconds": String(format: "%.2f", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)]
     }
 
@@ -57,8 +63,11 @@ extension StorageAgentHandler {
         do { _ = try policy.validatedPath(path) } catch { throw AgentError(error) }
     }
 
-    /// Reads `path` (no symlinks: its real path must be itself, under `root`) and hashes it.
-    static func sha256(of path: String, root: String, progress: ProgressRelay) throws(AgentError) -> (UInt64, String) {
+    /// Opens `path` (no symlinks: its real path must be itself, under `root`; O_NOFOLLOW;
+    /// a regular file) and computes its content digest. Blocking: run through
+    /// `BlockingWork`. Returns the size read (the file's size when it was opened).
+    static func contentDigest(of path: String, root: String, progress: ProgressRelay,
+                              threads: Int = ContentDigest.defaultThreads) throws(AgentError) -> (UInt64, String) {
         defer { progress.finish() }
         guard let real = realpath(path, nil) else {
             throw AgentError(errno == ENOENT ? .notFound : .internal, "\(path): \(PosixFiles.errorText())")
@@ -77,22 +86,28 @@ extension StorageAgentHandler {
         }
         let total = UInt64(st.st_size)
         progress.update(done: 0, total: total)
-        var hasher = SHA256()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var done: UInt64 = 0
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw AgentError(.internal, "reading \(path): \(PosixFiles.errorText())")
-            }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            done += UInt64(n)
-            progress.update(done: done, total: total)
+        do throws(FileDigestError) {
+            let hex = try ContentDigest.ofFile(fd: fd, size: total, threads: threads,
+                                               isCancelled: { progress.cancelled },
+                                               progress: { done in progress.update(done: done, total: total) })
+            return (total, hex)
+        } catch {
+            throw digestError(error, path: path, fd: fd, size: total)
         }
-        let hex = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        return (done, hex)
+    }
+
+    /// A read failure in the words of the protocol: the file changed size while it was
+    /// read (`invalid-state`: retry when nothing writes it), the request was abandoned,
+    /// or an I/O error (`internal`, with errno's text and the offset).
+    static func digestError(_ error: FileDigestError, path: String, fd: Int32, size: UInt64) -> AgentError {
+        if error.errno == ECANCELED {
+            return AgentError(.unavailable, "CHECKSUM of \(path) stopped: the client went away")
+        }
+        var now = stat()
+        if fstat(fd, &now) == 0, UInt64(now.st_size) != size {
+            return AgentError(.invalidState, "\(path) changed size while it was read (\(size) bytes, now \(now.st_size)); ask again once nothing writes it")
+        }
+        return AgentError(.internal, "reading \(path) at byte \(error.offset): \(error.message)")
     }
 }
 
@@ -102,9 +117,14 @@ final class ProgressRelay: @unchecked Sendable {
     private var done: UInt64 = 0
     private var total: UInt64 = 0
     private var isFinished = false
+    private var isCancelled = false
 
-    func update(done: UInt64, total: UInt64) { lock.withLock { self.done = done; self.total = total } }
+    /// Progress from the worker; `done` only grows (the digest threads report out of order).
+    func update(done: UInt64, total: UInt64) { lock.withLock { self.done = max(self.done, done); self.total = total } }
     func finish() { lock.withLock { isFinished = true } }
+    /// Asks the worker to stop (the client has gone).
+    func cancel() { lock.withLock { isCancelled = true } }
     var finished: Bool { lock.withLock { isFinished } }
+    var cancelled: Bool { lock.withLock { isCancelled } }
     var snapshot: (UInt64, UInt64) { lock.withLock { (done, total) } }
 }

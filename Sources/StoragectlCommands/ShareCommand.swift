@@ -15,10 +15,12 @@ public struct ShareCommand: AsyncParsableCommand {
             Finds the compute host that defines VM (or --from), then: exports the share on the \
             storage host to the source and every destination (rw, no_root_squash, explicit \
             clients only), makes the libvirt pool ready on each of them, copies every local \
-            disk of the (shut off) VM into the share over NFS (sparse, SHA-256 verified, written \
-            under a temporary name), checks each copy's checksum on the storage host's disk, \
-            proves every destination sees the copies and a nonce written by the source, and \
-            redefines the VM onto the shared copies (the original images are kept).
+            disk of the (shut off) VM into the share over NFS (sparse, verified by its content \
+            digest, written under a temporary name), has the storage host compute each copy's \
+            content digest on its own disk and compares it with the copy's (see storagectl \
+            digest --help), proves every destination sees the copies and a nonce written by \
+            the source, and redefines the VM onto the shared copies (the original images are \
+            kept).
 
             Every step is idempotent and derived from what the agents report: run share again \
             after any failure and it continues where it stopped; a finished copy is never \
@@ -185,7 +187,7 @@ public enum ShareFormatting {
         var s = r.changed.isEmpty
             ? "\(r.vm) was already shared; nothing changed.\n"
             : "\(r.vm) is ready: its disks are on \(r.storage):\(r.export) (\(r.attach.rawValue)), seen by \(([r.source] + r.destinations).joined(separator: ", ")).\n"
-        for d in r.disks { s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), sha256 \(d.sha256.prefix(16))…)\n" }
+        for d in r.disks { s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), digest \(d.digest.prefix(16))…)\n" }
         if let dest = r.destinations.first {
             s += "migrate it with: virsh migrate --live --persistent \(r.vm) qemu+ssh://\(dest)/system\n"
         }

@@ -66,7 +66,8 @@ public struct CopiedDisk: Sendable, Equatable, Codable {
     public var disk: String
     public var path: String
     public var size: UInt64
-    public var sha256: String
+    /// The content digest the copy engine computed (docs/protocol.md, "Content digest").
+    public var digest: String
     public var alreadyPresent: Bool
 }
 
@@ -162,7 +163,7 @@ public struct ShareFlow: Sendable {
                 ? "netfs pool '\(pool)' (\(inventory.nfsServer):\(root) at \(root), nolock, NFSv3) on \(hosts.map(\.name).joined(separator: ", "))"
                 : "libnfs share '\(pool)' recorded on \(hosts.map(\.name).joined(separator: ", "))",
             "copy \(local.count) disk(s) of \(options.vm) (\(Bytes.human(needed))) from \(source.name) into the share",
-            "checksum each copy on \(storage.name)'s disk",
+            "compare each copy's content digest on \(storage.name)'s disk with the copy's",
             "verify the copies from \(destinations.map(\.name).joined(separator: ", ")) and a nonce across hosts",
             "redefine \(options.vm) on \(source.name) onto the shared copies (\(options.attach.rawValue))",
         ]
@@ -206,8 +207,13 @@ public struct ShareFlow: Sendable {
             }
         }
         for row in copied.data where row["path"] != nil {
+            guard let digest = row["digest"] else {
+                throw ShareFailure(step: .copy, host: source.name,
+                                   error: AgentError(.unsupported, "the compute agent on \(source.name) reported disk \(row["disk"] ?? "?") without a content digest (an older agent: \(row["sha256"] != nil ? "sha256=" : "no digest="))"),
+                                   remedy: "upgrade storage-agent and compute-agent on every host to this storagectl's version, then run share again")
+            }
             result.disks.append(CopiedDisk(disk: row["disk"] ?? "", path: row["path"] ?? "",
-                                           size: UInt64(row["size"] ?? "") ?? 0, sha256: row["sha256"] ?? "",
+                                           size: UInt64(row["size"] ?? "") ?? 0, digest: digest,
                                            alreadyPresent: row["already-present"] == "yes"))
         }
         if result.disks.contains(where: { !$0.alreadyPresent }) { result.changed.append("copy") }
@@ -219,18 +225,24 @@ public struct ShareFlow: Sendable {
                                remedy: "check its disks: storagectl call \(source.name) DOMAIN name=\(options.vm)")
         }
 
-        // 6. the storage host checks every copy on its own disk
+        // 6. the storage host digests every copy on its own disk: the same content digest
+        //    as the copy engine's, or the copy is not what was read
         for disk in result.disks {
             let path = root + "/" + disk.path
             let sum = try await step(.checksum, storage) { () throws(AgentError) in
                 try await caller.ok(storage, Request("CHECKSUM", ["path": path]), timeout: .seconds(3600)).get()
             }
-            guard sum["sha256"] == disk.sha256, sum["size"] == String(disk.size) else {
+            guard let digest = sum["digest"] else {
                 throw ShareFailure(step: .checksum, host: storage.name,
-                                   error: AgentError(.invalidState, "\(path) on \(storage.name) has sha256 \(sum["sha256"] ?? "?") and size \(sum["size"] ?? "?"); the copy reported \(disk.sha256) and \(disk.size)"),
+                                   error: AgentError(.unsupported, "the storage agent on \(storage.name) answered CHECKSUM without a content digest (an older agent: \(sum["sha256"] != nil ? "sha256=" : "no digest="))"),
+                                   remedy: "upgrade storage-agent on \(storage.name) to this storagectl's version, then run share again")
+            }
+            guard digest == disk.digest, sum["size"] == String(disk.size) else {
+                throw ShareFailure(step: .checksum, host: storage.name,
+                                   error: AgentError(.invalidState, "\(path) on \(storage.name) has digest \(digest) and size \(sum["size"] ?? "?"); the copy reported digest \(disk.digest) and size \(disk.size)"),
                                    remedy: "remove the damaged copy on \(storage.name) and run share again")
             }
-            emit(.step(.checksum, host: storage.name, detail: "\(disk.path) sha256 \(disk.sha256.prefix(12))… matches"))
+            emit(.step(.checksum, host: storage.name, detail: "\(disk.path) digest \(disk.digest.prefix(12))… matches"))
         }
 
         // 7. every destination sees the copies, and a nonce written by the source

@@ -14,8 +14,8 @@ public struct UnshareCommand: AsyncParsableCommand {
         discussion: """
             Finds the compute host that defines VM (or --from), then: copies every disk of the \
             (shut off) VM from the share to that host's local storage \
-            (/var/lib/libvirt/images/<file name>, SHA-256 verified, written under a temporary \
-            name and renamed only once verified), redefines the VM onto the local copies (the \
+            (/var/lib/libvirt/images/<file name>, verified by its content digest, written under \
+            a temporary name and renamed only once verified), redefines the VM onto the local copies (the \
             definition saved when it was shared, else the current one with its disks moved), \
             checks that no disk of the VM is left on the share, and removes the export clients \
             that no shared VM needs any more (compute hosts that define no domain with a disk \

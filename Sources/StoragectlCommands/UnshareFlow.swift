@@ -18,7 +18,8 @@ public struct LocalizedDisk: Sendable, Equatable, Codable {
     public var from: String
     public var to: String
     public var size: UInt64
-    public var sha256: String
+    /// The content digest of the local copy (docs/protocol.md, "Content digest").
+    public var digest: String
 }
 
 /// The result of an `unshare` run.
@@ -99,7 +100,7 @@ public struct UnshareFlow: Sendable {
             }
             for row in answer.data where row["to"] != nil {
                 result.disks.append(LocalizedDisk(disk: row["disk"] ?? "", from: row["from"] ?? "", to: row["to"] ?? "",
-                                                  size: UInt64(row["size"] ?? "") ?? 0, sha256: row["sha256"] ?? ""))
+                                                  size: UInt64(row["size"] ?? "") ?? 0, digest: row["digest"] ?? ""))
             }
             let ok = (try? answer.get()) ?? [:]
             if ok["changed"] == "yes" { result.changed.append("localize") }
@@ -171,7 +172,7 @@ public enum UnshareFormatting {
         var s = r.changed.isEmpty ? "\(r.vm) was already on local disks of \(r.host); nothing changed.\n"
             : r.changed.contains("localize") ? "\(r.vm) is on local disks of \(r.host) again.\n"
             : "\(r.vm) was already on local disks of \(r.host).\n"
-        for d in r.disks { s += "  \(d.disk): \(d.to) (\(Bytes.human(d.size)), sha256 \(d.sha256.prefix(16))…)\n" }
+        for d in r.disks { s += "  \(d.disk): \(d.to) (\(Bytes.human(d.size))\(d.digest.isEmpty ? "" : ", digest \(d.digest.prefix(16))…"))\n" }
         if !r.removedClients.isEmpty {
             s += "export \(r.storage):\(r.export) no longer lists \(r.removedClients.joined(separator: ", "))"
                 + (r.remainingClients.isEmpty ? " (no client left)" : "; still exported to \(r.remainingClients.joined(separator: ", "))") + ".\n"

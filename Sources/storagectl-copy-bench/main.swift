@@ -3,21 +3,22 @@
 //   storagectl-copy-bench copy [options] SOURCE RELATIVE-PATH
 //   storagectl-copy-bench checksum [options] RELATIVE-PATH
 // options: --server ADDR (198.18.0.1) --export PATH (/var/lib/libvirt/shared-images)
-//          --in-flight N --chunk-kib N --verify read-back|full --progress
+//          --in-flight N --chunk-kib N --verify commit|read-back|full --commit-mib N --progress
 // Prints one line `OK key=value ...` or `ERR code=CODE message=...` (exit 1).
 import Foundation
 import ImageCopy
 
 var arguments = Array(CommandLine.arguments.dropFirst())
 func usage() -> Never {
-    FileHandle.standardError.write(Data("usage: storagectl-copy-bench copy|checksum [--server A] [--export P] [--in-flight N] [--chunk-kib N] [--verify read-back|full] [--progress] ARGS...\n".utf8))
+    FileHandle.standardError.write(Data("usage: storagectl-copy-bench copy|checksum [--server A] [--export P] [--in-flight N] [--chunk-kib N] [--verify commit|read-back|full --commit-mib N] [--progress] ARGS...\n".utf8))
     exit(2)
 }
 guard let command = arguments.first else { usage() }
 arguments.removeFirst()
 var server = "198.18.0.1", export = "/var/lib/libvirt/shared-images"
 var inFlight = 16, chunkKiB = 1024, showProgress = false
-var verification = ImageCopier.Verification.readBack
+var verification = ImageCopier.Verification.commit
+var commitMiB = 128
 var positional: [String] = []
 while let argument = arguments.first {
     arguments.removeFirst()
@@ -29,16 +30,19 @@ while let argument = arguments.first {
     case "--chunk-kib": chunkKiB = Int(value()) ?? { usage() }()
     case "--verify":
         switch value() {
+        case "commit": verification = .commit
         case "read-back": verification = .readBack
         case "full": verification = .fullChecksum
         default: usage()
         }
+    case "--commit-mib": commitMiB = Int(value()) ?? { usage() }()
     case "--progress": showProgress = true
     default: positional.append(argument)
     }
 }
 let target = NFSTarget(server: server, exportPath: export)
-let copier = ImageCopier(inFlight: inFlight, chunkBytes: chunkKiB * 1024, verification: verification)
+let copier = ImageCopier(inFlight: inFlight, chunkBytes: chunkKiB * 1024, verification: verification,
+                         commitInterval: UInt64(max(0, commitMiB)) << 20)
 
 func fail(_ error: any Error) -> Never {
     if let error = error as? ImageCopyError {
@@ -82,8 +86,8 @@ case "copy":
     do {
         let result = try await task.value
         let mbps = result.elapsedSeconds > 0 ? Double(result.size) / result.elapsedSeconds / 1e6 : 0
-        print("OK size=\(result.size) data=\(result.dataBytes) sha256=\(result.sha256)"
-              + " seconds=\(String(format: "%.3f", result.elapsedSeconds)) verify-seconds=\(String(format: "%.3f", result.verifySeconds)) already-present=\(result.alreadyPresent)"
+        print("OK size=\(result.size) data=\(result.dataBytes) digest=\(result.digest)"
+              + " seconds=\(String(format: "%.3f", result.elapsedSeconds)) verify-seconds=\(String(format: "%.3f", result.verifySeconds)) commit-seconds=\(String(format: "%.3f", result.commitSeconds)) server-restarts=\(result.serverRestarts) already-present=\(result.alreadyPresent)"
               + " logical-mbps=\(String(format: "%.1f", mbps)) progress-reports=\(progressCount.value)")
     } catch {
         fail(error)
@@ -93,7 +97,7 @@ case "checksum":
     do {
         let start = Date()
         let result = try await copier.checksum(of: positional[0], on: target)
-        print("OK size=\(result.size) sha256=\(result.sha256) seconds=\(String(format: "%.3f", Date().timeIntervalSince(start)))")
+        print("OK size=\(result.size) digest=\(result.digest) seconds=\(String(format: "%.3f", Date().timeIntervalSince(start)))")
     } catch {
         fail(error)
     }

@@ -3,19 +3,28 @@ import AgentRuntime
 import Foundation
 import Testing
 @testable import ComputeAgentCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("LOCALIZE and DOMAINS (libvirt test driver)")
 struct LocalizeVerbTests {
-    static func sha256(_ path: String) throws -> String {
+    /// The content digest of `path` by an independent reference: python3's hashlib
+    /// (SHA-256 over the SHA-256 digests of the 4 MiB blocks; docs/protocol.md).
+    static func contentDigest(_ path: String) throws -> String {
         let p = Process()
         let pipe = Pipe()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-        p.arguments = [path]
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", """
+            import hashlib,sys; f=open(sys.argv[1],"rb"); d=b"".join(iter(lambda: (lambda b: hashlib.sha256(b).digest() if b else b"")(f.read(4<<20)), b"")); print(hashlib.sha256(d).hexdigest())
+            """, path]
         p.standardOutput = pipe
         try p.run()
         let out = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        return String(String(decoding: out, as: UTF8.self).prefix(64))
+        let hex = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard p.terminationStatus == 0, hex.count == 64 else { throw AgentError(.internal, "python3 reference failed on \(path): \(hex)") }
+        return hex
     }
 
     /// wanderer1 adopted onto the share (mount mode), its shared copy changed since
@@ -44,11 +53,12 @@ struct LocalizeVerbTests {
         let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
         #expect(ok["changed"] == "yes" && ok["disks"] == "1" && ok["dir"] == host.images)
         #expect(ok["restored"] == host.state + "/domains/6695eb01-f6a4-8304-79aa-97f2502e193f.previous.xml")
-        let sha = try Self.sha256(copy)
+        let digest = try Self.contentDigest(copy)
         #expect(answer.lines.data == [["disk": "vda", "from": copy, "to": local,
                                        "size": String(try FileManager.default.attributesOfItem(atPath: copy)[.size] as! UInt64),
-                                       "sha256": sha]])
-        #expect(try Self.sha256(local) == sha, "the local file is the shared copy")
+                                       "digest": digest]])
+        #expect(try Self.contentDigest(local) == digest, "the local file has the shared copy's digest")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: local)) == Data(contentsOf: URL(fileURLWithPath: copy)), "the local file is the shared copy")
         #expect(answer.lines.contains { if case .progress(let f) = $0 { return f["done"] == f["total"] && f["disk"] == "vda" } else { return false } })
         #expect(FileManager.default.fileExists(atPath: copy), "the copy on the share is kept")
         #expect(!FileManager.default.fileExists(atPath: host.images + "/.wanderer1.qcow2.storagectl-partial"))
@@ -73,10 +83,34 @@ struct LocalizeVerbTests {
         let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(local)")
         let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
         #expect(ok["changed"] == "yes" && ok["restored"] == nil)
-        #expect(try Self.sha256(local + "/wanderer1.qcow2") == Self.sha256(copy))
+        #expect(try Self.contentDigest(local + "/wanderer1.qcow2") == Self.contentDigest(copy))
+        #expect(answer.lines.data.first?["digest"] == (try Self.contentDigest(copy)))
         let disks = await host.ask("DOMAIN name=wanderer1").lines.data
         #expect(disks.first { $0["disk"] == "vda" }?["source"] == local + "/wanderer1.qcow2")
         #expect(disks.first { $0["disk"] == "vda" }?["cache"] == "none", "the rest of the disk is kept")
+    }
+
+    @Test("LOCALIZE keeps holes as holes, and its digest covers them (the python3 reference agrees)")
+    func localizeSparse() async throws {
+        let (host, copy) = try await Self.adopted()
+        // A hole of five 4 MiB blocks, then data that ends mid-block (LOCALIZE copies
+        // bytes; it does not read the image format).
+        let h = try #require(FileHandle(forUpdatingAtPath: copy))
+        let end = try h.seekToEnd()
+        try h.truncate(atOffset: end + 5 * (4 << 20) + 1000)
+        try h.seek(toOffset: end + 5 * (4 << 20) + 990)
+        h.write(Data("after-hole".utf8))
+        try h.close()
+        let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)")
+        _ = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
+        let local = host.images + "/wanderer1.qcow2"
+        #expect(answer.lines.data.first?["digest"] == (try Self.contentDigest(copy)))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: local)) == Data(contentsOf: URL(fileURLWithPath: copy)))
+        // Zero ranges are skipped a 4 MiB chunk at a time: the first chunk (the image) and
+        // the last (the tail) are written, the hole between them is not.
+        var st = stat()
+        #expect(stat(local, &st) == 0)
+        #expect(st.st_size > 20 << 20 && st.st_blocks * 512 <= 9 << 20, "allocated \(st.st_blocks * 512) of \(st.st_size) bytes")
     }
 
     @Test("LOCALIZE refuses a running domain on the share, naming its state and the remedy")

@@ -16,8 +16,11 @@ final class FakeAgents: AgentCaller, @unchecked Sendable {
     var copied = false
     var adopted = false
     var corruptChecksum = false
+    /// Answer as agents from before content digests did (`sha256=`).
+    var oldComputeAgent = false
+    var oldStorageAgent = false
     var failPoolOn: String?
-    let sha = String(repeating: "ab", count: 32)
+    let digest = String(repeating: "ab", count: 32)
 
     func call(_ host: Inventory.Host, _ request: Request, timeout: Duration,
               onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
@@ -69,9 +72,10 @@ final class FakeAgents: AgentCaller, @unchecked Sendable {
             let present = copied
             copied = true
             return ok(["bytes": "1048576", "seconds": "0.1"],
-                      data: [["disk": "vda", "path": "w1/w1.qcow2", "size": "1048576", "sha256": sha, "already-present": present ? "yes" : "no"]])
+                      data: [["disk": "vda", "path": "w1/w1.qcow2", "size": "1048576", oldComputeAgent ? "sha256" : "digest": digest,
+                             "already-present": present ? "yes" : "no"]])
         case ("store", "CHECKSUM"):
-            return ok(["size": "1048576", "sha256": corruptChecksum ? String(repeating: "00", count: 32) : sha])
+            return ok(["size": "1048576", oldStorageAgent ? "sha256" : "digest": corruptChecksum ? String(repeating: "00", count: 32) : digest])
         case (_, "VERIFY"):
             if request.fields["nonce-write"] != nil { return ok(["size": "1048576", "format": "qcow2", "nonce-value": "n1"]) }
             if request.fields["nonce-read"] != nil {
@@ -196,14 +200,46 @@ struct ShareFlowTests {
         #expect(ShareFormatting.summary(result).contains("nothing was changed"))
     }
 
-    @Test("a checksum that differs on the storage host stops before ADOPT")
+    @Test("a content digest that differs on the storage host stops before ADOPT")
     func checksumMismatch() async throws {
         let fake = FakeAgents()
         fake.corruptChecksum = true
         do { _ = try await flow(fake).run(ShareOptions(vm: "w1")); Issue.record("no failure") } catch {
-            #expect(error.step == .checksum && error.host == "store")
+            #expect(error.step == .checksum && error.host == "store" && error.error.code == .invalidState)
+            #expect(error.error.message.contains("has digest \(String(repeating: "00", count: 32))"))
+            #expect(error.error.message.contains("the copy reported digest \(fake.digest)"))
         }
         #expect(!fake.adopted)
+    }
+
+    @Test("agents that answer sha256= instead of digest= (older versions) stop share before ADOPT, saying to upgrade")
+    func olderAgents() async throws {
+        let compute = FakeAgents()
+        compute.oldComputeAgent = true
+        do { _ = try await flow(compute).run(ShareOptions(vm: "w1")); Issue.record("no failure") } catch {
+            #expect(error.step == .copy && error.host == "src" && error.error.code == .unsupported)
+            #expect(error.error.message.contains("sha256=") && error.remedy.contains("upgrade"))
+        }
+        #expect(!compute.adopted)
+        let storage = FakeAgents()
+        storage.oldStorageAgent = true
+        do { _ = try await flow(storage).run(ShareOptions(vm: "w1")); Issue.record("no failure") } catch {
+            #expect(error.step == .checksum && error.host == "store" && error.error.code == .unsupported)
+            #expect(error.remedy.contains("upgrade storage-agent on store"))
+        }
+        #expect(!storage.adopted)
+    }
+
+    @Test("the result names each copy's content digest: summary and JSON key digest")
+    func digestInResult() async throws {
+        let fake = FakeAgents()
+        let result = try await flow(fake).run(ShareOptions(vm: "w1", to: ["dst"]))
+        #expect(result.disks == [CopiedDisk(disk: "vda", path: "w1/w1.qcow2", size: 1048576, digest: fake.digest, alreadyPresent: false)])
+        #expect(ShareFormatting.summary(result).contains("  vda: /srv/shared/w1/w1.qcow2 (1.0 MiB, digest abababababababab…)\n"))
+        let json = try JSONSerialization.jsonObject(with: Data(try ShareFormatting.json(result).utf8)) as! [String: Any]
+        let disks = json["disks"] as! [[String: Any]]
+        #expect(disks.first?["digest"] as? String == fake.digest)
+        #expect(disks.first?["sha256"] == nil)
     }
 
     @Test("a pool conflict names the host and the agent's words, and a re-run continues")

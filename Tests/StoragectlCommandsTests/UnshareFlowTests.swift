@@ -18,7 +18,7 @@ final class FakeUnshareAgents: AgentCaller, @unchecked Sendable {
     var clients: Set<String> = ["src", "dst"]
     var failDomainsOn: String?
     var failLocalize: AgentError?
-    let sha = String(repeating: "cd", count: 32)
+    let digest = String(repeating: "cd", count: 32)
 
     func call(_ host: Inventory.Host, _ request: Request, timeout: Duration,
               onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
@@ -50,7 +50,7 @@ final class FakeUnshareAgents: AgentCaller, @unchecked Sendable {
             onLine?(.progress(["done": "1048576", "total": "1048576", "rate": "1048576", "disk": "vda"]))
             onShare = false
             return ok(["domain": "w1", "disks": "1", "changed": "yes"],
-                      data: [["disk": "vda", "from": sharedSource, "to": "/var/lib/libvirt/images/w1.qcow2", "size": "1048576", "sha256": sha]])
+                      data: [["disk": "vda", "from": sharedSource, "to": "/var/lib/libvirt/images/w1.qcow2", "size": "1048576", "digest": digest]])
         case (let h, "DOMAINS"):
             if h == failDomainsOn { return err(AgentError(.unavailable, "\(h): connection refused")) }
             switch h {
@@ -89,7 +89,7 @@ struct UnshareFlowTests {
         #expect(result.done && result.host == "src")
         #expect(result.changed == ["localize", "unexport"])
         #expect(result.disks == [LocalizedDisk(disk: "vda", from: "/srv/shared/w1/w1.qcow2", to: "/var/lib/libvirt/images/w1.qcow2",
-                                               size: 1048576, sha256: fake.sha)])
+                                               size: 1048576, digest: fake.digest)])
         let localize = try #require(fake.request("LOCALIZE"))
         #expect(localize.fields["pool"] == "shared-images" && localize.fields["server"] == nil)
         #expect(fake.clients.isEmpty)
@@ -102,6 +102,9 @@ struct UnshareFlowTests {
         let summary = UnshareFormatting.summary(result)
         #expect(summary.hasPrefix("w1 is on local disks of src again."))
         #expect(summary.contains("store:/srv/shared/w1/w1.qcow2") && summary.contains("nothing is deleted"))
+        #expect(summary.contains("  vda: /var/lib/libvirt/images/w1.qcow2 (1.0 MiB, digest cdcdcdcdcdcdcdcd…)\n"))
+        let json = try JSONSerialization.jsonObject(with: Data(try UnshareFormatting.json(result).utf8)) as! [String: Any]
+        #expect((json["disks"] as? [[String: Any]])?.first?["digest"] as? String == fake.digest)
     }
 
     @Test("a second run changes nothing and says so")

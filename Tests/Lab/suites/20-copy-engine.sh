@@ -5,6 +5,8 @@
 CE_IMG=/var/lib/libvirt/images/copytest.qcow2     # on source-example's own disk
 CE_NAME=ce/copytest.qcow2                          # under the export
 CE_SHA="" CE_SRC_SHA="" CE_SRC_STAT=""
+# The content digest by the independent reference implementation (Python's hashlib).
+CE_DIGEST="$HERE/content-digest"
 
 ce_bin() {
     local b; b="$(lab_bin)/storagectl-copy-bench"
@@ -21,7 +23,7 @@ t_ce_copy_sparse_qcow2() {
     set_exports No_Root_Squash 198.18.0.2 198.18.0.3 || return 1
     # 2 GiB virtual, 300 MiB of random data in three places; metadata preallocation
     # gives a qcow2 FILE with holes (apparent size > 2 GiB, ~300 MiB allocated).
-    # Hashes with openssl (SHA-NI); coreutils' sha256sum runs at ~250 MB/s here.
+    # Digests with the Python reference (hashlib uses SHA-NI); sha256sum runs at ~250 MB/s here.
     must "make a sparse qcow2 on source-example" on source-example sh -ec '
         raw=/var/lib/libvirt/images/.copytest.raw
         truncate -s 2G "$raw"
@@ -29,7 +31,7 @@ t_ce_copy_sparse_qcow2() {
         qemu-img create -q -f qcow2 -o preallocation=metadata "$1" 2G
         qemu-img convert -n -f raw -O qcow2 "$raw" "$1"
         rm -f "$raw"
-        openssl dgst -sha256 -r "$1" | cut -d" " -f1; stat -c "%s %b %Y %i" "$1"' sh "$CE_IMG" || return 1
+        "$2" "$1" | cut -d" " -f1; stat -c "%s %b %Y %i" "$1"' sh "$CE_IMG" "$CE_DIGEST" || return 1
     CE_SRC_SHA=$(sed -n 1p <<<"$OUT"); CE_SRC_STAT=$(sed -n 2p <<<"$OUT")
     local size blocks; read -r size blocks _ <<<"$CE_SRC_STAT"
     note "  source: $size bytes, $((blocks / 2048)) MiB allocated"
@@ -40,17 +42,17 @@ t_ce_copy_sparse_qcow2() {
     local line=$OUT
     note "  $line"
     [[ $(ce_field already-present "$line") == false ]] || fail "first copy says already-present: $line" || return 1
-    CE_SHA=$(ce_field sha256 "$line")
-    [[ $CE_SHA == "$CE_SRC_SHA" ]] || fail "engine sha256 $CE_SHA != sha256sum $CE_SRC_SHA" || return 1
+    CE_SHA=$(ce_field digest "$line")
+    [[ $CE_SHA == "$CE_SRC_SHA" ]] || fail "engine digest $CE_SHA != reference $CE_SRC_SHA" || return 1
     local data; data=$(ce_field data "$line")
     ((data >= 300 * 1024 * 1024 && data < 360 * 1024 * 1024)) || fail "sent $data data bytes, want ~300 MiB (holes must not be sent)" || return 1
     # progress at least twice a second
     local secs reports; secs=$(ce_field seconds "$line"); reports=$(ce_field progress-reports "$line")
     awk -v s="$secs" -v r="$reports" 'BEGIN { exit !(r >= int(s * 2)) }' || fail "$reports progress reports in $secs s" || return 1
 
-    # on cargo-bay: same bytes (SHA-256), same guest view (qemu-img compare), still sparse
-    must "sha256 on cargo-bay" on cargo-bay openssl dgst -sha256 -r "$EXPORT_ROOT/$CE_NAME" || return 1
-    [[ ${OUT%% *} == "$CE_SRC_SHA" ]] || fail "copy on cargo-bay has sha256 ${OUT%% *}" || return 1
+    # on cargo-bay: same bytes (digest), same guest view (qemu-img compare), still sparse
+    must "digest on cargo-bay" on cargo-bay "$CE_DIGEST" "$EXPORT_ROOT/$CE_NAME" || return 1
+    [[ ${OUT%% *} == "$CE_SRC_SHA" ]] || fail "copy on cargo-bay has digest ${OUT%% *}" || return 1
     must "qemu-img compare on cargo-bay" on cargo-bay qemu-img compare -f qcow2 -F qcow2 \
         "$(ce_original_on_cargo_bay)" "$EXPORT_ROOT/$CE_NAME" || return 1
     grep -q "Images are identical" <<<"$OUT" || fail "qemu-img compare: $OUT" || return 1
@@ -63,7 +65,7 @@ t_ce_copy_sparse_qcow2() {
     must "list the share" on cargo-bay ls -A "$EXPORT_ROOT/ce" || return 1
     [[ $OUT == copytest.qcow2 ]] || fail "unexpected files next to the copy: $OUT" || return 1
     # the original is untouched
-    must "re-hash the original" on source-example sh -c 'openssl dgst -sha256 -r "$1" | cut -d" " -f1; stat -c "%s %b %Y %i" "$1"' sh "$CE_IMG" || return 1
+    must "re-hash the original" on source-example sh -c '"$2" "$1" | cut -d" " -f1; stat -c "%s %b %Y %i" "$1"' sh "$CE_IMG" "$CE_DIGEST" || return 1
     [[ $OUT == "$CE_SRC_SHA"$'\n'"$CE_SRC_STAT" ]] || fail "the original changed: $OUT" || return 1
 }
 
@@ -72,7 +74,7 @@ t_ce_identical_again() {
     must "copy again" on source-example "$(ce_bin)" copy "$CE_IMG" "$CE_NAME" || return 1
     [[ $(ce_field already-present "$OUT") == true && $(ce_field data "$OUT") == 0 ]] \
         || fail "second copy was not already-present: $OUT" || return 1
-    [[ $(ce_field sha256 "$OUT") == "$CE_SHA" ]] || fail "second copy reports another sha256: $OUT" || return 1
+    [[ $(ce_field digest "$OUT") == "$CE_SHA" ]] || fail "second copy reports another digest: $OUT" || return 1
 }
 
 t_ce_different_refused() {
@@ -85,7 +87,7 @@ t_ce_different_refused() {
         fail "a different image replaced or matched the target: $OUT"; return 1
     fi
     grep -q '^ERR code=exists ' <<<"$OUT" || fail "expected ERR code=exists, got: $OUT" || return 1
-    must "sha256 on cargo-bay" on cargo-bay openssl dgst -sha256 -r "$EXPORT_ROOT/$CE_NAME" || return 1
+    must "digest on cargo-bay" on cargo-bay "$CE_DIGEST" "$EXPORT_ROOT/$CE_NAME" || return 1
     [[ ${OUT%% *} == "$CE_SHA" ]] || fail "the existing target changed" || return 1
     must "list the share" on cargo-bay ls -A "$EXPORT_ROOT/ce" || return 1
     [[ $OUT == copytest.qcow2 ]] || fail "files left next to the target: $OUT" || return 1
@@ -112,11 +114,54 @@ t_ce_leftover_and_cancel() {
         note "  the copy finished before SIGINT: $said"
         [[ $(echo $OUT) == "copytest.qcow2 w2.qcow2 w3.qcow2" ]] || fail "after a copy: $OUT" || return 1
     fi
+}
+
+t_ce_verify_modes() {
+    local bin mode name digest small=/var/lib/libvirt/images/small.raw; bin=$(ce_bin)
+    # a small sparse image: --verify full reads the holes back too
+    must "make a small sparse image" on source-example sh -ec '
+        truncate -s 96M "$1"
+        for at in 0 40 90; do dd if=/dev/urandom of="$1" bs=1M seek=$at count=4 conv=notrunc status=none; done
+        "$2" "$1"' sh "$small" "$CE_DIGEST" || return 1
+    digest=${OUT%% *}
+    for mode in read-back full; do
+        name=ce/verify-$mode.raw
+        must "copy with --verify $mode" on source-example "$bin" copy --verify "$mode" "$small" "$name" || return 1
+        [[ $(ce_field digest "$OUT") == "$digest" ]] || fail "--verify $mode reports $OUT, want digest $digest" || return 1
+        must "digest on cargo-bay" on cargo-bay "$CE_DIGEST" "$EXPORT_ROOT/$name" || return 1
+        [[ ${OUT%% *} == "$digest" ]] || fail "--verify $mode: the copy on cargo-bay has digest ${OUT%% *}" || return 1
+    done
+    must "clean up" on source-example rm -f "$small" || return 1
+}
+
+# A server "reboot" in the middle of a copy: ganesha is stopped and started again, so
+# unstable writes it had acknowledged may be gone. libnfs reconnects; the new instance
+# answers with a new write verifier; the engine must notice and write everything again.
+# The copy is throttled (one 4 KiB WRITE in flight: seconds for 128 MiB) and the restart
+# starts once the copy has reported written bytes, so it lands mid-copy.
+t_ce_server_restart() {
+    local bin digest out img=/var/lib/libvirt/images/restart.raw; bin=$(ce_bin)
+    must "make a 128 MiB image" on source-example sh -ec 'head -c 128M /dev/urandom > "$1"; "$2" "$1"' sh "$img" "$CE_DIGEST" || return 1
+    digest=${OUT%% *}
+    must "copy while ganesha restarts" sh -c '
+        "$1" exec source-example "$2" copy --progress --in-flight 1 --chunk-kib 4 "$3" ce/restart.raw 2>"$4" & p=$!
+        until grep -q "^PROGRESS done=[1-9]" "$4"; do kill -0 $p 2>/dev/null || break; sleep 0.05; done
+        "$1" ganesha-restart >&2; wait $p' sh "$LAB" "$bin" "$img" "$STATE/restart-progress" || return 1
+    out=$OUT
+    note "  $(grep '^OK' <<<"$out")"
+    [[ $(ce_field server-restarts "$out") == 1 ]] || fail "the restart was not detected (or landed after the copy): $out" || return 1
+    [[ $(ce_field digest "$out") == "$digest" ]] || fail "digest after a restart: $out, want $digest" || return 1
+    must "digest on cargo-bay" on cargo-bay "$CE_DIGEST" "$EXPORT_ROOT/ce/restart.raw" || return 1
+    [[ ${OUT%% *} == "$digest" ]] || fail "the copy on cargo-bay has digest ${OUT%% *}, want $digest" || return 1
+    must "list the share" on cargo-bay ls -A "$EXPORT_ROOT/ce" || return 1
+    grep -q storagectl-partial <<<"$OUT" && { fail "a temporary file was left: $OUT"; return 1; }
     must "clean up" on cargo-bay rm -rf "$EXPORT_ROOT/ce" || return 1
-    must "clean up" on source-example rm -f "$CE_IMG" /var/lib/libvirt/images/other.qcow2 || return 1
+    must "clean up" on source-example rm -f "$CE_IMG" /var/lib/libvirt/images/other.qcow2 "$img" || return 1
 }
 
 run "copy engine: sparse qcow2 (2 GiB virtual, 300 MiB data) into the share; identical, sparse, original kept" t_ce_copy_sparse_qcow2
 run "copy engine: an identical second copy is already-present" t_ce_identical_again
 run "copy engine: a target with other content is refused (exists), left untouched" t_ce_different_refused
 run "copy engine: a leftover temporary file is replaced; a cancelled copy leaves nothing" t_ce_leftover_and_cancel
+run "copy engine: --verify read-back and --verify full give the same, correct copy" t_ce_verify_modes
+run "copy engine: the NFS server restarts mid-copy: new write verifier seen, data written again, copy correct" t_ce_server_restart

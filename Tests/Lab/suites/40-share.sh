@@ -7,6 +7,16 @@ SH_COPY=$EXPORT_ROOT/wanderer1/wanderer1.qcow2
 
 sh_sctl() { on source-example "$(lab_bin)/storagectl" "$@" --config /run/lab/storagectl.conf; }
 
+# sh_digest_is JSON HOST FILE: share's --json result reports for its one disk the content
+# digest that `storagectl digest FILE` prints on HOST
+sh_digest_is() {
+    local json=$1 host=$2 file=$3 digest
+    digest=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1])["disks"]; assert len(d) == 1 and "sha256" not in d[0], d; print(d[0]["digest"])' "$json") \
+        || { fail "no digest in share's result: $json"; return 1; }
+    must "storagectl digest on $host" on "$host" "$(lab_bin)/storagectl" digest "$file" || return 1
+    [[ $OUT == "$digest  $file" ]] || fail "storagectl digest on $host: $OUT; share reported $digest" || return 1
+}
+
 # The storage agent owns the ganesha include file from here on: drop the blocks the
 # earlier lab tests wrote there by hand, then let the agent write its own.
 sh_reset_exports() {
@@ -86,6 +96,16 @@ import json, sys
 r = json.loads(sys.argv[1])
 assert r["ready"] is True, r
 PY
+        # the content digest share reports: the original's on source-example, the copy's
+        # on cargo-bay's own disk (no disk is reported when the interrupted run had
+        # already adopted: nothing was copied then)
+        local json=$OUT
+        if python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1])["disks"] else 1)' "$json"; then
+            sh_digest_is "$json" source-example "$SH_IMAGE" || return 1
+            sh_digest_is "$json" cargo-bay "$SH_COPY" || return 1
+        else
+            note "  (the interrupted run had adopted already: no copy reported)"
+        fi
         must "domblklist" on source-example virsh -c qemu:///system domblklist "$SH_VM" || return 1
         grep -q "vda *$SH_COPY" <<<"$OUT" || fail "after Ctrl-C at $step wanderer1 is on: $OUT" || return 1
         must "cmp" cmp "$(hd_of source-example)/var-lib/libvirt/images/wanderer1.qcow2" \
@@ -136,6 +156,7 @@ r = json.loads(sys.argv[1])
 assert r["ready"] is True, r
 assert r["changed"] == [], r["changed"]
 assert r["ready"] and r["source"] == "source-example" and r["destinations"] == ["dest-example"], r
+assert r["disks"] == [], r["disks"]  # already on the share: nothing copied, nothing to digest
 PY
     must "exports after" on cargo-bay cat /etc/exports || return 1
     [[ $OUT == "$before" ]] || fail "a second share changed /etc/exports" || return 1
@@ -159,7 +180,7 @@ t_share_refusals() {
 
 run "share --dry-run prints the plan and changes nothing" t_share_dry_run
 run "share stopped by Ctrl-C after export, then failing at the pool of a stopped dest-example agent; re-run finishes" t_share_interrupted_then_resumed
-run "share interrupted by Ctrl-C after each step in turn, re-run: ready with an identical copy each time" t_share_interrupted_at_each_step
+run "share interrupted by Ctrl-C after each step in turn, re-run: ready with an identical copy each time (content digest as storagectl digest prints it on both hosts)" t_share_interrupted_at_each_step
 run "share result: exports with no_root_squash for both, pools active, identical copy, domain on it, status READY" t_share_state_is_real
 run "share again changes nothing and says so (--json)" t_share_again_changes_nothing
 run "wanderer1 starts on source-example from the shared copy" t_share_vm_starts_from_share

@@ -38,6 +38,14 @@ t_unshare_brings_back() {
     copy="$(hd_of cargo-bay)/var-lib/libvirt/shared-images/wanderer1/wanderer1.qcow2"
     must "qemu-img compare" qemu-img compare -q "$local_" "$copy" || return 1
     must "cmp" cmp "$local_" "$copy" || return 1
+    # unshare names the local copy's content digest: storagectl digest prints it on
+    # source-example, and the storage agent's CHECKSUM of the shared copy agrees
+    must "storagectl digest on source-example" on source-example "$(lab_bin)/storagectl" digest "$US_LOCAL" || return 1
+    local digest=${OUT%% *}
+    [[ $digest =~ ^[0-9a-f]{64}$ ]] || fail "storagectl digest printed: $OUT" || return 1
+    grep -q "vda: $US_LOCAL (.*, digest ${digest:0:16}" <<<"$said" || fail "unshare did not report digest $digest: $said" || return 1
+    must "CHECKSUM of the shared copy" us_sctl call cargo-bay CHECKSUM path="$US_COPY" || return 1
+    grep -q "^OK .* digest=$digest " <<<"$OUT" || fail "CHECKSUM on cargo-bay: $(tail -n1 <<<"$OUT"), local copy $digest" || return 1
     # mig1 (an NFS network disk on the share) is still defined on both hosts: they stay clients
     grep -q "source-example stays an export client: shared VM(s) mig1" <<<"$said" || fail "no note about mig1: $said" || return 1
     must "exports" on cargo-bay cat /etc/exports || return 1
@@ -94,7 +102,7 @@ PY
 }
 
 run "unshare refuses a running VM and changes nothing" t_unshare_refuses_running
-run "unshare copies wanderer1 back (identical to the share copy, which is kept), domain on the local disk, mig1's clients kept" t_unshare_brings_back
+run "unshare copies wanderer1 back (identical to the share copy, which is kept; same content digest), domain on the local disk, mig1's clients kept" t_unshare_brings_back
 run "unshare keeps clients a shared VM (mig1) needs; once mig1 is undefined it drops both and the managed block" t_unshare_drops_clients
 run "wanderer1 starts on source-example from its local disk" t_unshare_vm_starts_locally
 run "unshare again changes nothing (--json)" t_unshare_again_changes_nothing

@@ -1,0 +1,162 @@
+import ContentDigest
+import Crypto
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The reference definition, written the slow, obvious way: SHA-256 of each 4 MiB
+/// block of `bytes`, concatenated, hashed again.
+private func reference(_ bytes: [UInt8]) -> String {
+    var outer = SHA256()
+    var start = 0
+    while start < bytes.count {
+        let end = min(bytes.count, start + ContentDigest.blockSize)
+        outer.update(data: Array(SHA256.hash(data: bytes[start..<end])))
+        start = end
+    }
+    return outer.finalize().map { String(format: "%02x", $0) }.joined()
+}
+
+private func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed
+    return (0..<count).map { _ in
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return UInt8(truncatingIfNeeded: state >> 33)
+    }
+}
+
+/// Runs blocking work on a thread of its own, off Swift's cooperative pool (which other
+/// suites' timing-sensitive tests share).
+private func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
+private func digest(_ bytes: [UInt8], pieces: [Int]) -> String {
+    var d = ContentDigest()
+    var at = 0
+    var i = 0
+    while at < bytes.count {
+        let n = min(pieces[i % pieces.count], bytes.count - at)
+        bytes.withUnsafeBytes { d.update(UnsafeRawBufferPointer(rebasing: $0[at..<at + n])) }
+        at += n
+        i += 1
+    }
+    return d.finalize()
+}
+
+@Suite struct ContentDigestTests {
+    let block = ContentDigest.blockSize
+
+    @Test func emptyIsSHA256OfNothing() {
+        #expect(ContentDigest().finalize() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    }
+
+    @Test func smallFileIsSHA256OfItsOneDigest() {
+        let bytes = Array("hello\n".utf8)
+        let inner = SHA256.hash(data: bytes)
+        let expected = SHA256.hash(data: Array(inner)).map { String(format: "%02x", $0) }.joined()
+        #expect(digest(bytes, pieces: [1]) == expected)
+    }
+
+    @Test(arguments: [[1 << 20], [4096, 12345, 1 << 22], [7], [(4 << 20) + 1]])
+    func anySplitGivesTheReferenceDigest(pieces: [Int]) async throws {
+        let block = self.block
+        let (got, want) = try await offPool { () -> (String, String) in
+            var bytes = randomBytes(2 * block + 777, seed: 42)
+            // an all-zero block and a block that starts with zeros and then has data
+            for i in block..<(2 * block) { bytes[i] = 0 }
+            for i in 0..<(block / 2) { bytes[i] = 0 }
+            return (digest(bytes, pieces: pieces), reference(bytes))
+        }
+        #expect(got == want)
+    }
+
+    @Test func holesGiveTheSameDigestAsWrittenZeros() {
+        let data = randomBytes(1000, seed: 7)
+        let zeros = 3 * block + 5000
+        var bytes = data
+        bytes += [UInt8](repeating: 0, count: zeros)
+        bytes += data
+        var d = ContentDigest()
+        data.withUnsafeBytes { d.update($0) }
+        d.updateZeros(UInt64(zeros))
+        data.withUnsafeBytes { d.update($0) }
+        #expect(d.count == UInt64(bytes.count))
+        #expect(d.finalize() == reference(bytes))
+    }
+
+    @Test func onlyZerosOfAnyLength() {
+        for length in [1, block - 1, block, block + 1, 3 * block] {
+            var d = ContentDigest()
+            d.updateZeros(UInt64(length))
+            #expect(d.finalize() == reference([UInt8](repeating: 0, count: length)), "length \(length)")
+        }
+    }
+
+    @Test func holesCostNothing() async throws {
+        // 64 GiB of holes: a plain SHA-256 would take ~30 s here, the block digest is immediate.
+        let seconds = try await offPool { () -> Double in
+            let start = Date()
+            var d = ContentDigest()
+            d.updateZeros(64 << 30)
+            _ = d.finalize()
+            return Date().timeIntervalSince(start)
+        }
+        #expect(seconds < 2)
+    }
+
+    @Test(arguments: [1, 2, 3])
+    func sparseFileOnDiskMatchesTheStreamingDigest(threads: Int) async throws {
+        try await offPool { try Self.sparseFileCase(threads: threads) }
+    }
+
+    private static func sparseFileCase(threads: Int) throws {
+        let block = ContentDigest.blockSize
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("content-digest-\(UUID()).img").path
+        defer { unlink(path) }
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        // data, a hole of several blocks, data inside a block, a hole up to a partial last block
+        let a = randomBytes(block + 3, seed: 1), b = randomBytes(999, seed: 2)
+        let size = 9 * block + 12345
+        #expect(ftruncate(fd, off_t(size)) == 0)
+        #expect(a.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } == a.count)
+        let bAt = 6 * block + 100
+        #expect(b.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(bAt)) } == b.count)
+        var logical = [UInt8](repeating: 0, count: size)
+        logical.replaceSubrange(0..<a.count, with: a)
+        logical.replaceSubrange(bAt..<bAt + b.count, with: b)
+
+        let seen = SeenBytes()
+        let value = try ContentDigest.ofFile(fd: fd, size: UInt64(size), threads: threads, progress: { seen.set($0) })
+        #expect(value == reference(logical))
+        #expect(seen.value == UInt64(size))
+    }
+
+    @Test func ofFileFailsOnAFileShorterThanAnnounced() async throws {
+        try await offPool { try Self.shortFileCase() }
+    }
+
+    private static func shortFileCase() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("content-digest-\(UUID()).img").path
+        defer { unlink(path) }
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        defer { close(fd) }
+        let bytes = randomBytes(5000, seed: 3)
+        _ = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        #expect(throws: FileDigestError.self) { try ContentDigest.ofFile(fd: fd, size: 10_000, threads: 1) }
+    }
+}
+
+private final class SeenBytes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var maximum: UInt64 = 0
+    func set(_ v: UInt64) { lock.withLock { maximum = max(maximum, v) } }
+    var value: UInt64 { lock.withLock { maximum } }
+}

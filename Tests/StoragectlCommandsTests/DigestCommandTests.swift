@@ -1,0 +1,132 @@
+import AgentProtocol
+import AgentRuntime
+import ArgumentParser
+import Foundation
+import Testing
+@testable import StoragectlCommands
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("storagectl digest")
+struct DigestCommandTests {
+    /// A temporary directory, removed by `remove()`.
+    struct Dir {
+        let path: String
+        init() throws {
+            var template = Array("/tmp/sctl-dig-XXXXXX".utf8CString)
+            guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+                throw AgentError(.internal, "mkdtemp failed")
+            }
+            path = String(cString: p)
+        }
+        func remove() { try? FileManager.default.removeItem(atPath: path) }
+    }
+
+    /// The python3 reference from the help text and docs/protocol.md, run as written.
+    static func reference(_ file: String) throws -> String {
+        let p = Process()
+        let pipe = Pipe()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", #"""
+            import hashlib as h,sys;f=open(sys.argv[1],"rb");\
+            d=b"".join(h.sha256(b).digest()for b in iter(lambda:f.read(4<<20),b""));\
+            print(h.sha256(d).hexdigest())
+            """#, file]
+        p.standardOutput = pipe
+        try p.run()
+        let out = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// 13 MiB + 5 bytes: data, a hole of two whole blocks, data that ends mid-block.
+    static func sparse(_ path: String) throws {
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw AgentError(.internal, "cannot create \(path)") }
+        defer { close(fd) }
+        let size = (13 << 20) + 5
+        _ = ftruncate(fd, off_t(size))
+        let data = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 7) }
+        _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 100) }
+        _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(size - $0.count)) }
+    }
+
+    @Test("the digest of a sparse file, a small one and an empty one is the python3 reference's, whatever the threads")
+    func matchesReference() throws {
+        let dir = try Dir()
+        defer { dir.remove() }
+        let sparse = dir.path + "/sparse.img", small = dir.path + "/small.img", empty = dir.path + "/empty.img"
+        try Self.sparse(sparse)
+        _ = FileManager.default.createFile(atPath: small, contents: Data("abc".utf8))
+        _ = FileManager.default.createFile(atPath: empty, contents: nil)
+        for path in [sparse, small, empty] {
+            let expected = try Self.reference(path)
+            #expect(expected.count == 64, "python3 reference: \(expected)")
+            for threads in [1, 3] {
+                let d = try DigestCommand.digest(of: path, threads: threads)
+                #expect(d.digest == expected && d.path == path, "\(path), \(threads) thread(s)")
+            }
+        }
+        #expect(try DigestCommand.digest(of: empty).digest == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(try DigestCommand.digest(of: small).digest == "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358")
+        #expect(try DigestCommand.digest(of: sparse).size == UInt64((13 << 20) + 5))
+    }
+
+    @Test("a symbolic link is followed; a directory, a device and a missing file are refused with their codes")
+    func refusals() throws {
+        let dir = try Dir()
+        defer { dir.remove() }
+        let file = dir.path + "/a.img"
+        _ = FileManager.default.createFile(atPath: file, contents: Data("abc".utf8))
+        #expect(symlink(file, dir.path + "/link.img") == 0)
+        #expect(try DigestCommand.digest(of: dir.path + "/link.img").digest == DigestCommand.digest(of: file).digest)
+        #expect(throws: AgentError.self) { try DigestCommand.digest(of: dir.path) }
+        for (path, code) in [(dir.path, AgentError.Code.invalidArgument), ("/dev/null", .invalidArgument),
+                             (dir.path + "/missing.img", .notFound), (file + "/x", .notFound)] {
+            do throws(AgentError) {
+                _ = try DigestCommand.digest(of: path)
+                Issue.record("\(path) was digested")
+            } catch {
+                #expect(error.code == code, "\(path): \(error)")
+            }
+        }
+    }
+
+    @Test("lines like sha256sum, JSON with digest per file, the first failure's exit status")
+    func formatting() throws {
+        let good = DigestedFile(path: "/srv/a b.img", size: 3, digest: String(repeating: "4f", count: 32))
+        let missing = AgentError(.notFound, "/srv/x.img: No such file or directory")
+        let outcomes = [DigestOutcome(path: good.path, result: .success(good)),
+                        DigestOutcome(path: "/srv/x.img", result: .failure(missing)),
+                        DigestOutcome(path: "/srv", result: .failure(AgentError(.invalidArgument, "/srv is a directory")))]
+        #expect(DigestFormatting.line(good) == String(repeating: "4f", count: 32) + "  /srv/a b.img")
+        #expect(DigestFormatting.errorLine(missing) == "storagectl: error: /srv/x.img: No such file or directory [not-found]")
+        #expect(DigestFormatting.exitStatus(outcomes) == 66)
+        #expect(DigestFormatting.exitStatus([outcomes[0]]) == 0)
+        #expect(DigestFormatting.exitStatus([outcomes[2], outcomes[1]]) == 64)
+        let doc = try JSONSerialization.jsonObject(with: Data(try DigestFormatting.json(outcomes).utf8)) as! [String: Any]
+        let files = doc["files"] as! [[String: Any]]
+        #expect(files.count == 3)
+        #expect(files[0]["path"] as? String == "/srv/a b.img" && files[0]["size"] as? Int == 3
+            && files[0]["digest"] as? String == good.digest && files[0]["code"] == nil)
+        #expect(files[1]["code"] as? String == "not-found" && files[1]["digest"] == nil && files[1]["path"] as? String == "/srv/x.img")
+    }
+
+    @Test("storagectl digest parses FILE... and --json, needs a file, and its help defines the digest with the python3 equivalent")
+    func parsing() throws {
+        let root = try StoragectlCommand.parseAsRoot(["digest", "--json", "a.img", "b.img"])
+        let command = try #require(root as? DigestCommand)
+        #expect(command.files == ["a.img", "b.img"] && command.json)
+        #expect(throws: (any Error).self) { try StoragectlCommand.parseAsRoot(["digest"]) }
+        let help = DigestCommand.helpMessage(columns: 80)
+        #expect(help.contains("SHA-256 of the concatenated SHA-256 digests"))
+        #expect(help.contains("4 MiB blocks"))
+        // the python3 lines survive an 80-column terminal intact
+        #expect(help.contains("""
+              python3 -c 'import hashlib as h,sys;f=open(sys.argv[1],"rb");\\
+              d=b"".join(h.sha256(b).digest()for b in iter(lambda:f.read(4<<20),b""));\\
+              print(h.sha256(d).hexdigest())' FILE
+            """))
+    }
+}
