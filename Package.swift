@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentRuntime", "ConfigFile"]),
         .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentRuntime", "ContentDigest"]),
         .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest"]),
-        .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest"]),
+        .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest", "TestSupport"]),
         .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentRuntime", "Libvirt"]),
         .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
     ],

@@ -155,3 +155,50 @@ public enum ZeroBytes {
         return true
     }
 }
+
+/// The SHA-256 of ONE block of the content digest (at most ``ContentDigest/blockSize``
+/// bytes), fed in order; a whole block of zeros takes the precomputed digest. Blocks
+/// are independent: different blocks can be hashed on different threads and combined
+/// with ``ContentDigest/combine(_:)``.
+public struct BlockDigester {
+    private var hasher = SHA256()
+    private var fed = 0
+    private var pendingZeros = 0
+
+    public init() {}
+
+    /// Bytes of the block seen so far.
+    public var count: Int { fed + pendingZeros }
+
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        if fed == 0 && ZeroBytes.isZero(base, count: bytes.count) {
+            pendingZeros += bytes.count
+            return
+        }
+        flushPendingZeros()
+        hasher.update(bufferPointer: bytes)
+        fed += bytes.count
+    }
+
+    public mutating func updateZeros(_ length: Int) {
+        if fed == 0 { pendingZeros += length } else {
+            ZeroBytes.hash(UInt64(length), into: &hasher)
+            fed += length
+        }
+    }
+
+    /// The block's SHA-256. Consumes the value.
+    public consuming func finalize() -> [UInt8] {
+        if fed == 0 && pendingZeros == ContentDigest.blockSize { return ContentDigest.zeroBlockDigest }
+        flushPendingZeros()
+        return Array(hasher.finalize())
+    }
+
+    private mutating func flushPendingZeros() {
+        guard pendingZeros > 0 else { return }
+        ZeroBytes.hash(UInt64(pendingZeros), into: &hasher)
+        fed += pendingZeros
+        pendingZeros = 0
+    }
+}

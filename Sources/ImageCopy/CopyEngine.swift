@@ -178,7 +178,7 @@ struct CopySession {
         ticker.tick(0, force: true)
 
         let reader = Thread {
-            runReader(source: local, pipe: pipe, buffers: buffers, chunkBytes: chunk)
+            runReader(source: local, pipe: pipe, buffers: buffers, chunkBytes: chunk, lanes: configuration.hashThreads)
         }
         reader.name = "image-copy-read"
         reader.start()

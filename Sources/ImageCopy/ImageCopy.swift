@@ -1,4 +1,5 @@
 import AgentProtocol
+import Foundation
 
 /// Where an image copy goes: an NFSv3 export, addressed by its REAL path on the server
 /// (`/var/lib/libvirt/shared-images`), as NFSv3 MOUNT wants it. Writes always use NFSv3:
@@ -198,13 +199,21 @@ public struct ImageCopier: Sendable {
     /// Early COMMITs let the server write back while data still arrives.
     public var commitInterval: UInt64
 
-    public init(inFlight: Int = 16, chunkBytes: Int = 1 << 20, verification: Verification = .commit,
-                commitInterval: UInt64 = 128 << 20) {
+    /// Threads hashing the content digest while the copy runs (the reader thread and
+    /// `hashThreads - 1` helpers; 4 MiB blocks are spread over them).
+    public var hashThreads: Int
+
+    public init(inFlight: Int = 8, chunkBytes: Int = 512 << 10, verification: Verification = .commit,
+                commitInterval: UInt64 = 128 << 20, hashThreads: Int = ImageCopier.defaultHashThreads) {
         self.inFlight = max(1, inFlight)
         self.chunkBytes = max(4096, chunkBytes)
         self.verification = verification
         self.commitInterval = commitInterval
+        self.hashThreads = max(1, hashThreads)
     }
+
+    /// Two hashing threads where there are two cores or more, else one.
+    public static var defaultHashThreads: Int { min(2, max(1, ProcessInfo.processInfo.activeProcessorCount)) }
 
     /// The temporary name a copy to `relativePath` is written under:
     /// `dir/.<name>.storagectl-partial`.

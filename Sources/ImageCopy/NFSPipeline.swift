@@ -81,8 +81,11 @@ final class ChunkPipe: @unchecked Sendable {
     // Invariant: every var is only touched with `condition` locked.
     private let condition = NSCondition()
     private var free: [Int]
+    /// Holders of each slot that is not free (the loop's write, a hash lane).
+    private var holders: [Int]
     private var ready: [Chunk] = []
     private var passed: UInt64 = 0               // hole / zero bytes the reader skipped
+    private var readerWaiting = false
     private var result: Result<(digest: String, dataBytes: UInt64), ImageCopyError>?
     private var aborted = false
     /// The read end of a non-blocking pipe the loop polls; the reader writes a byte to wake it.
@@ -91,6 +94,7 @@ final class ChunkPipe: @unchecked Sendable {
 
     init(slots: Int) throws(ImageCopyError) {
         free = Array((0..<slots).reversed())
+        holders = Array(repeating: 0, count: slots)
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else { throw .nfs(operation: "pipe", errno: errno, message: String(cString: strerror(errno))) }
         for fd in fds {
@@ -116,25 +120,45 @@ final class ChunkPipe: @unchecked Sendable {
     func takeFree() -> Int? {
         condition.lock()
         defer { condition.unlock() }
-        while free.isEmpty && !aborted { condition.wait() }
-        return aborted ? nil : free.removeLast()
+        while free.isEmpty && !aborted {
+            readerWaiting = true
+            condition.wait()
+            readerWaiting = false
+        }
+        guard !aborted else { return nil }
+        let slot = free.removeLast()
+        holders[slot] = 1
+        return slot
+    }
+
+    /// Reader: `count` more holders of `slot` (each calls ``release(_:)`` once).
+    func retain(_ slot: Int, _ count: Int = 1) {
+        condition.lock()
+        holders[slot] += count
+        condition.unlock()
     }
 
     var isAborted: Bool { condition.lock(); defer { condition.unlock() }; return aborted }
 
-    /// Loop or reader: the slot is free again.
+    /// Loop, reader or hash lane: done with the slot; it is free once every holder is.
     func release(_ slot: Int) {
         condition.lock()
-        free.append(slot)
-        condition.signal()
+        holders[slot] -= 1
+        if holders[slot] == 0 {
+            free.append(slot)
+            // Cross-thread wake-ups are costly here (a VM's IPIs): only when awaited.
+            if readerWaiting { condition.signal() }
+        }
         condition.unlock()
     }
 
     func push(_ chunk: Chunk) {
         condition.lock()
+        // The loop takes every ready chunk at once: a non-empty list already has its wake-up.
+        let wasEmpty = ready.isEmpty
         ready.append(chunk)
         condition.unlock()
-        wake()
+        if wasEmpty { wake() }
     }
 
     func pass(_ bytes: UInt64) {
@@ -175,21 +199,76 @@ final class ChunkPipe: @unchecked Sendable {
     }
 }
 
-/// Reads the source sequentially (SEEK_DATA/SEEK_HOLE), hashes every logical byte (holes
-/// as zeros) and hands data chunks to the loop. Runs on its own thread.
-func runReader(source: LocalSource, pipe: ChunkPipe, buffers: SlotBuffers, chunkBytes: Int) {
-    var hasher = ContentDigest()
+/// Reads the source sequentially (SEEK_DATA/SEEK_HOLE) and hands data chunks to the
+/// loop. The content digest's blocks are hashed by `lanes` lanes (block b by lane
+/// b % lanes): lane 0 is this thread, the others are threads of ``HashLanes``. Holes
+/// are passed to the lanes as zeros (whole zero blocks cost nothing). Runs on its own
+/// thread.
+func runReader(source: LocalSource, pipe: ChunkPipe, buffers: SlotBuffers, chunkBytes: Int, lanes: Int = 1) {
+    let blockSize = UInt64(ContentDigest.blockSize)
+    let blockCount = Int((source.size + blockSize - 1) / blockSize)
+    let hashing = HashLanes(helpers: max(0, lanes - 1), blockCount: blockCount, pipe: pipe, buffers: buffers)
+    var inline = BlockDigester()          // lane 0: the block this thread is hashing
     var walker = SparseWalker(fd: source.fd, size: source.size)
     var dataBytes: UInt64 = 0
+
+    /// Feeds `length` logical bytes at `offset` (from `slot`, or zeros when nil) to the
+    /// lanes, block by block; closes each block at its end.
+    func hash(offset: UInt64, length: Int, slot: Int?, inSlot: Int) {
+        var at = offset
+        var done = 0
+        while done < length {
+            let block = Int(at / blockSize)
+            let blockEnd = UInt64(block + 1) * blockSize
+            let n = Int(min(UInt64(length - done), blockEnd - at))
+            let lane = block % hashing.laneCount
+            if lane == 0 {
+                if let slot {
+                    inline.update(UnsafeRawBufferPointer(start: buffers.slot(slot) + inSlot + done, count: n))
+                } else {
+                    inline.updateZeros(n)
+                }
+            } else {
+                if let slot { pipe.retain(slot) }
+                hashing.send(.bytes(slot: slot, at: inSlot + done, count: n), lane: lane)
+            }
+            at += UInt64(n)
+            done += n
+            if at == blockEnd || at == source.size {
+                if lane == 0 {
+                    hashing.store(inline.finalize(), block: block)
+                    inline = BlockDigester()
+                } else {
+                    hashing.send(.close(block: block), lane: lane)
+                }
+            }
+        }
+    }
+
     do {
+        defer { hashing.stop() }
         while true {
             let next: FileExtent?
             do { next = try walker.next() } catch { throw source.error(error) }
             guard let extent = next else { break }
+            if pipe.isAborted { throw ImageCopyError.cancelled }
             if !extent.isData {
-                // Holes: whole zero blocks of the digest cost nothing to hash.
-                if pipe.isAborted { throw ImageCopyError.cancelled }
-                hasher.updateZeros(extent.length)
+                // Whole blocks inside the hole take the precomputed digest; the lanes
+                // only see the partial blocks at its edges.
+                var at = extent.offset
+                while at < extent.end {
+                    let block = at / blockSize
+                    let blockStart = block * blockSize
+                    let blockEnd = min((block + 1) * blockSize, source.size)
+                    if at == blockStart && extent.end >= blockEnd && blockEnd - blockStart == blockSize {
+                        hashing.store(ContentDigest.zeroBlockDigest, block: Int(block))
+                        at = blockEnd
+                    } else {
+                        let n = Int(min(extent.end, blockEnd) - at)
+                        hash(offset: at, length: n, slot: nil, inSlot: 0)
+                        at += UInt64(n)
+                    }
+                }
                 pipe.pass(extent.length)
                 continue
             }
@@ -206,7 +285,7 @@ func runReader(source: LocalSource, pipe: ChunkPipe, buffers: SlotBuffers, chunk
                     pipe.release(slot)
                     throw error
                 }
-                hasher.update(UnsafeRawBufferPointer(start: buffer, count: length))
+                hash(offset: offset, length: length, slot: slot, inSlot: 0)
                 if ZeroBytes.isZero(buffer, count: length) {
                     // allocated zeros: not sent, stay a hole in the fresh target file
                     pipe.release(slot)
@@ -218,11 +297,107 @@ func runReader(source: LocalSource, pipe: ChunkPipe, buffers: SlotBuffers, chunk
                 offset += UInt64(length)
             }
         }
-        pipe.finish(.success((hasher.finalize(), dataBytes)))
+        hashing.stop()
+        pipe.finish(.success((hashing.digest(), dataBytes)))
     } catch let error as ImageCopyError {
         pipe.finish(.failure(error))
     } catch {
         pipe.finish(.failure(.sourceUnreadable(path: source.path, errno: EIO, message: "\(error)")))
+    }
+}
+
+/// The helper threads of the reader's hash lanes and the block digests of all lanes.
+final class HashLanes: @unchecked Sendable {
+    enum Item {
+        /// `count` bytes at `at` in `slot` (nil: zeros); the lane releases the slot after.
+        case bytes(slot: Int?, at: Int, count: Int)
+        /// The lane's current block is complete.
+        case close(block: Int)
+    }
+
+    /// Lanes including the reader's own (lane 0).
+    let laneCount: Int
+    private let pipe: ChunkPipe
+    private let buffers: SlotBuffers
+    // Invariant: `queues`, `stopped` and `digests` are only touched with `condition` locked.
+    private let condition = NSCondition()
+    private var queues: [[Item]]
+    private var stopped = false
+    private var digests: [[UInt8]?]
+    private var running = 0
+
+    init(helpers: Int, blockCount: Int, pipe: ChunkPipe, buffers: SlotBuffers) {
+        laneCount = helpers + 1
+        self.pipe = pipe
+        self.buffers = buffers
+        queues = Array(repeating: [], count: laneCount)
+        digests = Array(repeating: nil, count: blockCount)
+        running = helpers
+        for lane in 1..<laneCount {
+            let thread = Thread { [self] in self.run(lane: lane) }
+            thread.name = "image-copy-hash-\(lane)"
+            thread.start()
+        }
+    }
+
+    func send(_ item: Item, lane: Int) {
+        condition.lock()
+        // A lane waits only with an empty queue and takes the whole queue at once.
+        let wasEmpty = queues[lane].isEmpty
+        queues[lane].append(item)
+        if wasEmpty { condition.broadcast() }
+        condition.unlock()
+    }
+
+    func store(_ digest: [UInt8], block: Int) {
+        condition.lock()
+        digests[block] = digest
+        condition.unlock()
+    }
+
+    /// Lets the helpers finish their queues and waits for them (idempotent).
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        while running > 0 { condition.wait() }
+        condition.unlock()
+    }
+
+    /// The content digest, after ``stop()``, once every block was stored.
+    func digest() -> String {
+        condition.lock()
+        defer { condition.unlock() }
+        return ContentDigest.combine(digests.map { $0 ?? [] })
+    }
+
+    private func run(lane: Int) {
+        var digester = BlockDigester()
+        while true {
+            condition.lock()
+            while queues[lane].isEmpty && !stopped { condition.wait() }
+            if queues[lane].isEmpty {                 // stopped and drained
+                running -= 1
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            let items = queues[lane]
+            queues[lane].removeAll(keepingCapacity: true)
+            condition.unlock()
+            for item in items {
+                switch item {
+                case .bytes(let slot?, let at, let count):
+                    digester.update(UnsafeRawBufferPointer(start: buffers.slot(slot) + at, count: count))
+                    pipe.release(slot)
+                case .bytes(nil, _, let count):
+                    digester.updateZeros(count)
+                case .close(let block):
+                    store(digester.finalize(), block: block)
+                    digester = BlockDigester()
+                }
+            }
+        }
     }
 }
 

@@ -3,22 +3,23 @@
 //   storagectl-copy-bench copy [options] SOURCE RELATIVE-PATH
 //   storagectl-copy-bench checksum [options] RELATIVE-PATH
 // options: --server ADDR (198.18.0.1) --export PATH (/var/lib/libvirt/shared-images)
-//          --in-flight N --chunk-kib N --verify commit|read-back|full --commit-mib N --progress
+//          --in-flight N --chunk-kib N --verify commit|read-back|full --commit-mib N --hash-threads N --progress
 // Prints one line `OK key=value ...` or `ERR code=CODE message=...` (exit 1).
 import Foundation
 import ImageCopy
 
 var arguments = Array(CommandLine.arguments.dropFirst())
 func usage() -> Never {
-    FileHandle.standardError.write(Data("usage: storagectl-copy-bench copy|checksum [--server A] [--export P] [--in-flight N] [--chunk-kib N] [--verify commit|read-back|full --commit-mib N] [--progress] ARGS...\n".utf8))
+    FileHandle.standardError.write(Data("usage: storagectl-copy-bench copy|checksum [--server A] [--export P] [--in-flight N] [--chunk-kib N] [--verify commit|read-back|full --commit-mib N --hash-threads N] [--progress] ARGS...\n".utf8))
     exit(2)
 }
 guard let command = arguments.first else { usage() }
 arguments.removeFirst()
 var server = "198.18.0.1", export = "/var/lib/libvirt/shared-images"
-var inFlight = 16, chunkKiB = 1024, showProgress = false
+var inFlight = 8, chunkKiB = 512, showProgress = false
 var verification = ImageCopier.Verification.commit
 var commitMiB = 128
+var hashThreads = ImageCopier.defaultHashThreads
 var positional: [String] = []
 while let argument = arguments.first {
     arguments.removeFirst()
@@ -36,13 +37,14 @@ while let argument = arguments.first {
         default: usage()
         }
     case "--commit-mib": commitMiB = Int(value()) ?? { usage() }()
+    case "--hash-threads": hashThreads = Int(value()) ?? { usage() }()
     case "--progress": showProgress = true
     default: positional.append(argument)
     }
 }
 let target = NFSTarget(server: server, exportPath: export)
 let copier = ImageCopier(inFlight: inFlight, chunkBytes: chunkKiB * 1024, verification: verification,
-                         commitInterval: UInt64(max(0, commitMiB)) << 20)
+                         commitInterval: UInt64(max(0, commitMiB)) << 20, hashThreads: hashThreads)
 
 func fail(_ error: any Error) -> Never {
     if let error = error as? ImageCopyError {

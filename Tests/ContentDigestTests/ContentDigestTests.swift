@@ -160,3 +160,37 @@ private final class SeenBytes: @unchecked Sendable {
     func set(_ v: UInt64) { lock.withLock { maximum = max(maximum, v) } }
     var value: UInt64 { lock.withLock { maximum } }
 }
+
+@Suite struct BlockDigesterTests {
+    @Test func blocksHashedApartCombineToTheStreamingDigest() async throws {
+        let block = ContentDigest.blockSize
+        var bytes = randomBytes(3 * block + 700_000, seed: 9)
+        for i in block..<(2 * block) { bytes[i] = 0 }          // one zero block
+        var digests: [[UInt8]] = []
+        var start = 0
+        while start < bytes.count {
+            let end = min(bytes.count, start + block)
+            var d = BlockDigester()
+            // fed in uneven pieces, with a "hole" in the middle of the last block
+            bytes.withUnsafeBytes { raw in
+                var at = start
+                while at < end {
+                    let n = min(300_000, end - at)
+                    if start == 3 * block && at == start + 300_000 {
+                        // 300 000 bytes of this block are zero in `bytes` too: feed them as a hole
+                        d.updateZeros(n)
+                    } else {
+                        d.update(UnsafeRawBufferPointer(rebasing: raw[at..<at + n]))
+                    }
+                    at += n
+                }
+            }
+            #expect(d.count == end - start)
+            digests.append(d.finalize())
+            start = end
+        }
+        for i in (3 * block + 300_000)..<(3 * block + 600_000) { bytes[i] = 0 }
+        #expect(digests[1] == ContentDigest.zeroBlockDigest)
+        #expect(ContentDigest.combine(digests) == reference(bytes))
+    }
+}

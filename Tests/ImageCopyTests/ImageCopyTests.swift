@@ -1,6 +1,7 @@
 import AgentProtocol
 import Foundation
 import Testing
+import TestSupport
 @testable import ImageCopy
 
 /// A fresh directory under the system temp dir, removed by `deinit`.
@@ -33,22 +34,15 @@ func setSize(_ path: String, _ size: UInt64) throws {
     guard truncate(path, off_t(size)) == 0 else { throw POSIXError(.EIO) }
 }
 
-/// Runs a program (argument vector, no shell); returns stdout; throws on non-zero exit.
+/// Runs a program (argument vector, no shell, posix_spawn polled so no pool thread is
+/// blocked); returns stdout; throws on non-zero exit.
 @discardableResult
-func runTool(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let out = Pipe()
-    process.standardOutput = out
-    process.standardError = Pipe()
-    try process.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
+func runTool(_ arguments: [String]) async throws -> String {
+    let result = try await runProgram("/usr/bin/env", arguments)
+    guard result.status == 0 else {
         throw POSIXError(.EINVAL)
     }
-    return String(decoding: data, as: UTF8.self)
+    return result.stdout
 }
 
 func extents(of path: String) throws -> [FileExtent] {
@@ -111,16 +105,16 @@ struct SparseWalkerTests {
 }
 
 /// The independent reference implementation of the content digest (Python's hashlib).
-private func referenceDigest(_ path: String) throws -> String? {
+private func referenceDigest(_ path: String) async throws -> String? {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Lab/content-digest").path
-    return try runTool(["python3", script, path]).split(separator: " ").first.map(String.init)
+    return try await runTool(["python3", script, path]).split(separator: " ").first.map(String.init)
 }
 
 @Suite("content digest of sparse files")
 struct SparseHashTests {
     @Test("the digest of the logical content (holes as zeros) equals the reference tool's", arguments: [0, 1, 2])
-    func matchesReference(layout: Int) throws {
+    func matchesReference(layout: Int) async throws {
         let dir = try TempDir()
         let path = dir.file("img-\(layout)")
         switch layout {
@@ -134,28 +128,29 @@ struct SparseHashTests {
         default:  // dense, odd size
             try writeRandom(path, offset: 0, length: 2_345_679, seed: 12)
         }
-        let expected = try referenceDigest(path)
+        let expected = try await referenceDigest(path)
         let source = try LocalSource(path: path)
         #expect(try digestOfLocalFile(source) == expected)
     }
 
-    @Test("the reader thread hashes what the reference tool hashes and skips zero chunks")
-    func readerPipeline() throws {
+    @Test("the reader hashes what the reference tool hashes (1-3 hash lanes) and skips zero chunks", arguments: [1, 2, 3])
+    func readerPipeline(lanes: Int) async throws {
         let dir = try TempDir()
         let path = dir.file("reader.img")
         try writeRandom(path, offset: 0, length: 3 << 20, seed: 30)
+        try writeRandom(path, offset: (13 << 20) + 777, length: 5 << 20, seed: 31)   // across blocks 3 and 4
         // allocated zeros: a data extent whose content is zero is not sent
         let fd = open(path, O_WRONLY)
         let zeros = [UInt8](repeating: 0, count: 1 << 20)
         _ = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(8 << 20)) }
         close(fd)
-        try setSize(path, 20 << 20)
-        let expected = try referenceDigest(path)
+        try setSize(path, (20 << 20) + 4321)
+        let expected = try await referenceDigest(path)
         let source = try LocalSource(path: path)
         let chunk = 1 << 20
         let buffers = SlotBuffers(count: 4, slotBytes: chunk)
         let pipe = try ChunkPipe(slots: 4)
-        let thread = Thread { runReader(source: source, pipe: pipe, buffers: buffers, chunkBytes: chunk) }
+        let thread = Thread { runReader(source: source, pipe: pipe, buffers: buffers, chunkBytes: chunk, lanes: lanes) }
         thread.start()
         var chunks: [ChunkPipe.Chunk] = []
         var sent: UInt64 = 0
@@ -170,24 +165,24 @@ struct SparseHashTests {
                 pipe.release(chunk.slot)
             }
             chunks.removeAll()
-            usleep(1000)
+            try await Task.sleep(for: .milliseconds(1))
             if outcome != nil { _ = pipe.drain(into: &chunks) }
         }
         let value = try #require(try outcome?.get())
         #expect(value.digest == expected)
-        #expect(value.dataBytes == 3 << 20)
-        #expect(sent == 3 << 20)
-        #expect(passed + sent == 20 << 20)
+        #expect(value.dataBytes == (8 << 20) + 4096)   // extents are whole 4 KiB filesystem blocks
+        #expect(sent == (8 << 20) + 4096)
+        #expect(passed + sent == (20 << 20) + 4321)
     }
 }
 
 @Suite("qcow2 header")
 struct QCOW2HeaderTests {
     @Test("a qcow2 image: version 3, virtual size, no backing file")
-    func plain() throws {
+    func plain() async throws {
         let dir = try TempDir()
         let path = dir.file("base.qcow2")
-        try runTool(["qemu-img", "create", "-q", "-f", "qcow2", path, "3G"])
+        try await runTool(["qemu-img", "create", "-q", "-f", "qcow2", path, "3G"])
         let header = try #require(try QCOW2Header.read(path: path))
         #expect(header.version == 3)
         #expect(header.virtualSize == 3 << 30)
@@ -197,38 +192,38 @@ struct QCOW2HeaderTests {
     }
 
     @Test("an overlay names its backing file and format as stored")
-    func overlay() throws {
+    func overlay() async throws {
         let dir = try TempDir()
         let base = dir.file("base.qcow2")
-        try runTool(["qemu-img", "create", "-q", "-f", "qcow2", base, "64M"])
+        try await runTool(["qemu-img", "create", "-q", "-f", "qcow2", base, "64M"])
         let overlay = dir.file("overlay.qcow2")
-        try runTool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", overlay])
+        try await runTool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", overlay])
         let header = try #require(try QCOW2Header.read(path: overlay))
         #expect(header.backingFile == "base.qcow2")
         #expect(header.backingFormat == "qcow2")
         #expect(header.virtualSize == 64 << 20)
         let absolute = dir.file("abs.qcow2")
-        try runTool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", absolute, "128M"])
+        try await runTool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", absolute, "128M"])
         let second = try #require(try QCOW2Header.read(path: absolute))
         #expect(second.backingFile == base)
         #expect(second.virtualSize == 128 << 20)
     }
 
     @Test("compat=0.10 gives version 2")
-    func version2() throws {
+    func version2() async throws {
         let dir = try TempDir()
         let path = dir.file("v2.qcow2")
-        try runTool(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", path, "10M"])
+        try await runTool(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", path, "10M"])
         let header = try #require(try QCOW2Header.read(path: path))
         #expect(header.version == 2)
         #expect(header.virtualSize == 10 << 20)
     }
 
     @Test("a raw image is not qcow2 (nil); a truncated or corrupt header throws")
-    func notQcow2() throws {
+    func notQcow2() async throws {
         let dir = try TempDir()
         let raw = dir.file("disk.raw")
-        try runTool(["qemu-img", "create", "-q", "-f", "raw", raw, "1M"])
+        try await runTool(["qemu-img", "create", "-q", "-f", "raw", raw, "1M"])
         #expect(try QCOW2Header.read(path: raw) == nil)
         #expect(throws: QCOW2HeaderError.self) { try QCOW2Header.parse([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3]) }
         var bad = [UInt8](repeating: 0, count: 512)
@@ -302,11 +297,12 @@ struct PathAndErrorTests {
         #expect(errnoFor(nfsStatus: 10008) == EIO)      // NFS3ERR_JUKEBOX and other server-only codes
     }
 
-    @Test("the default verification is commit, with COMMITs every 128 MiB")
+    @Test("the defaults: verification commit, COMMITs every 128 MiB, 8 WRITEs of 512 KiB in flight")
     func defaults() {
         let copier = ImageCopier()
         #expect(copier.verification == .commit)
         #expect(copier.commitInterval == 128 << 20)
-        #expect(copier.inFlight == 16)
+        #expect(copier.inFlight == 8)
+        #expect(copier.chunkBytes == 512 << 10)
     }
 }
