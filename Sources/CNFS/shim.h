@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <poll.h>
+#include <malloc.h>
 #include <nfsc/libnfs.h>
 #include <nfsc/libnfs-raw.h>
 #include <nfsc/libnfs-raw-mount.h>
@@ -160,5 +161,17 @@ static inline int cnfs_commit_result(void *data, unsigned char *verifier) {
 }
 
 static inline int cnfs_rpc_status_error(void) { return RPC_STATUS_ERROR; }
+
+/// libnfs mallocs and frees a buffer per WRITE (request + data): keep such blocks (up to
+/// `mmap_threshold` bytes) in the heap and do not trim freed memory below `trim_threshold`,
+/// instead of glibc's default of returning it to the kernel at once. Process-wide.
+static inline void cnfs_keep_request_buffers(int mmap_threshold, int trim_threshold) {
+#ifdef __GLIBC__
+    mallopt(M_MMAP_THRESHOLD, mmap_threshold);
+    mallopt(M_TRIM_THRESHOLD, trim_threshold);
+#else
+    (void)mmap_threshold; (void)trim_threshold;
+#endif
+}
 
 #endif /* CNFS_SHIM_H */

@@ -1,5 +1,6 @@
 import AgentProtocol
 import AgentRuntime
+import ImageCopy
 import ArgumentParser
 import ConfigFile
 
@@ -64,6 +65,7 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
     }
 
     func serve() async throws {
+        ImageCopier.tuneMallocForCopies()     // the agent runs image copies (docs/image-copy.md)
         try await AgentMain.serve(agent: "compute-agent", options: agent, configPath: config,
                                   defaultConfig: "/etc/storagectl/compute-agent.conf") { file in
             let configuration = try resolved(file)

@@ -1,3 +1,5 @@
+import ImageCopy
+
 /// Everything the compute agent needs to know about its host. Paths are injected so
 /// tests run against temporary directories.
 public struct ComputeAgentConfiguration: Sendable {
@@ -6,9 +8,10 @@ public struct ComputeAgentConfiguration: Sendable {
     /// Where the agent keeps what must survive a restart: copy jobs, previous domain
     /// definitions (for RESTORE), libnfs-mode share records. Created (0700) on first use.
     public var stateDir: String = "/var/lib/storagectl"
-    /// Copy engine tuning: write requests in flight and bytes per request.
-    public var copyInFlight: Int = 16
-    public var copyChunkBytes: Int = 1 << 20
+    /// Copy engine tuning: write requests in flight and bytes per request (the engine's
+    /// defaults, measured in the lab: docs/image-copy.md).
+    public var copyInFlight: Int = ImageCopier().inFlight
+    public var copyChunkBytes: Int = ImageCopier().chunkBytes
     /// Interval of `PROGRESS` lines while a COPY streams (at least twice a second).
     public var progressInterval: Duration = .milliseconds(250)
 

@@ -16,7 +16,7 @@ func usage() -> Never {
 guard let command = arguments.first else { usage() }
 arguments.removeFirst()
 var server = "198.18.0.1", export = "/var/lib/libvirt/shared-images"
-var inFlight = 8, chunkKiB = 512, showProgress = false
+var inFlight = 6, chunkKiB = 512, showProgress = false
 var verification = ImageCopier.Verification.commit
 var commitMiB = 128
 var hashThreads = ImageCopier.defaultHashThreads
@@ -42,6 +42,7 @@ while let argument = arguments.first {
     default: positional.append(argument)
     }
 }
+if ProcessInfo.processInfo.environment["COPY_BENCH_DEFAULT_MALLOC"] == nil { ImageCopier.tuneMallocForCopies() }
 let target = NFSTarget(server: server, exportPath: export)
 let copier = ImageCopier(inFlight: inFlight, chunkBytes: chunkKiB * 1024, verification: verification,
                          commitInterval: UInt64(max(0, commitMiB)) << 20, hashThreads: hashThreads)

@@ -297,12 +297,12 @@ struct PathAndErrorTests {
         #expect(errnoFor(nfsStatus: 10008) == EIO)      // NFS3ERR_JUKEBOX and other server-only codes
     }
 
-    @Test("the defaults: verification commit, COMMITs every 128 MiB, 8 WRITEs of 512 KiB in flight")
+    @Test("the defaults: verification commit, COMMITs every 128 MiB, 6 WRITEs of 512 KiB in flight")
     func defaults() {
         let copier = ImageCopier()
         #expect(copier.verification == .commit)
         #expect(copier.commitInterval == 128 << 20)
-        #expect(copier.inFlight == 8)
+        #expect(copier.inFlight == 6)
         #expect(copier.chunkBytes == 512 << 10)
     }
 }
