@@ -34,9 +34,14 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
         valueName: "path"))
     public var stateDir: String?
 
+    @Option(name: .customLong("copy-verify"), help: ArgumentHelp(
+        "How COPY confirms a copy before it gets its final name: commit (default: the server committed every byte under one write verifier, right size; storagectl share then has the storage host check the digest), read-back (also reads every written byte back over NFS and compares it; about 1.5x the time) or full (also a second pass over the whole file). docs/image-copy.md.",
+        valueName: "mode"))
+    public var copyVerify: String?
+
     public init() {}
 
-    static let sectionKeys: Set<String> = ["libvirt-uri", "state-dir"]
+    static let sectionKeys: Set<String> = ["libvirt-uri", "state-dir", "copy-verify"]
 
     public func resolved(_ file: ConfigFile?) throws -> ComputeAgentConfiguration {
         var c = ComputeAgentConfiguration()
@@ -56,6 +61,14 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
             var path = v
             while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
             c.stateDir = path
+        }
+        if let v = copyVerify ?? section?.value("copy-verify") {
+            switch v {
+            case "commit": c.copyVerification = .commit
+            case "read-back": c.copyVerification = .readBack
+            case "full": c.copyVerification = .fullChecksum
+            default: throw ValidationError("copy-verify '\(v)' must be commit, read-back or full")
+            }
         }
         return c
     }

@@ -12,6 +12,8 @@ public struct ComputeAgentConfiguration: Sendable {
     /// defaults, measured in the lab: docs/image-copy.md).
     public var copyInFlight: Int = ImageCopier().inFlight
     public var copyChunkBytes: Int = ImageCopier().chunkBytes
+    /// How COPY confirms a copy before publishing it (`--copy-verify`).
+    public var copyVerification: ImageCopier.Verification = .commit
     /// Interval of `PROGRESS` lines while a COPY streams (at least twice a second).
     public var progressInterval: Duration = .milliseconds(250)
 

@@ -27,7 +27,8 @@ public struct ComputeAgentHandler: RequestHandler {
         self.hypervisor = hypervisor
         session = LibvirtSession(uri: configuration.libvirtURI)
         state = StateStore(root: configuration.stateDir)
-        jobs = CopyJobs(state: state, copier: ImageCopier(inFlight: configuration.copyInFlight, chunkBytes: configuration.copyChunkBytes))
+        jobs = CopyJobs(state: state, copier: ImageCopier(inFlight: configuration.copyInFlight, chunkBytes: configuration.copyChunkBytes,
+                                                                 verification: configuration.copyVerification))
     }
 
     public var verbs: [String] { ["HEALTH", "DOMAIN", "DOMAINS", "POOL-ENSURE", "COPY", "ADOPT", "RESTORE", "VERIFY", "LOCALIZE"] }
