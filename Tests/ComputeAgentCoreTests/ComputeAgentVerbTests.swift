@@ -10,7 +10,7 @@ struct ComputeAgentVerbTests {
 
     @Test("DOMAIN lists every disk with type, source, format, sizes, cache and backing, then identity and state")
     func domainReport() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         let answer = await host.ask("DOMAIN name=wanderer1")
         let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
         #expect(ok["name"] == "wanderer1")
@@ -35,7 +35,7 @@ struct ComputeAgentVerbTests {
 
     @Test("DOMAIN reports libvirt's backing chain and a running state")
     func domainChainAndState() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         let layered = await host.ask("DOMAIN name=layered")
         #expect(layered.lines.data.first?.all("backing") == ["/var/lib/libvirt/images/base.qcow2"])
         let runner = await host.ask("DOMAIN name=runner")
@@ -48,13 +48,13 @@ struct ComputeAgentVerbTests {
         "DOMAIN", "DOMAIN name=a name=b", "DOMAIN name=x extra=1",
     ])
     func domainHostile(_ line: String) async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         #expect(await host.ask(line).result.error?.code == .invalidArgument)
     }
 
     @Test("DOMAIN of an unknown domain is not-found, with a remedy")
     func domainUnknown() async throws {
-        let e = await (try SimHost()).ask("DOMAIN name=nosuch").result.error
+        let e = await (try await SimHost()).ask("DOMAIN name=nosuch").result.error
         #expect(e?.code == .notFound)
         #expect(e?.message.contains("virsh list --all") == true)
     }
@@ -65,7 +65,7 @@ struct ComputeAgentVerbTests {
 
     @Test("POOL-ENSURE defines, builds, starts and autostarts once, then answers changed=no")
     func poolEnsureIdempotent() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         let first = await host.ask(Self.ensure)
         let ok = try #require(first.result.ok, "\(String(describing: first.result.error))")
         #expect(ok["changed"] == "yes")
@@ -92,7 +92,7 @@ struct ComputeAgentVerbTests {
         ("POOL-ENSURE name=other server=198.18.0.1 export=/srv/z target=/var/lib/libvirt/images", "default"),
     ])
     func poolConflicts(_ line: String, _ named: String) async throws {
-        let host = try SimHost(pools: """
+        let host = try await SimHost(pools: """
             <pool type='dir'><name>default</name><uuid>35bb2ad9-388a-cdfe-461a-b8907f6e53fe</uuid>
               <source/><target><path>/var/lib/libvirt/images</path></target></pool>
             """)
@@ -118,14 +118,14 @@ struct ComputeAgentVerbTests {
         "POOL-ENSURE name=p server=198.18.0.1 export=/e",
     ])
     func poolHostile(_ line: String) async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         #expect(await host.ask(line).result.error?.code == .invalidArgument)
         #expect(await host.ask(Self.ensure).result.ok?["actions"] == "defined,built,started,autostarted", "nothing was defined before")
     }
 
     @Test("NFS versions other than 3 are unsupported")
     func poolVersion() async throws {
-        let e = await (try SimHost()).ask(Self.ensure + " nfs-version=4").result.error
+        let e = await (try await SimHost()).ask(Self.ensure + " nfs-version=4").result.error
         #expect(e?.code == .unsupported)
     }
 
@@ -149,7 +149,7 @@ struct ComputeAgentVerbTests {
 
     @Test("COPY and ADOPT refuse a running domain, naming its state and the remedy")
     func runningRefused() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         _ = try await #require(host.ask(Self.ensureHere(host)).result.ok)
         for line in ["COPY domain=runner pool=shared", "ADOPT domain=runner pool=shared"] {
             let e = await host.ask(line).result.error
@@ -162,7 +162,7 @@ struct ComputeAgentVerbTests {
 
     @Test("COPY refuses a disk whose backing chain points at local storage")
     func backingChainRefused() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         _ = try await #require(host.ask(Self.ensureHere(host)).result.ok)
         let e = await host.ask("COPY domain=layered pool=shared").result.error
         #expect(e?.code == .invalidState)
@@ -176,14 +176,14 @@ struct ComputeAgentVerbTests {
         "VERIFY path=/x nonce-write=n1",
     ])
     func tcpRefused(_ line: String) async throws {
-        let e = await (try SimHost()).ask(line, transport: .tcp).result.error
+        let e = await (try await SimHost()).ask(line, transport: .tcp).result.error
         #expect(e?.code == .permissionDenied)
-        #expect(await (try SimHost()).ask("DOMAIN name=wanderer1", transport: .tcp).result.ok != nil)
+        #expect(await (try await SimHost()).ask("DOMAIN name=wanderer1", transport: .tcp).result.ok != nil)
     }
 
     @Test("ADOPT without a shared copy says to COPY first; a wrong-sized copy is refused")
     func adoptNeedsCopy() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         _ = try await #require(host.ask(Self.ensureHere(host)).result.ok)
         var e = await host.ask("ADOPT domain=wanderer1 pool=shared").result.error
         #expect(e?.code == .invalidState)
@@ -203,7 +203,7 @@ struct ComputeAgentVerbTests {
 
     @Test("ADOPT points the file disk at the copy under the pool target, keeps the old definition; RESTORE puts it back")
     func adoptAndRestore() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         _ = try await #require(host.ask(Self.ensureHere(host)).result.ok)
         try FileManager.default.createDirectory(atPath: host.share + "/wanderer1", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: host.images + "/wanderer1.qcow2", toPath: host.share + "/wanderer1/wanderer1.qcow2")
@@ -236,7 +236,7 @@ struct ComputeAgentVerbTests {
 
     @Test("ADOPT needs exactly one way to name the share")
     func adoptArguments() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         for line in ["ADOPT domain=wanderer1", "ADOPT domain=wanderer1 pool=shared server=198.18.0.1 export=/e",
                      "ADOPT domain=wanderer1 attach=libnfs", "ADOPT domain=wanderer1 pool-target=relative",
                      "ADOPT domain=wanderer1 attach=nbd server=198.18.0.1 export=/e"] {
@@ -249,7 +249,7 @@ struct ComputeAgentVerbTests {
 
     @Test("VERIFY reads size and header through the pool target, and nonces round-trip")
     func verifyLocal() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         _ = try await #require(host.ask(Self.ensureHere(host)).result.ok)
         try FileManager.default.createDirectory(atPath: host.share + "/wanderer1", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: host.images + "/wanderer1.qcow2", toPath: host.share + "/wanderer1/wanderer1.qcow2")

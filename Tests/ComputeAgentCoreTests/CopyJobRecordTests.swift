@@ -50,8 +50,8 @@ struct CopyJobRecordTests {
         """
 
     @Test("a finished record answers digest= per disk and reads back as written")
-    func roundTrip() throws {
-        let host = try SimHost()
+    func roundTrip() async throws {
+        let host = try await SimHost()
         let digest = String(repeating: "5a", count: 32)
         let record = CopyJobRecord(domain: "wanderer1", uuid: Self.uuid, share: Self.share, disks: [Self.disk], phase: .done,
                                    results: ["vda": .init(size: 1048576, dataBytes: 65536, digest: digest, alreadyPresent: false, seconds: 0.5)],
@@ -65,7 +65,7 @@ struct CopyJobRecordTests {
 
     @Test("a record in the old format (sha256=) counts as no record: the copy is started again, nothing crashes")
     func oldFormat() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         let state = StateStore(root: host.state)
         try state.write("jobs", Self.uuid + ".json", Data(Self.oldFormat.utf8))
         #expect(state.readJSON(CopyJobRecord.self, "jobs", Self.uuid + ".json") == nil)

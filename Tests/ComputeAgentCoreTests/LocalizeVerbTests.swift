@@ -2,6 +2,7 @@ import AgentProtocol
 import AgentRuntime
 import Foundation
 import Testing
+import TestSupport
 @testable import ComputeAgentCore
 #if canImport(Glibc)
 import Glibc
@@ -11,26 +12,20 @@ import Glibc
 struct LocalizeVerbTests {
     /// The content digest of `path` by an independent reference: python3's hashlib
     /// (SHA-256 over the SHA-256 digests of the 4 MiB blocks; docs/protocol.md).
-    static func contentDigest(_ path: String) throws -> String {
-        let p = Process()
-        let pipe = Pipe()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", """
+    static func contentDigest(_ path: String) async throws -> String {
+        // posix_spawn, polled (TestSupport): no cooperative-pool thread waits on a child
+        let result = try await runProgram("/usr/bin/env", ["python3", "-c", """
             import hashlib,sys; f=open(sys.argv[1],"rb"); d=b"".join(iter(lambda: (lambda b: hashlib.sha256(b).digest() if b else b"")(f.read(4<<20)), b"")); print(hashlib.sha256(d).hexdigest())
-            """, path]
-        p.standardOutput = pipe
-        try p.run()
-        let out = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let hex = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard p.terminationStatus == 0, hex.count == 64 else { throw AgentError(.internal, "python3 reference failed on \(path): \(hex)") }
+            """, path])
+        let hex = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard result.status == 0, hex.count == 64 else { throw AgentError(.internal, "python3 reference failed on \(path): \(hex)") }
         return hex
     }
 
     /// wanderer1 adopted onto the share (mount mode), its shared copy changed since
     /// (as a VM that ran from the share changes it).
     static func adopted() async throws -> (SimHost, String) {
-        let host = try SimHost()
+        let host = try await SimHost()
         _ = try #require(await host.ask(ComputeAgentVerbTests.ensureHere(host)).result.ok)
         try FileManager.default.createDirectory(atPath: host.share + "/wanderer1", withIntermediateDirectories: true)
         let copy = host.share + "/wanderer1/wanderer1.qcow2"
@@ -53,11 +48,12 @@ struct LocalizeVerbTests {
         let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
         #expect(ok["changed"] == "yes" && ok["disks"] == "1" && ok["dir"] == host.images)
         #expect(ok["restored"] == host.state + "/domains/6695eb01-f6a4-8304-79aa-97f2502e193f.previous.xml")
-        let digest = try Self.contentDigest(copy)
+        let digest = try await Self.contentDigest(copy)
         #expect(answer.lines.data == [["disk": "vda", "from": copy, "to": local,
                                        "size": String(try FileManager.default.attributesOfItem(atPath: copy)[.size] as! UInt64),
                                        "digest": digest]])
-        #expect(try Self.contentDigest(local) == digest, "the local file has the shared copy's digest")
+        let localDigest = try await Self.contentDigest(local)
+        #expect(localDigest == digest, "the local file has the shared copy's digest")
         #expect(try Data(contentsOf: URL(fileURLWithPath: local)) == Data(contentsOf: URL(fileURLWithPath: copy)), "the local file is the shared copy")
         #expect(answer.lines.contains { if case .progress(let f) = $0 { return f["done"] == f["total"] && f["disk"] == "vda" } else { return false } })
         #expect(FileManager.default.fileExists(atPath: copy), "the copy on the share is kept")
@@ -83,8 +79,9 @@ struct LocalizeVerbTests {
         let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(local)")
         let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
         #expect(ok["changed"] == "yes" && ok["restored"] == nil)
-        #expect(try Self.contentDigest(local + "/wanderer1.qcow2") == Self.contentDigest(copy))
-        #expect(answer.lines.data.first?["digest"] == (try Self.contentDigest(copy)))
+        let copyDigest = try await Self.contentDigest(copy)
+        #expect(try await Self.contentDigest(local + "/wanderer1.qcow2") == copyDigest)
+        #expect(answer.lines.data.first?["digest"] == copyDigest)
         let disks = await host.ask("DOMAIN name=wanderer1").lines.data
         #expect(disks.first { $0["disk"] == "vda" }?["source"] == local + "/wanderer1.qcow2")
         #expect(disks.first { $0["disk"] == "vda" }?["cache"] == "none", "the rest of the disk is kept")
@@ -104,7 +101,8 @@ struct LocalizeVerbTests {
         let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)")
         _ = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
         let local = host.images + "/wanderer1.qcow2"
-        #expect(answer.lines.data.first?["digest"] == (try Self.contentDigest(copy)))
+        let copyDigest = try await Self.contentDigest(copy)
+        #expect(answer.lines.data.first?["digest"] == copyDigest)
         #expect(try Data(contentsOf: URL(fileURLWithPath: local)) == Data(contentsOf: URL(fileURLWithPath: copy)))
         // Zero ranges are skipped a 4 MiB chunk at a time: the first chunk (the image) and
         // the last (the tail) are written, the hole between them is not.
@@ -115,8 +113,8 @@ struct LocalizeVerbTests {
 
     @Test("LOCALIZE refuses a running domain on the share, naming its state and the remedy")
     func localizeRunning() async throws {
-        let probe = try SimHost()
-        let host = try SimHost(extraDomains: SimHost.domain("live", "0b5b3c1e-2d4f-4a6b-8c9d-0e1f2a3b4c5d", shutoff: false, disks: """
+        let probe = try await SimHost()
+        let host = try await SimHost(extraDomains: SimHost.domain("live", "0b5b3c1e-2d4f-4a6b-8c9d-0e1f2a3b4c5d", shutoff: false, disks: """
             <disk type='file' device='disk'>
               <driver name='qemu' type='qcow2'/>
               <source file='\(probe.dir)/share/live/live.qcow2'/>
@@ -137,14 +135,14 @@ struct LocalizeVerbTests {
         "DOMAINS name=x",
     ])
     func localizeInvalid(_ line: String) async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         let e = await host.ask(line).result.error
         #expect(e?.code == .invalidArgument, "\(line): \(String(describing: e))")
     }
 
     @Test("LOCALIZE over plain TCP is permission-denied; DOMAINS is served")
     func transport() async throws {
-        let host = try SimHost()
+        let host = try await SimHost()
         #expect(await host.ask("LOCALIZE domain=wanderer1 pool=shared", transport: .tcp).result.error?.code == .permissionDenied)
         #expect(await host.ask("DOMAINS", transport: .tcp).result.ok != nil)
     }

@@ -1,6 +1,7 @@
 import AgentProtocol
 import AgentRuntime
 import Foundation
+import TestSupport
 @testable import ComputeAgentCore
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +17,7 @@ final class SimHost: @unchecked Sendable {
     var state: String { dir + "/state" }
     let handler: ComputeAgentHandler
 
-    init(extraDomains: String = "", pools: String = "") throws {
+    init(extraDomains: String = "", pools: String = "") async throws {
         var template = Array("/tmp/sctl-cac-XXXXXX".utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw AgentError(.internal, "mkdtemp failed")
@@ -25,7 +26,7 @@ final class SimHost: @unchecked Sendable {
         self.dir = dir
         let images = dir + "/images", share = dir + "/share", state = dir + "/state"
         for d in [images, share] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
-        try Self.qemuImg(["create", "-q", "-f", "qcow2", images + "/wanderer1.qcow2", "64M"])
+        try await Self.qemuImg(["create", "-q", "-f", "qcow2", images + "/wanderer1.qcow2", "64M"])
         let node = """
             <node>
               <cpu><mhz>2000</mhz><model>x86_64</model><active>2</active>
@@ -87,13 +88,10 @@ final class SimHost: @unchecked Sendable {
         """
     }
 
-    static func qemuImg(_ args: [String]) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
-        p.arguments = args
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw AgentError(.internal, "qemu-img \(args) failed") }
+    static func qemuImg(_ args: [String]) async throws {
+        // posix_spawn, polled (TestSupport): no cooperative-pool thread waits on a child
+        let result = try await runProgram("/usr/bin/qemu-img", args)
+        guard result.status == 0 else { throw AgentError(.internal, "qemu-img \(args) failed: \(result.stderr)") }
     }
 
     /// Sends one request as a root peer on the unix socket (or over plain TCP).

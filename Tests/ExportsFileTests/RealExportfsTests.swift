@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import ExportsFile
 
 /// The file our renderer writes, fed to the real nfs-utils exportfs inside a private mount
@@ -25,7 +26,7 @@ struct RealExportfsTests {
         let etab: String
     }
 
-    static func run(exports: [UInt8], in dir: URL) throws -> Run {
+    static func run(exports: [UInt8], in dir: URL) async throws -> Run {
         let fm = FileManager.default
         let exportsFile = dir.appendingPathComponent("exports")
         let libDir = dir.appendingPathComponent("lib", isDirectory: true)
@@ -36,18 +37,11 @@ struct RealExportfsTests {
         try Data(exports).write(to: exportsFile)
         try Data(script.utf8).write(to: scriptFile)
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: unshare)
-        process.arguments = ["-m", "--propagation", "private", "/bin/sh", scriptFile.path,
-                             exportsFile.path, libDir.path, emptyDir.path]
-        let errPipe = Pipe()
-        process.standardError = errPipe
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let errData = errPipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        // posix_spawn, polled (TestSupport): no cooperative-pool thread waits on a child
+        let result = try await runProgram(unshare, ["-m", "--propagation", "private", "/bin/sh", scriptFile.path,
+                                                    exportsFile.path, libDir.path, emptyDir.path])
         let etab = (try? String(contentsOf: libDir.appendingPathComponent("etab"), encoding: .utf8)) ?? ""
-        return Run(status: process.terminationStatus, stderr: String(decoding: errData, as: UTF8.self), etab: etab)
+        return Run(status: result.status, stderr: result.stderr, etab: etab)
     }
 
     static func tempDir() throws -> URL {
@@ -58,7 +52,7 @@ struct RealExportfsTests {
     }
 
     @Test("exportfs accepts the file we write and etab shows our entries with our options")
-    func accepted() throws {
+    func accepted() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.exportfs),
                      "\(Self.exportfs) is missing: install the nfs-kernel-server package (apt-get install nfs-kernel-server)")
         try #require(FileManager.default.isExecutableFile(atPath: Self.unshare),
@@ -83,7 +77,7 @@ struct RealExportfsTests {
         let managed = try file.managedExports()
         #expect(managed.count == 2)
 
-        let run = try Self.run(exports: file.bytes, in: dir)
+        let run = try await Self.run(exports: file.bytes, in: dir)
         #expect(run.status == 0, "exportfs failed: \(run.stderr)")
         let (entries, unparsed) = Etab.parse(run.etab)
         #expect(unparsed.isEmpty)
@@ -106,7 +100,7 @@ struct RealExportfsTests {
     }
 
     @Test("a drop-in file we write is accepted by exportfs as well")
-    func dropIn() throws {
+    func dropIn() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.exportfs),
                      "\(Self.exportfs) is missing: install the nfs-kernel-server package (apt-get install nfs-kernel-server)")
         try #require(getuid() == 0, "this test needs root for unshare -m and bind mounts")
@@ -117,7 +111,7 @@ struct RealExportfsTests {
         let policy = try ExportPolicy(exportRoot: root, allowedClients: ["198.18.0.2", "198.18.0.3"])
         let edit = try ExportsFile(parsing: "", mode: .dropIn)
             .export(path: root, clients: ["198.18.0.2", "198.18.0.3"], policy: policy)
-        let run = try Self.run(exports: edit.file.bytes, in: dir)
+        let run = try await Self.run(exports: edit.file.bytes, in: dir)
         #expect(run.status == 0, "exportfs failed: \(run.stderr)")
         let etab = Etab.parse(run.etab).entries
         #expect(etab.count == 2)

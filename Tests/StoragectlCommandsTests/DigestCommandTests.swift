@@ -3,6 +3,7 @@ import AgentRuntime
 import ArgumentParser
 import Foundation
 import Testing
+import TestSupport
 @testable import StoragectlCommands
 #if canImport(Glibc)
 import Glibc
@@ -24,20 +25,14 @@ struct DigestCommandTests {
     }
 
     /// The python3 reference from the help text and docs/protocol.md, run as written.
-    static func reference(_ file: String) throws -> String {
-        let p = Process()
-        let pipe = Pipe()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", #"""
+    static func reference(_ file: String) async throws -> String {
+        // posix_spawn, polled (TestSupport): no cooperative-pool thread waits on a child
+        let result = try await runProgram("/usr/bin/env", ["python3", "-c", #"""
             import hashlib as h,sys;f=open(sys.argv[1],"rb");\
             d=b"".join(h.sha256(b).digest()for b in iter(lambda:f.read(4<<20),b""));\
             print(h.sha256(d).hexdigest())
-            """#, file]
-        p.standardOutput = pipe
-        try p.run()
-        let out = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            """#, file])
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// 13 MiB + 5 bytes: data, a hole of two whole blocks, data that ends mid-block.
@@ -53,7 +48,7 @@ struct DigestCommandTests {
     }
 
     @Test("the digest of a sparse file, a small one and an empty one is the python3 reference's, whatever the threads")
-    func matchesReference() throws {
+    func matchesReference() async throws {
         let dir = try Dir()
         defer { dir.remove() }
         let sparse = dir.path + "/sparse.img", small = dir.path + "/small.img", empty = dir.path + "/empty.img"
@@ -61,7 +56,7 @@ struct DigestCommandTests {
         _ = FileManager.default.createFile(atPath: small, contents: Data("abc".utf8))
         _ = FileManager.default.createFile(atPath: empty, contents: nil)
         for path in [sparse, small, empty] {
-            let expected = try Self.reference(path)
+            let expected = try await Self.reference(path)
             #expect(expected.count == 64, "python3 reference: \(expected)")
             for threads in [1, 3] {
                 let d = try DigestCommand.digest(of: path, threads: threads)

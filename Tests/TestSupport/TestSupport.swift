@@ -55,7 +55,11 @@ public struct TestFailure: Error, CustomStringConvertible {
 /// calls run on dedicated threads (BlockingIO), never on the cooperative pool, so an
 /// in-process server under test keeps its threads however many sockets tests hold.
 public final class RawSocket: @unchecked Sendable {
-    static let io = BlockingExecutor(name: "test-sockets", threadCount: 8)
+    // Every blocking read holds a thread until data, EOF or its timeout (up to 15 s):
+    // with tests running in parallel, 8 threads were seen all busy and a socket's read
+    // waited ~14 s in the queue (the agent server's timing tests then failed). Threads
+    // are cheap; a queue here distorts what the tests measure.
+    static let io = BlockingExecutor(name: "test-sockets", threadCount: 64)
     public let fd: Int32
 
     public init(unixPath: String, timeout: TimeInterval = 5) throws {
