@@ -47,6 +47,9 @@ sh_reset() {
 sh_share_ctrl_c() {
     on source-example timeout -s INT 60 bash -c '
         set -m
+        # empty the file first: the job truncates it only once it runs, and the loop
+        # below must not find the previous run'"'"'s lines in the meantime
+        : > /run/lab/share.out
         "$1" share "$2" --to dest-example --config /run/lab/storagectl.conf > /run/lab/share.out 2>&1 &
         pid=$!
         while kill -0 $pid 2>/dev/null; do
