@@ -67,8 +67,7 @@ let package = Package(
         // The content digest of disk images (SHA-256 over 4 MiB block digests).
         .target(name: "ContentDigest", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         // The image copy engine: local (sparse) file -> NFS export over libnfs, pipelined, digest computed while reading.
-        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "AgentProtocol", "ContentDigest",
-            .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "AgentProtocol", "ContentDigest"]),
         // Benchmark/lab driver of the copy engine (Tests/Lab/bench-copy, suite 20-copy-engine).
         .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy"]),
         .executableTarget(name: "storagectl", dependencies: ["StoragectlCommands", "AgentRuntime"]),

@@ -69,18 +69,6 @@ static inline int cnfs_pread_async(struct nfs_context *nfs, struct nfsfh *fh,
 #endif
 }
 
-/// Async pwrite. Returns 0 when queued, < 0 when not. `buf` must stay valid and
-/// unchanged until the callback runs (libnfs may reference it until the reply).
-static inline int cnfs_pwrite_async(struct nfs_context *nfs, struct nfsfh *fh,
-                                    const void *buf, size_t count, uint64_t offset,
-                                    nfs_cb cb, void *private_data) {
-#ifdef LIBNFS_API_V2
-    return nfs_pwrite_async(nfs, fh, buf, count, offset, cb, private_data);
-#else
-    return nfs_pwrite_async(nfs, fh, offset, (uint64_t)count, buf, cb, private_data);
-#endif
-}
-
 /// The server named by a URL parsed with nfs_parse_url_* (NULL-safe accessors keep
 /// Swift away from the struct layout, which gained a `port` field in libnfs 6).
 static inline const char *cnfs_url_server(const struct nfs_url *url) { return url ? url->server : NULL; }
@@ -159,8 +147,6 @@ static inline int cnfs_commit_result(void *data, unsigned char *verifier) {
     for (int i = 0; i < NFS3_WRITEVERFSIZE; i++) verifier[i] = (unsigned char)res->COMMIT3res_u.resok.verf[i];
     return 0;
 }
-
-static inline int cnfs_rpc_status_error(void) { return RPC_STATUS_ERROR; }
 
 /// libnfs mallocs and frees a buffer per WRITE (request + data): keep such blocks (up to
 /// `mmap_threshold` bytes) in the heap and do not trim freed memory below `trim_threshold`,

@@ -224,7 +224,7 @@ struct Localization: Sendable {
             let n = try read(&buffer, offset, want)
             guard n > 0 else { throw AgentError(.unavailable, "\(p.from) ended at \(offset) bytes, expected \(size); it changed while being read") }
             // Holes stay holes: an all-zero range is not written (and costs the digest no hashing).
-            let zero = buffer.withUnsafeBytes { isZero(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            let zero = buffer.withUnsafeBytes { ZeroBytes.isZero($0.baseAddress!, count: n) }
             if zero {
                 digest.updateZeros(UInt64(n))
             } else {
@@ -265,14 +265,6 @@ struct Localization: Sendable {
         let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 { _ = fsync(dfd); close(dfd) }
         return expected
-    }
-
-    static func isZero(_ raw: UnsafeRawBufferPointer) -> Bool {
-        guard let base = raw.baseAddress else { return true }
-        let words = raw.count / 8
-        for i in 0..<words where base.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
-        for i in (words * 8)..<raw.count where raw[i] != 0 { return false }
-        return true
     }
 }
 

@@ -30,37 +30,24 @@ public struct ContentDigest {
     }()
 
     private var outer = SHA256()
-    private var block = SHA256()
-    /// Bytes of the current block already fed to `block`.
-    private var fed = 0
-    /// Zero bytes at the start of the current block, not yet fed (fed == 0 while > 0).
-    private var pendingZeros = 0
+    /// The block being fed (zero runs at its start are only counted there).
+    private var block = BlockDigester()
     /// Logical bytes consumed so far.
     public private(set) var count: UInt64 = 0
 
     public init() {}
 
-    private var blockUsed: Int { fed + pendingZeros }
-
-    /// Appends `bytes`. Zero runs at the start of a block are only counted (a block
-    /// that stays all zeros takes the precomputed digest).
+    /// Appends `bytes`. A block that stays all zeros takes the precomputed digest.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard var base = bytes.baseAddress else { return }
         var left = bytes.count
         while left > 0 {
-            let n = min(left, Self.blockSize - blockUsed)
-            let piece = UnsafeRawBufferPointer(start: base, count: n)
-            if fed == 0 && ZeroBytes.isZero(base, count: n) {
-                pendingZeros += n
-            } else {
-                flushPendingZeros()
-                block.update(bufferPointer: piece)
-                fed += n
-            }
+            let n = min(left, Self.blockSize - block.count)
+            block.update(UnsafeRawBufferPointer(start: base, count: n))
             count += UInt64(n)
             base += n
             left -= n
-            if blockUsed == Self.blockSize { closeBlock() }
+            if block.count == Self.blockSize { closeBlock() }
         }
     }
 
@@ -68,42 +55,24 @@ public struct ContentDigest {
     public mutating func updateZeros(_ length: UInt64) {
         var left = length
         while left > 0 {
-            let n = Int(min(left, UInt64(Self.blockSize - blockUsed)))
-            if fed == 0 {
-                pendingZeros += n
-            } else {
-                ZeroBytes.hash(UInt64(n), into: &block)
-                fed += n
-            }
+            let n = Int(min(left, UInt64(Self.blockSize - block.count)))
+            block.updateZeros(n)
             count += UInt64(n)
             left -= UInt64(n)
-            if blockUsed == Self.blockSize { closeBlock() }
+            if block.count == Self.blockSize { closeBlock() }
         }
     }
 
     /// The digest, lowercase hex. Consumes the value.
     public consuming func finalize() -> String {
-        if blockUsed > 0 { closeBlock() }
+        if block.count > 0 { closeBlock() }
         return Self.hex(outer.finalize())
     }
 
-    private mutating func flushPendingZeros() {
-        guard pendingZeros > 0 else { return }
-        ZeroBytes.hash(UInt64(pendingZeros), into: &block)
-        fed += pendingZeros
-        pendingZeros = 0
-    }
-
     private mutating func closeBlock() {
-        if fed == 0 && pendingZeros == Self.blockSize {
-            outer.update(data: Self.zeroBlockDigest)
-        } else {
-            flushPendingZeros()
-            outer.update(data: Array(block.finalize()))
-        }
-        block = SHA256()
-        fed = 0
-        pendingZeros = 0
+        let full = block
+        block = BlockDigester()
+        outer.update(data: full.finalize())
     }
 
     /// Combines per-block digests (in file order) into the content digest.

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 #if canImport(Glibc)
@@ -65,11 +64,10 @@ extension ContentDigest {
                                     buffer: UnsafeMutableRawPointer) throws(FileDigestError) -> [UInt8] {
         // A block with no data in it (SEEK_DATA lands beyond it, or there is no more data).
         let data = lseek(fd, off_t(start), 3 /* SEEK_DATA, not exported by Glibc's module */)
+        var digester = BlockDigester()
         if (data < 0 && errno == ENXIO) || (data >= 0 && UInt64(data) >= start + UInt64(length)) {
-            if length == blockSize { return zeroBlockDigest }
-            var hasher = SHA256()
-            ZeroBytes.hash(UInt64(length), into: &hasher)
-            return Array(hasher.finalize())
+            digester.updateZeros(length)
+            return digester.finalize()
         }
         var done = 0
         while done < length {
@@ -83,10 +81,8 @@ extension ContentDigest {
             }
             done += n
         }
-        if length == blockSize && ZeroBytes.isZero(buffer, count: length) { return zeroBlockDigest }
-        var hasher = SHA256()
-        hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: length))
-        return Array(hasher.finalize())
+        digester.update(UnsafeRawBufferPointer(start: buffer, count: length))
+        return digester.finalize()
     }
 }
 

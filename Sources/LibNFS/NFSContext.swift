@@ -159,7 +159,7 @@ public final class NFSContext {
     }
 
     /// Gives `body` the raw `struct nfs_context *` for libnfs calls this wrapper does not
-    /// cover (e.g. the async API: `cnfs_pwrite_async`, `nfs_service`, `nfs_get_fd`,
+    /// cover (e.g. the async API: `cnfs_pread_async`, `nfs_service`, `nfs_get_fd`,
     /// `nfs_which_events` from `CNFS`). Do not destroy it or let it escape `body`.
     public func withUnsafeContextPointer<R>(_ body: (OpaquePointer) throws -> R) rethrows -> R {
         try body(pointer)
