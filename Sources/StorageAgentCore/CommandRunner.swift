@@ -1,4 +1,5 @@
 import AgentProtocol
+import CAgentSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -42,6 +43,8 @@ enum CommandRunner {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
+        // nothing else of the agent: its client connections are not O_CLOEXEC (SwiftNIO)
+        _ = cagent_spawn_close_inherited(&actions)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

@@ -2,7 +2,6 @@ import AgentProtocol
 import Foundation
 import Logging
 import NIOCore
-import NIOPosix
 import Testing
 import TestSupport
 @testable import AgentRuntime
@@ -41,12 +40,9 @@ final class RunningServer: @unchecked Sendable {
         path = dir + "/agent.sock"
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        // An event loop of its own: the timing tests measure this server, not how busy the
-        // process-wide NIO singleton is with the other suites running in parallel.
         server = AgentServer(listeners: [.endpoint(.unix(path: path))], limits: limits,
                              identity: AgentIdentity(agent: "test-agent", host: "testhost"),
-                             handler: ScriptedHandler(), logger: logger,
-                             eventLoopGroup: MultiThreadedEventLoopGroup(numberOfThreads: 1))
+                             handler: ScriptedHandler(), logger: logger)
         let server = self.server
         task = Task { try await server.run() }
         let path = self.path

@@ -1,4 +1,5 @@
 import BlockingIO
+import CAgentSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -55,11 +56,7 @@ public struct TestFailure: Error, CustomStringConvertible {
 /// calls run on dedicated threads (BlockingIO), never on the cooperative pool, so an
 /// in-process server under test keeps its threads however many sockets tests hold.
 public final class RawSocket: @unchecked Sendable {
-    // Every blocking read holds a thread until data, EOF or its timeout (up to 15 s):
-    // with tests running in parallel, 8 threads were seen all busy and a socket's read
-    // waited ~14 s in the queue (the agent server's timing tests then failed). Threads
-    // are cheap; a queue here distorts what the tests measure.
-    static let io = BlockingExecutor(name: "test-sockets", threadCount: 64)
+    static let io = BlockingExecutor(name: "test-sockets", threadCount: 8)
     public let fd: Int32
 
     public init(unixPath: String, timeout: TimeInterval = 5) throws {
@@ -200,6 +197,10 @@ func spawnProgram(_ executable: String, _ arguments: [String], environment: [Str
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    // Nothing else of this process: a long-lived child (the ganesha test's) holding a copy
+    // of an in-process server's connection kept it open after the server closed it (a
+    // 0.3 s read timeout seen as 14 s). See cagent_spawn_close_inherited.
+    _ = cagent_spawn_close_inherited(&actions)
     posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
     var attributes = posix_spawnattr_t()
@@ -278,6 +279,10 @@ public func runProgram(_ executable: String, _ arguments: [String], environment:
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    // Nothing else of this process: a long-lived child (the ganesha test's) holding a copy
+    // of an in-process server's connection kept it open after the server closed it (a
+    // 0.3 s read timeout seen as 14 s). See cagent_spawn_close_inherited.
+    _ = cagent_spawn_close_inherited(&actions)
     posix_spawn_file_actions_addopen(&actions, 1, dir + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     posix_spawn_file_actions_addopen(&actions, 2, dir + "/err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     var env = ProcessInfo.processInfo.environment

@@ -1,6 +1,7 @@
 #ifndef STORAGECTL_CAGENTSUPPORT_H
 #define STORAGECTL_CAGENTSUPPORT_H
 #include <sys/types.h>
+#include <spawn.h>
 
 /// The layout of Linux's `struct ucred` (socket(7), SO_PEERCRED), declared here because
 /// glibc only exposes it under _GNU_SOURCE, which Swift's Glibc module does not define.
@@ -9,5 +10,11 @@ typedef struct cagent_ucred {
     uid_t uid;
     gid_t gid;
 } cagent_ucred;
+
+/// Adds "close every descriptor from 3 up" to a posix_spawn file-action list, so a child
+/// gets only stdin, stdout and stderr. Needed because not every descriptor of a process
+/// is O_CLOEXEC (SwiftNIO accepts connections without it on Linux): a child holding a copy
+/// keeps a connection open after the server closed it. 0, or an errno value.
+int cagent_spawn_close_inherited(posix_spawn_file_actions_t *actions);
 
 #endif
