@@ -22,6 +22,9 @@ let package = Package(
     targets: [
         // Wire format of the agent line protocol v1: no dependencies.
         .target(name: "AgentProtocol"),
+        // The typed contract of every verb: request and answer types, encoded to and decoded
+        // from protocol v1's key=value lines in one place. Agents, storagectl and the test fakes use it.
+        .target(name: "AgentAPI", dependencies: ["AgentProtocol"]),
         // INI-style configuration files (storagectl.conf, agent configs) with line numbers in errors.
         .target(name: "ConfigFile"),
         // exports(5): parse/render byte-exact, the managed block, validation, ganesha EXPORT blocks, etab.
@@ -44,7 +47,7 @@ let package = Package(
         .target(
             name: "AgentRuntime",
             dependencies: [
-                "AgentProtocol", "ConfigFile", "CSystemd", "CAgentSupport",
+                "AgentProtocol", "AgentAPI", "ConfigFile", "CSystemd", "CAgentSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -54,15 +57,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "CAgentSupport",
+        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "CAgentSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest",
+        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "ContentDigest",
+        .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ContentDigest",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The content digest of disk images (SHA-256 over 4 MiB block digests).
         .target(name: "ContentDigest", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
@@ -77,18 +80,20 @@ let package = Package(
         // Test helpers shared by the test targets (sockets, processes, temp dirs).
         .target(name: "TestSupport", dependencies: ["BlockingIO", "CAgentSupport"], path: "Tests/TestSupport"),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
+        .testTarget(name: "AgentAPITests", dependencies: ["AgentAPI", "AgentProtocol"]),
         .testTarget(name: "ExportsFileTests", dependencies: ["ExportsFile", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "BlockingIO"]),
         .testTarget(name: "LibNFSTests", dependencies: ["LibNFS", "BlockingIO"]),
         .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
-        .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
-        .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentRuntime", "ConfigFile", "TestSupport"]),
-        .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentRuntime", "ContentDigest"]),
+        .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "AgentProtocol", "AgentAPI", "TestSupport"]),
+        .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "TestSupport",
+            .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentAPI", "AgentRuntime", "ContentDigest"]),
         .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest"]),
         .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest", "TestSupport"]),
-        .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
+        .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentAPI", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "AgentAPI", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -68,6 +68,10 @@ public final class AgentServer: Service, Sendable {
     let tracker = ConnectionTracker()
     let serverChannels = NIOLockedValueBox<[any Channel]>([])
     let shutdownOnce = NIOLockedValueBox(false)
+    let acceptedCount = NIOLockedValueBox(0)
+
+    /// Connections accepted since the server started (served or refused).
+    public var connectionsAccepted: Int { acceptedCount.withLockedValue { $0 } }
 
     public init(
         listeners: [Listener],
@@ -167,6 +171,7 @@ public final class AgentServer: Service, Sendable {
         try await server.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await accepted in inbound {
+                    acceptedCount.withLockedValue { $0 += 1 }
                     guard let id = tracker.register(accepted.entry, limit: limits.maxConnections) else {
                         group.addTask { await self.reject(accepted.connection) }
                         continue

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 
 /// Who an agent is; answered in `HELLO` and `HEALTH`.
@@ -66,6 +67,14 @@ public struct ReplyStream: Sendable {
     /// Sends a `DATA` line. Throws when the client has gone; long jobs may keep going.
     public func data(_ fields: Fields) async throws { try await write(.data(fields)) }
     public func progress(_ fields: Fields) async throws { try await write(.progress(fields)) }
+    public func progress(_ progress: TransferProgress) async throws { try await write(.progress(progress.encoded())) }
+
+    /// Sends a typed answer's `DATA` lines and returns its `OK` fields.
+    public func answer<V: AgentVerb>(_ verb: V.Type, _ answer: V.Answer) async throws -> Fields {
+        let (data, ok) = V.encodeAnswer(answer)
+        for line in data { try await write(.data(line)) }
+        return ok
+    }
 }
 
 /// An agent's verbs. The server answers `HELLO` and `PING` itself and passes every other

@@ -90,7 +90,7 @@ struct Adoption: Sendable {
         let (s, uuid) = try lv { (try domain.state, try domain.uuidString) }
         guard s == .shutoff else {
             throw AgentError(.invalidState, "\(name) is \(s) (\(s.wire)); RESTORE needs it shut off: shut it down first (virsh shutdown \(name))",
-                             details: ["state": s.wire])
+                             details: ["state": s.wire.rawValue])
         }
         let file = Self.savedName(uuid.lowercased())
         guard let data = try state.read("domains", file) else { return (false, nil) }

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import LibNFS
 import AgentRuntime
@@ -31,38 +32,41 @@ public struct ComputeAgentHandler: RequestHandler {
                                                                  verification: configuration.copyVerification))
     }
 
-    public var verbs: [String] { ["HEALTH", "DOMAIN", "DOMAINS", "POOL-ENSURE", "COPY", "ADOPT", "RESTORE", "VERIFY", "LOCALIZE"] }
+    public var verbs: [String] {
+        [HealthQuery.verb, DomainQuery.verb, DomainsQuery.verb, PoolEnsureRequest.verb, CopyRequest.verb, AdoptRequest.verb,
+         RestoreRequest.verb, VerifyRequest.verb, LocalizeRequest.verb]
+    }
 
     var pools: Pools { Pools(session: session, state: state, checkMountOptions: configuration.driverKeepsMountOptions) }
 
     public func handle(_ request: Request, context: RequestContext, reply: ReplyStream) async throws -> Fields {
         switch request.verb {
-        case "HEALTH":
+        case HealthQuery.verb:
             return try await Health.answer([await hypervisor.check()], context: context, reply: reply)
-        case "DOMAIN":
-            return try await domain(request, reply: reply)
-        case "DOMAINS":
-            return try await domains(request, reply: reply)
-        case "LOCALIZE":
+        case DomainQuery.verb:
+            return try await reply.answer(DomainQuery.self, try await domain(DomainQuery(request)))
+        case DomainsQuery.verb:
+            _ = try DomainsQuery(request)
+            return try await reply.answer(DomainsQuery.self, try await domains())
+        case LocalizeRequest.verb:
             try context.requireAuthenticated(request.verb)
-            return try await localize(request, reply: reply)
-        case "POOL-ENSURE":
+            return try await localize(LocalizeRequest(request), reply: reply)
+        case PoolEnsureRequest.verb:
             try context.requireAuthenticated(request.verb)
-            return try await poolEnsure(request)
-        case "COPY":
+            return try await poolEnsure(PoolEnsureRequest(request)).encoded()
+        case CopyRequest.verb:
             try context.requireAuthenticated(request.verb)
-            return try await copy(request, reply: reply)
-        case "ADOPT":
+            return try await copy(CopyRequest(request), reply: reply)
+        case AdoptRequest.verb:
             try context.requireAuthenticated(request.verb)
-            return try await adopt(request, reply: reply)
-        case "RESTORE":
+            return try await reply.answer(AdoptRequest.self, try await adopt(AdoptRequest(request)))
+        case RestoreRequest.verb:
             try context.requireAuthenticated(request.verb)
-            return try await restore(request)
-        case "VERIFY":
-            if request.fields["nonce-write"] != nil || request.fields["nonce-read"] != nil {
-                try context.requireAuthenticated("VERIFY with a nonce")
-            }
-            return try await verify(request)
+            return try await restore(RestoreRequest(request)).encoded()
+        case VerifyRequest.verb:
+            let verify = try VerifyRequest(request)
+            if verify.changesHost { try context.requireAuthenticated("VERIFY with a nonce") }
+            return try await self.verify(verify).encoded()
         default:
             throw unknownVerb(request.verb)
         }
@@ -71,108 +75,69 @@ public struct ComputeAgentHandler: RequestHandler {
     // MARK: - DOMAIN
 
     /// `DOMAIN name=N`: one `DATA` per disk, then the domain's identity and state.
-    func domain(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        try request.requireKeys(["name"])
-        let name = try Validation.domainName(try request.single("name"), key: "name")
+    func domain(_ request: DomainQuery) async throws -> DomainQuery.Answer {
+        let name = try Validation.domainName(request.name, key: "name")
         let session = self.session
-        let report = try await ComputeWork.run { () throws -> DomainReport in try DomainReport.read(session, name: name) }
-        for line in report.dataLines { try await reply.data(line) }
-        return report.okFields
+        return try await ComputeWork.run { () throws -> DomainReport in try DomainReport.read(session, name: name) }.answer
     }
 
     // MARK: - POOL-ENSURE
 
-    /// Parses and validates POOL-ENSURE; pure.
-    static func poolSpec(_ request: Request) throws(AgentError) -> PoolSpec {
-        try request.requireKeys(["name", "server", "export", "target", "attach", "nfs-version"])
-        let name = try Validation.poolName(try request.single("name"))
-        let server = try Validation.server(try request.single("server"))
-        let export = try Validation.absolutePath(try request.single("export"), key: "export")
-        let attachText = try request.optional("attach") ?? "mount"
-        guard let attach = AttachMode(rawValue: attachText) else {
-            throw .invalidArgument("attach= must be mount or libnfs, not '\(attachText)'")
+    /// Validates POOL-ENSURE's values; pure.
+    static func poolSpec(_ request: PoolEnsureRequest) throws(AgentError) -> PoolSpec {
+        let name = try Validation.poolName(request.name)
+        let server = try Validation.server(request.server)
+        let export = try Validation.absolutePath(request.export, key: "export")
+        guard request.nfsVersion == "3" else {
+            throw AgentError(.unsupported, "nfs-version=\(request.nfsVersion) is not supported: storagectl pins NFSv3 (QEMU's nfs driver speaks only v3, and libnfs 4.0 cannot write large files over v4)")
         }
-        let version = try request.optional("nfs-version") ?? "3"
-        guard version == "3" else {
-            throw AgentError(.unsupported, "nfs-version=\(version) is not supported: storagectl pins NFSv3 (QEMU's nfs driver speaks only v3, and libnfs 4.0 cannot write large files over v4)")
-        }
-        var target: String?
-        switch attach {
-        case .mount:
-            target = try Validation.absolutePath(try request.single("target"), key: "target")
-        case .libnfs:
-            if request.fields["target"] != nil {
-                throw .invalidArgument("target= is for attach=mount; in attach=libnfs nothing is mounted")
-            }
-        }
-        return PoolSpec(name: name, server: server, export: export, target: target, attach: attach, nfsVersion: 3)
+        let target = try request.target.map { (t: String) throws(AgentError) -> String in try Validation.absolutePath(t, key: "target") }
+        return PoolSpec(name: name, server: server, export: export, target: target, attach: request.attach, nfsVersion: 3)
     }
 
-    func poolEnsure(_ request: Request) async throws -> Fields {
+    func poolEnsure(_ request: PoolEnsureRequest) async throws -> PoolEnsureRequest.Answer {
         let spec = try Self.poolSpec(request)
         let pools = self.pools
         let outcome = try await ComputeWork.run { () throws -> Pools.Outcome in
             spec.attach == .mount ? try pools.ensureMount(spec) : try pools.ensureLibNFS(spec)
         }
-        var f: Fields = ["name": spec.name, "attach": spec.attach.rawValue, "server": spec.server, "export": spec.export]
-        if let t = spec.target { f.append("target", t) }
-        f.append("nfs-version", String(spec.nfsVersion))
-        if spec.attach == .mount {
-            f.append("type", "netfs")
-            f.append("mount-options", PoolSpec.mountOptions.joined(separator: ","))
-            f.append("state", outcome.active ? "active" : "inactive")
-            f.append("autostart", outcome.autostart ? "yes" : "no")
-        } else {
-            f.append("ready", "yes")
-        }
-        f.append("changed", outcome.changed ? "yes" : "no")
-        f.append("actions", outcome.actions.joined(separator: ","))
-        return f
+        return PoolEnsureRequest.Answer(
+            name: spec.name, attach: spec.attach, server: spec.server, export: spec.export, target: spec.target,
+            nfsVersion: String(spec.nfsVersion), mountOptions: PoolSpec.mountOptions,
+            active: spec.attach == .mount ? outcome.active : true, autostart: outcome.autostart,
+            changed: outcome.changed, actions: outcome.actions)
     }
 
     // MARK: - share selection
 
-    /// `pool=NAME`, or `server=S export=E` (libnfs, no pool). Validated; blocking lookups
-    /// run through `ComputeWork`.
-    func share(_ request: Request, allowPoolTarget: Bool = false) async throws -> Share {
-        let pool = try request.optional("pool")
-        let server = try request.optional("server")
-        let export = try request.optional("export")
-        let poolTarget = allowPoolTarget ? try request.optional("pool-target") : nil
-        let given = [pool != nil, server != nil || export != nil, poolTarget != nil].filter { $0 }.count
-        guard given == 1 else {
-            let choices = allowPoolTarget ? "pool=NAME, pool-target=PATH or attach=libnfs server=HOST export=PATH"
-                                          : "pool=NAME or server=HOST export=PATH"
-            throw AgentError.invalidArgument("\(request.verb) needs exactly one of \(choices)")
-        }
+    /// The share a request names (`pool=NAME`, `pool-target=PATH`, or `server=S export=E`
+    /// for libnfs), validated; blocking lookups run through `ComputeWork`.
+    func share(_ ref: ShareRef) async throws -> Share {
         let pools = self.pools
-        if let pool {
+        switch ref {
+        case .pool(let pool):
             let name = try Validation.poolName(pool, key: "pool")
             return try await ComputeWork.run { () throws -> Share in try pools.resolve(name) }
-        }
-        if let poolTarget {
-            let path = try Validation.absolutePath(poolTarget, key: "pool-target")
+        case .poolTarget(let target):
+            let path = try Validation.absolutePath(target, key: "pool-target")
             let found = try await ComputeWork.run { () throws -> Share? in try pools.share(containing: path + "/x") }
             guard let found, found.target == path else {
                 throw AgentError(.notFound, "no netfs pool on this host has the target path \(path); create it with POOL-ENSURE")
             }
             return found
+        case .nfs(let server, let export):
+            return Share(pool: nil, server: try Validation.server(server), export: try Validation.absolutePath(export, key: "export"),
+                         attach: .libnfs, target: nil)
         }
-        guard let server, let export else {
-            throw AgentError.invalidArgument("\(request.verb) needs both server= and export=")
-        }
-        return Share(pool: nil, server: try Validation.server(server), export: try Validation.absolutePath(export, key: "export"),
-                     attach: .libnfs, target: nil)
     }
 
     // MARK: - COPY
 
     /// `COPY domain=D (pool=P | server=S export=E)`: copies every local file disk of the
     /// shut-off domain into the share, streaming `PROGRESS`; see docs/protocol.md.
-    func copy(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        try request.requireKeys(["domain", "pool", "server", "export"])
-        let name = try Validation.domainName(try request.single("domain"))
-        let share = try await share(request)
+    func copy(_ request: CopyRequest, reply: ReplyStream) async throws -> Fields {
+        let name = try Validation.domainName(request.domain)
+        let share = try await share(request.share)
         let session = self.session
         // A running job is attached to whatever state the domain is in now.
         let verb: String? = await jobs.isRunning(name) ? nil : "COPY"
@@ -187,13 +152,13 @@ public struct ComputeAgentHandler: RequestHandler {
         }
         switch start {
         case .finished(let record):
-            for line in record.dataLines { try await reply.data(line) }
-            return try record.outcome(attached: true, restarted: false)
+            return try await reply.answer(CopyRequest.self, try record.answer(attached: true, restarted: false))
         case .job(let job, let attached):
-            for s in plan.skipped { try await reply.data(["disk": s.target, "source": s.source, "skipped": s.reason]) }
+            let skipped = plan.skipped.map { CopyRow.skipped(disk: $0.target, source: $0.source, reason: $0.reason) }
+            for row in skipped { try await reply.data(row.encoded()) }
             let record = try await stream(job, reply: reply)
-            for line in record.dataLines { try await reply.data(line) }
-            return try record.outcome(attached: attached, restarted: job.restarted)
+            let answer = try record.answer(attached: attached, restarted: job.restarted)
+            return try await reply.answer(CopyRequest.self, answer)
         }
     }
 
@@ -204,9 +169,7 @@ public struct ComputeAgentHandler: RequestHandler {
         let watcher = Task {
             while !Task.isCancelled {
                 let s = job.progress.snapshot
-                var f: Fields = ["done": String(s.done), "total": String(s.total), "rate": String(s.rate)]
-                if !s.disk.isEmpty { f.append("disk", s.disk) }
-                do { try await reply.progress(f) } catch { return }
+                do { try await reply.progress(s.wire) } catch { return }
                 try? await Task.sleep(for: interval)
             }
         }
@@ -218,20 +181,11 @@ public struct ComputeAgentHandler: RequestHandler {
 
     // MARK: - ADOPT / RESTORE
 
-    func adopt(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        try request.requireKeys(["domain", "pool", "pool-target", "attach", "server", "export"])
-        let name = try Validation.domainName(try request.single("domain"))
-        if let attach = try request.optional("attach") {
-            guard attach == "libnfs" || attach == "mount" else {
-                throw AgentError.invalidArgument("attach= must be mount or libnfs, not '\(attach)'")
-            }
-            if attach == "libnfs", request.fields["server"] == nil, request.fields["pool"] == nil {
-                throw AgentError.invalidArgument("ADOPT attach=libnfs needs server= and export= (or pool= of a libnfs share)")
-            }
-        }
-        let share = try await share(request, allowPoolTarget: true)
-        if let attach = request.fields["attach"], attach != share.attach.rawValue {
-            throw AgentError.invalidArgument("attach=\(attach) does not match the share, which is in \(share.attach.rawValue) mode")
+    func adopt(_ request: AdoptRequest) async throws -> AdoptRequest.Answer {
+        let name = try Validation.domainName(request.domain)
+        let share = try await share(request.share)
+        if let attach = request.attach, attach != share.attach {
+            throw AgentError.invalidArgument("attach=\(attach.rawValue) does not match the share, which is in \(share.attach.rawValue) mode")
         }
         guard await !jobs.isRunning(name) else {
             throw AgentError(.busy, "a COPY of \(name) is running; ADOPT after it has finished")
@@ -244,26 +198,18 @@ public struct ComputeAgentHandler: RequestHandler {
         }
         let adoption = Adoption(session: session, state: state)
         let outcome = try await ComputeWork.run { () throws -> Adoption.Outcome in try adoption.adopt(domain: name, share: share) }
-        for m in outcome.moved { try await reply.data(["disk": m.target, "from": m.from, "to": m.to]) }
-        var f: Fields = ["domain": name]
-        f.append(contentsOf: share.fields)
-        f.append("disks", String(outcome.moved.count))
-        f.append("changed", outcome.changed ? "yes" : "no")
-        if let saved = outcome.saved { f.append("saved", saved) }
-        return f
+        return AdoptRequest.Answer(moved: outcome.moved.map { MovedDisk(disk: $0.target, from: $0.from, to: $0.to) },
+                                   domain: name, share: share.facts, changed: outcome.changed, saved: outcome.saved)
     }
 
-    func restore(_ request: Request) async throws -> Fields {
-        try request.requireKeys(["domain"])
-        let name = try Validation.domainName(try request.single("domain"))
+    func restore(_ request: RestoreRequest) async throws -> RestoreRequest.Answer {
+        let name = try Validation.domainName(request.domain)
         guard await !jobs.isRunning(name) else {
             throw AgentError(.busy, "a COPY of \(name) is running; RESTORE after it has finished")
         }
         let adoption = Adoption(session: session, state: state)
         let outcome = try await ComputeWork.run { () throws -> (Bool, String?) in try adoption.restore(domain: name) }
-        var f: Fields = ["domain": name, "changed": outcome.0 ? "yes" : "no"]
-        if let from = outcome.1 { f.append("from", from) }
-        return f
+        return RestoreRequest.Answer(domain: name, changed: outcome.0, from: outcome.1)
     }
 
     // MARK: - LOCALIZE / DOMAINS
@@ -274,11 +220,10 @@ public struct ComputeAgentHandler: RequestHandler {
     /// `LOCALIZE domain=D (pool=P | server=S export=E) [dir=PATH]`: copies every disk
     /// of the shut-off domain that is on the share to `DIR/<file name>` (content-digest
     /// verified) and redefines the domain onto the local copies; see docs/protocol.md.
-    func localize(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        try request.requireKeys(["domain", "pool", "server", "export", "dir"])
-        let name = try Validation.domainName(try request.single("domain"))
-        let dir = try Validation.absolutePath(try request.optional("dir") ?? Self.defaultLocalDirectory, key: "dir")
-        let share = try await share(request)
+    func localize(_ request: LocalizeRequest, reply: ReplyStream) async throws -> Fields {
+        let name = try Validation.domainName(request.domain)
+        let dir = try Validation.absolutePath(request.dir ?? Self.defaultLocalDirectory, key: "dir")
+        let share = try await share(request.share)
         if share.attach == .mount, share.pool != nil {
             let pools = self.pools
             guard try await ComputeWork.run({ () throws -> Bool in try pools.isActive(share) }) else {
@@ -302,9 +247,7 @@ public struct ComputeAgentHandler: RequestHandler {
                 if Task.isCancelled { return }
                 let s = progress.snapshot
                 guard s.total > 0 else { continue }
-                var f: Fields = ["done": String(s.done), "total": String(s.total), "rate": String(s.rate)]
-                if !s.disk.isEmpty { f.append("disk", s.disk) }
-                do { try await reply.progress(f) } catch { return }
+                do { try await reply.progress(s.wire) } catch { return }
             }
         }
         let result = await ComputeWork.capture { () throws -> Localization.Outcome in
@@ -316,61 +259,60 @@ public struct ComputeAgentHandler: RequestHandler {
         if let last = outcome.moved.last {
             let total = outcome.moved.reduce(UInt64(0)) { $0 + $1.size }
             let elapsed = (ContinuousClock.now - started) / .seconds(1)
-            try await reply.progress(["done": String(total), "total": String(total),
-                                      "rate": String(elapsed > 0 ? UInt64(Double(total) / elapsed) : 0), "disk": last.target])
+            try await reply.progress(TransferProgress(done: total, total: total, rate: elapsed > 0 ? UInt64(Double(total) / elapsed) : 0,
+                                                      disk: last.target))
         }
-        for m in outcome.moved {
-            try await reply.data(["disk": m.target, "from": m.from, "to": m.to, "size": String(m.size), "digest": m.digest])
-        }
-        var f: Fields = ["domain": name]
-        f.append(contentsOf: share.fields)
-        f.append("dir", dir)
-        f.append("disks", String(outcome.moved.count))
-        f.append("changed", outcome.changed ? "yes" : "no")
-        if let from = outcome.restoredFrom { f.append("restored", from) }
-        return f
+        return try await reply.answer(LocalizeRequest.self, LocalizeRequest.Answer(
+            moved: outcome.moved.map { LocalizedImage(disk: $0.target, from: $0.from, to: $0.to, size: $0.size, digest: $0.digest) },
+            domain: name, share: share.facts, dir: dir, changed: outcome.changed, restored: outcome.restoredFrom))
     }
 
     /// `DOMAINS`: one `DATA name= state= persistent= shared=` per domain (persistent or
     /// running), `shared=yes` when a disk is under a netfs pool target or an NFS network disk.
-    func domains(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        try request.requireKeys([])
+    func domains() async throws -> [AgentAPI.DomainListing] {
         let session = self.session
         let entries = try await ComputeWork.run { () throws -> [DomainListing.Entry] in try DomainListing.list(session) }
-        for e in entries {
-            try await reply.data(["name": e.name, "state": e.state, "persistent": e.persistent ? "yes" : "no", "shared": e.shared ? "yes" : "no"])
+        return entries.map {
+            AgentAPI.DomainListing(name: $0.name, state: DomainRunState(rawValue: $0.state), persistent: $0.persistent, shared: $0.shared)
         }
-        return ["domains": String(entries.count), "shared": String(entries.filter(\.shared).count)]
     }
 
     // MARK: - VERIFY
 
-    func verify(_ request: Request) async throws -> Fields {
-        try request.requireKeys(["path", "pool", "server", "export", "nonce-write", "nonce-read", "value"])
-        let path = try request.single("path")
-        var parsedNonce = Verification.Nonce.none
-        let write = try request.optional("nonce-write"), read = try request.optional("nonce-read"), value = try request.optional("value")
-        switch (write, read, value) {
-        case (nil, nil, nil): break
-        case (let w?, nil, nil): parsedNonce = .write(name: try Validation.nonceName(w, key: "nonce-write"))
-        case (nil, let r?, let v?):
+    func verify(_ request: VerifyRequest) async throws -> VerifyRequest.Answer {
+        let nonce: Verification.Nonce
+        switch request.nonce {
+        case .none: nonce = .none
+        case .write(let name): nonce = .write(name: try Validation.nonceName(name, key: "nonce-write"))
+        case .read(let name, let v):
             guard !v.isEmpty, v.utf8.count <= 128, v.utf8.allSatisfy({ Validation.isAlnum($0) }) else {
                 throw AgentError.invalidArgument("value= must be the nonce-value= the writing host answered (letters and digits)")
             }
-            parsedNonce = .read(name: try Validation.nonceName(r, key: "nonce-read"), value: v)
-        default:
-            throw AgentError.invalidArgument("VERIFY takes nonce-write=NAME, or nonce-read=NAME with value=V, or neither")
+            nonce = .read(name: try Validation.nonceName(name, key: "nonce-read"), value: v)
         }
-        let nonce = parsedNonce
         let outcome: Verification.Outcome
-        var f = Fields()
-        if path.hasPrefix("/") {
-            // Mount mode: an absolute path under the target of a netfs pool of this host.
-            guard request.fields["pool"] == nil, request.fields["server"] == nil, request.fields["export"] == nil else {
-                throw AgentError.invalidArgument("an absolute path= names a file under a pool's target; give pool= or server= export= only with a relative path")
+        var answer: VerifyRequest.Answer
+        let pools = self.pools
+        if let ref = request.share {
+            let relative = try Validation.relativePath(request.path)
+            let share = try await share(ref)
+            if share.attach == .mount, let target = share.target {
+                let abs = target + "/" + relative
+                guard try await ComputeWork.run({ () throws -> Bool in try pools.isActive(share) }) else {
+                    throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted here); run POOL-ENSURE")
+                }
+                outcome = try await ComputeWork.run { () throws -> Verification.Outcome in try Verification.local(path: abs, nonce: nonce) }
+                answer = VerifyRequest.Answer(path: abs, via: .mount, size: outcome.size, format: outcome.header.format)
+            } else {
+                outcome = try await ComputeWork.run { () throws -> Verification.Outcome in
+                    try Verification.remote(share: share, relative: relative, nonce: nonce)
+                }
+                answer = VerifyRequest.Answer(path: relative, via: .libnfs, server: share.server, export: share.export,
+                                              size: outcome.size, format: outcome.header.format)
             }
-            let abs = try Validation.absolutePath(path, key: "path")
-            let pools = self.pools
+        } else {
+            // Mount mode: an absolute path under the target of a netfs pool of this host.
+            let abs = try Validation.absolutePath(request.path, key: "path")
             guard let share = try await ComputeWork.run({ () throws -> Share? in try pools.share(containing: abs) }) else {
                 throw AgentError(.invalidArgument, "\(abs) is not under the target path of a netfs pool of this host; VERIFY reads shared copies only")
             }
@@ -378,37 +320,14 @@ public struct ComputeAgentHandler: RequestHandler {
                 throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted here); run POOL-ENSURE")
             }
             outcome = try await ComputeWork.run { () throws -> Verification.Outcome in try Verification.local(path: abs, nonce: nonce) }
-            f.append("path", abs)
-            f.append("via", "mount")
-            if let p = share.pool { f.append("pool", p) }
-        } else {
-            let relative = try Validation.relativePath(path)
-            let share = try await share(request)
-            if share.attach == .mount, let target = share.target {
-                let abs = target + "/" + relative
-                let pools = self.pools
-                guard try await ComputeWork.run({ () throws -> Bool in try pools.isActive(share) }) else {
-                    throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted here); run POOL-ENSURE")
-                }
-                outcome = try await ComputeWork.run { () throws -> Verification.Outcome in try Verification.local(path: abs, nonce: nonce) }
-                f.append("path", abs)
-                f.append("via", "mount")
-            } else {
-                outcome = try await ComputeWork.run { () throws -> Verification.Outcome in
-                    try Verification.remote(share: share, relative: relative, nonce: nonce)
-                }
-                f.append("path", relative)
-                f.append("via", "libnfs")
-                f.append("server", share.server)
-                f.append("export", share.export)
-            }
+            answer = VerifyRequest.Answer(path: abs, via: .mount, pool: share.pool, size: outcome.size, format: outcome.header.format)
         }
-        f.append("size", String(outcome.size))
-        if let a = outcome.allocated { f.append("allocated", String(a)) }
-        f.append("format", outcome.header.format)
-        if let v = outcome.header.virtualSize { f.append("virtual-size", String(v)) }
-        f.append(contentsOf: outcome.nonce)
-        return f
+        answer.allocated = outcome.allocated
+        answer.virtualSize = outcome.header.virtualSize
+        answer.nonce = outcome.nonce.name
+        answer.nonceValue = outcome.nonce.value
+        answer.nonceMatch = outcome.nonce.matched
+        return answer
     }
 }
 

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import Foundation
 import ImageCopy
@@ -32,7 +33,11 @@ struct CopyJobRecord: Sendable, Codable, Equatable {
 
 /// Progress of a running job, updated from the copy engine's threads.
 final class JobProgress: @unchecked Sendable {
-    struct Snapshot: Sendable { var done: UInt64; var total: UInt64; var rate: UInt64; var disk: String }
+    struct Snapshot: Sendable {
+        var done: UInt64; var total: UInt64; var rate: UInt64; var disk: String
+        /// The `PROGRESS` record.
+        var wire: TransferProgress { TransferProgress(done: done, total: total, rate: rate, disk: disk.isEmpty ? nil : disk) }
+    }
     // Invariant: `value` is only touched with `lock` held.
     private let lock = NSLock()
     private var value: Snapshot
@@ -151,33 +156,22 @@ actor CopyJobs {
 }
 
 extension CopyJobRecord {
-    /// One `DATA` line per disk of a finished job.
-    var dataLines: [Fields] {
-        disks.map { d in
-            var f: Fields = ["disk": d.target, "source": d.source, "path": d.relativePath]
-            if let r = results[d.target] {
-                f.append("size", String(r.size))
-                f.append("data-bytes", String(r.dataBytes))
-                f.append("digest", r.digest)
-                f.append("already-present", r.alreadyPresent ? "yes" : "no")
-            }
-            return f
+    /// One row per disk of a finished job.
+    var rows: [CopyRow] {
+        disks.compactMap { d in
+            guard let r = results[d.target] else { return nil }
+            return .copied(CopiedImage(disk: d.target, source: d.source, path: d.relativePath, size: r.size,
+                                       dataBytes: r.dataBytes, digest: r.digest, alreadyPresent: r.alreadyPresent))
         }
     }
 
-    /// The `OK` fields, or the job's error.
-    func outcome(attached: Bool, restarted: Bool) throws(AgentError) -> Fields {
+    /// The typed answer (`skipped` rows first), or the job's error.
+    func answer(skipped: [CopyRow] = [], attached: Bool, restarted: Bool) throws(AgentError) -> CopyRequest.Answer {
         switch phase {
         case .done:
-            var f: Fields = ["domain": domain]
-            f.append(contentsOf: share.fields)
-            f.append("disks", String(disks.count))
-            f.append("bytes", String(disks.reduce(UInt64(0)) { $0 + $1.size }))
-            f.append("state", "done")
-            f.append("attached", attached ? "yes" : "no")
-            f.append("restarted", restarted ? "yes" : "no")
-            if let finished { f.append("seconds", String(format: "%.1f", finished.timeIntervalSince(started))) }
-            return f
+            return CopyRequest.Answer(rows: skipped + rows, domain: domain, share: share.facts,
+                                      bytes: disks.reduce(UInt64(0)) { $0 + $1.size }, attached: attached, restarted: restarted,
+                                      seconds: finished.map { $0.timeIntervalSince(started) })
         case .failed:
             let code = errorCode.flatMap(AgentError.Code.init(rawValue:)) ?? .internal
             throw AgentError(code, errorMessage ?? "the copy failed", details: ["domain": domain])

@@ -79,7 +79,7 @@ struct CopyPlan: Sendable {
     func requireShutOff(_ verb: String) throws(AgentError) {
         guard state == .shutoff else {
             throw AgentError(.invalidState, "\(domain) is \(state) (\(state.wire)); \(verb) needs it shut off: shut it down first (virsh shutdown \(domain)), or wait until it has stopped",
-                             details: ["state": state.wire])
+                             details: ["state": state.wire.rawValue])
         }
     }
 }

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import Foundation
 import ImageCopy
@@ -93,25 +94,13 @@ struct DomainReport: Sendable {
         }
     }
 
-    /// One `DATA` line per disk.
-    var dataLines: [Fields] {
-        disks.map { d, facts in
-            var f: Fields = ["disk": d.target, "type": d.type, "device": d.device, "source": d.source ?? ""]
-            f.append("format", d.format ?? facts?.format ?? "")
-            if let v = facts?.virtualSize { f.append("virtual-size", String(v)) }
-            if let a = facts?.allocated { f.append("allocated", String(a)) }
-            f.append("cache", d.cache ?? "default")
-            if d.readOnly { f.append("readonly", "yes") }
+    /// The typed answer of `DOMAIN`.
+    var answer: DomainQuery.Answer {
+        DomainQuery.Answer(name: name, uuid: uuid, state: state.wire, persistent: persistent, disks: disks.map { d, facts in
             let chain = (facts?.backing.isEmpty ?? true) ? d.backingStore : facts!.backing
-            if chain.isEmpty { f.append("backing", "") }
-            for b in chain { f.append("backing", b) }
-            if d.type == "file", facts == nil { f.append("missing", "yes") }
-            return f
-        }
-    }
-
-    var okFields: Fields {
-        ["name": name, "uuid": uuid, "state": state.wire, "persistent": persistent ? "yes" : "no",
-         "disks": String(disks.count)]
+            return DiskRecord(target: d.target, type: d.type, device: d.device, source: d.source ?? "",
+                              format: d.format ?? facts?.format ?? "", virtualSize: facts?.virtualSize, allocated: facts?.allocated,
+                              cache: d.cache ?? "default", readOnly: d.readOnly, backing: chain, missing: d.type == "file" && facts == nil)
+        })
     }
 }

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import Foundation
 import Libvirt
@@ -47,5 +48,5 @@ final class LibvirtSession: @unchecked Sendable {
 
 extension DomainState {
     /// The protocol's spelling: virsh's words with `-` for spaces (`shut-off`).
-    var wire: String { description.replacingOccurrences(of: " ", with: "-") }
+    var wire: DomainRunState { DomainRunState(rawValue: description.replacingOccurrences(of: " ", with: "-")) }
 }

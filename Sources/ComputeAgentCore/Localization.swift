@@ -89,7 +89,7 @@ struct Localization: Sendable {
         guard !planned.isEmpty else { return Outcome(changed: false, moved: [], restoredFrom: nil) }
         guard s == .shutoff else {
             throw AgentError(.invalidState, "\(name) is \(s) (\(s.wire)); LOCALIZE needs it shut off: shut it down first (virsh shutdown \(name)), or wait until it has stopped",
-                             details: ["state": s.wire])
+                             details: ["state": s.wire.rawValue])
         }
         guard persistent else {
             throw AgentError(.invalidState, "\(name) is transient; LOCALIZE redefines persistent domains only")
@@ -303,7 +303,7 @@ enum DomainListing {
                     guard disk.type == "file", let src = disk.source else { return false }
                     return targets.contains { Validation.isWithin(src, root: $0) && src != $0 }
                 }
-                return Entry(name: try d.name, state: s.wire, persistent: persistent, shared: shared)
+                return Entry(name: try d.name, state: s.wire.rawValue, persistent: persistent, shared: shared)
             }
         }
     }

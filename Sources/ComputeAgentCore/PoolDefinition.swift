@@ -1,15 +1,6 @@
+import AgentAPI
 import AgentProtocol
 import FoundationXML
-
-/// How a compute host reaches the share.
-public enum AttachMode: String, Sendable, Codable, CaseIterable {
-    /// A libvirt `netfs` pool: the kernel mounts the export at the pool's target path
-    /// and disks are files there (the RHEL procedure).
-    case mount
-    /// No kernel mount: QEMU reaches the server itself through libnfs; disks become
-    /// `<disk type='network'><source protocol='nfs' ...>`.
-    case libnfs
-}
 
 /// What POOL-ENSURE asks for: the share on `server:export`, under `name`, mounted at
 /// `target` (mount mode), NFS version pinned, NFS locking off.

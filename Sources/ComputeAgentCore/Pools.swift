@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import Foundation
 import ImageCopy
@@ -17,15 +18,8 @@ public struct Share: Sendable, Equatable, Codable {
     /// The copy engine's view: the export over NFSv3, as root.
     var nfsTarget: NFSTarget { NFSTarget(server: server, exportPath: export) }
 
-    var fields: Fields {
-        var f = Fields()
-        if let pool { f.append("pool", pool) }
-        f.append("server", server)
-        f.append("export", export)
-        f.append("attach", attach.rawValue)
-        if let target { f.append("target", target) }
-        return f
-    }
+    /// How the answers of COPY, ADOPT and LOCALIZE name it.
+    var facts: ShareFacts { ShareFacts(pool: pool, server: server, export: export, attach: attach, target: target) }
 }
 
 /// Pools: POOL-ENSURE and resolving `pool=NAME` for the other verbs. Blocking: every

@@ -137,29 +137,3 @@ public enum Validation {
             || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(b)
     }
 }
-
-extension Request {
-    /// Refuses keys outside `allowed` (`invalid-argument` naming the key and the verb's keys).
-    func requireKeys(_ allowed: Set<String>) throws(AgentError) {
-        for key in fields.keys where !allowed.contains(key) {
-            let expected = allowed.isEmpty ? "no keys" : allowed.sorted().joined(separator: ", ")
-            throw AgentError(.invalidArgument, "\(verb) does not take '\(key)' (it takes \(expected))")
-        }
-    }
-
-    /// The one value of `key`; `invalid-argument` when it is missing or repeated.
-    func single(_ key: String) throws(AgentError) -> String {
-        let values = fields.all(key)
-        guard values.count == 1 else {
-            throw AgentError(.invalidArgument, "\(verb) needs exactly one \(key)= (got \(values.count))")
-        }
-        return values[0]
-    }
-
-    /// The value of `key` when given once, nil when absent; repeated is `invalid-argument`.
-    func optional(_ key: String) throws(AgentError) -> String? {
-        let values = fields.all(key)
-        guard values.count <= 1 else { throw AgentError(.invalidArgument, "\(verb) takes \(key)= at most once") }
-        return values.first
-    }
-}

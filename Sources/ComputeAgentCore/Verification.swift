@@ -38,7 +38,14 @@ enum Verification {
         var size: UInt64
         var allocated: UInt64?
         var header: HeaderFacts
-        var nonce: Fields
+        var nonce: NonceOutcome = NonceOutcome()
+    }
+
+    /// What the shared-storage test did: the nonce written (with its value) or read and matched.
+    struct NonceOutcome: Sendable, Equatable {
+        var name: String?
+        var value: String?
+        var matched: Bool?
     }
 
     static func nonceFile(_ relativeDir: String, _ name: String) -> String {
@@ -65,7 +72,7 @@ enum Verification {
         close(fd)
         let header = HeaderFacts.parse(Array(buffer.prefix(max(0, n))), fileSize: UInt64(st.st_size))
         let dir = (path as NSString).deletingLastPathComponent
-        var fields = Fields()
+        var fields = NonceOutcome()
         switch nonce {
         case .none: break
         case .write(let name):
@@ -78,7 +85,7 @@ enum Verification {
             let synced = fsync(wfd) == 0
             close(wfd)
             guard w == bytes.count, synced else { throw AgentError(.unavailable, "cannot write \(file)") }
-            fields = ["nonce": name, "nonce-value": value]
+            fields = NonceOutcome(name: name, value: value)
         case .read(let name, let value):
             let file = dir + "/.storagectl-nonce-" + name
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
@@ -101,7 +108,7 @@ enum Verification {
                 let head = try file.pread(count: Int(min(st.size, 65536)), offset: 0)
                 let header = HeaderFacts.parse(head, fileSize: st.size)
                 let dir = (relative as NSString).deletingLastPathComponent
-                var fields = Fields()
+                var fields = NonceOutcome()
                 switch nonce {
                 case .none: break
                 case .write(let name):
@@ -111,7 +118,7 @@ enum Verification {
                     let bytes = Array((value + "\n").utf8)
                     try bytes.withUnsafeBytes { try out.pwriteAll($0, offset: 0) }
                     try out.close()
-                    fields = ["nonce": name, "nonce-value": value]
+                    fields = NonceOutcome(name: name, value: value)
                 case .read(let name, let value):
                     let path = "/" + nonceFile(dir, name)
                     let text: String
@@ -136,11 +143,11 @@ enum Verification {
         }
     }
 
-    static func compare(_ text: String, _ value: String, name: String, file: String) throws(AgentError) -> Fields {
+    static func compare(_ text: String, _ value: String, name: String, file: String) throws(AgentError) -> NonceOutcome {
         let seen = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard seen == value else {
             throw AgentError(.invalidState, "the nonce file \(file) holds another value than the writer reported: this host does not see the same storage (or another test overwrote it)")
         }
-        return ["nonce": name, "nonce-match": "yes"]
+        return NonceOutcome(name: name, matched: true)
     }
 }

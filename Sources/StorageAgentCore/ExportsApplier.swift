@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 #if canImport(Glibc)
 import Glibc

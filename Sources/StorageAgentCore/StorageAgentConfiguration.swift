@@ -1,12 +1,5 @@
+import AgentAPI
 import AgentProtocol
-
-/// How the storage agent applies the exports it writes.
-public enum ExportsBackend: String, Sendable, CaseIterable {
-    /// nfs-utils: `exportfs -ra`, then verify from its output and `/var/lib/nfs/etab`.
-    case kernel
-    /// NFS-Ganesha: EXPORT blocks in an include file, SIGHUP to ganesha, then verify.
-    case ganesha
-}
 
 /// Everything the storage agent needs to know about its host. Paths are injected so
 /// tests run against temporary directories.

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import AgentRuntime
 import ContentDigest
@@ -14,8 +15,7 @@ extension StorageAgentHandler {
     /// `OK path= total= free= available=` in bytes (`available` is what root may not use
     /// up: statvfs f_bavail).
     func space(_ request: Request) async throws -> Fields {
-        try Self.requireKeys(request, allowed: ["path"])
-        let path = request.fields["path"] ?? configuration.exportRoot
+        let path = try SpaceQuery(request).path ?? configuration.exportRoot
         try validated(path)
         let s = try await BlockingWork.agent { () throws(AgentError) -> statvfs in
             var s = statvfs()
@@ -25,8 +25,8 @@ extension StorageAgentHandler {
             return s
         }
         let unit = UInt64(s.f_frsize)
-        return ["path": path, "total": String(UInt64(s.f_blocks) * unit), "free": String(UInt64(s.f_bfree) * unit),
-                "available": String(UInt64(s.f_bavail) * unit)]
+        return SpaceQuery.Answer(path: path, total: UInt64(s.f_blocks) * unit, free: UInt64(s.f_bfree) * unit,
+                                 available: UInt64(s.f_bavail) * unit).encoded()
     }
 
     /// `CHECKSUM path=P`: the content digest (docs/protocol.md, "Content digest") of the
@@ -36,8 +36,7 @@ extension StorageAgentHandler {
     /// symbolic link anywhere is refused. Read-only. A client that goes away (its
     /// PROGRESS cannot be written) stops the reading.
     func checksum(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        try Self.requireKeys(request, allowed: ["path"])
-        let path = try Self.single(request, "path")
+        let path = try ChecksumRequest(request).path
         try validated(path)
         let root = configuration.exportRoot
         let started = ContinuousClock.now
@@ -50,13 +49,13 @@ extension StorageAgentHandler {
             if Task.isCancelled { progress.cancel() }
             let (done, total) = progress.snapshot
             if !progress.finished {
-                do { try await reply.progress(["done": String(done), "total": String(total)]) } catch { progress.cancel() }
+                do { try await reply.progress(TransferProgress(done: done, total: total)) } catch { progress.cancel() }
             }
         }
         let (size, hex) = try await digest
         let elapsed = ContinuousClock.now - started
-        return ["path": path, "size": String(size), "digest": hex,
-                "seconds": String(format: "%.2f", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)]
+        return ChecksumRequest.Answer(path: path, size: size, digest: hex,
+                                      seconds: String(format: "%.2f", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)).encoded()
     }
 
     private func validated(_ path: String) throws(AgentError) {

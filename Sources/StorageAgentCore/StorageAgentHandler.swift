@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import AgentRuntime
 import ExportsFile
@@ -48,23 +49,23 @@ public struct StorageAgentHandler: RequestHandler {
         }
     }
 
-    public var verbs: [String] { ["HEALTH", "EXPORT", "UNEXPORT", "EXPORTS", "SPACE", "CHECKSUM"] }
+    public var verbs: [String] { [HealthQuery.verb, ExportRequest.verb, UnexportRequest.verb, ExportsQuery.verb, SpaceQuery.verb, ChecksumRequest.verb] }
 
     public func handle(_ request: Request, context: RequestContext, reply: ReplyStream) async throws -> Fields {
         switch request.verb {
-        case "HEALTH":
+        case HealthQuery.verb:
             return try await Health.answer(healthChecks(), context: context, reply: reply)
-        case "EXPORT":
+        case ExportRequest.verb:
             try context.requireAuthenticated(request.verb)
             return try await export(request, reply: reply)
-        case "UNEXPORT":
+        case UnexportRequest.verb:
             try context.requireAuthenticated(request.verb)
             return try await unexport(request, reply: reply)
-        case "EXPORTS":
+        case ExportsQuery.verb:
             return try await exports(request, reply: reply)
-        case "SPACE":
+        case SpaceQuery.verb:
             return try await space(request)
-        case "CHECKSUM":
+        case ChecksumRequest.verb:
             return try await checksum(request, reply: reply)
         default:
             throw unknownVerb(request.verb)
@@ -76,12 +77,8 @@ public struct StorageAgentHandler: RequestHandler {
     /// `EXPORT path=P client=C [client=C ...]`: ensures P exists under the export root and
     /// is exported to every C (adding only missing clients), live on the server.
     func export(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        try Self.requireKeys(request, allowed: ["path", "client"])
-        let path = try Self.single(request, "path")
-        let clients = request.fields.all("client")
-        guard !clients.isEmpty else {
-            throw AgentError(.invalidArgument, "EXPORT needs at least one client=HOST (a compute host from the inventory)")
-        }
+        let asked = try ExportRequest(request)
+        let path = asked.path, clients = asked.clients
         // Everything is validated before the lock is taken and anything is written.
         let policy = self.policy
         do throws(ExportsError) {
@@ -103,19 +100,15 @@ public struct StorageAgentHandler: RequestHandler {
         }, prepare: { _ throws(AgentError) in
             _ = try await BlockingWork.agent { () throws(AgentError) in try ExportDirectory.ensure(path, root: root) }
         })
-        for warning in result.edit.change.warnings {
-            try await reply.data(["warning": warning.relation == .parent ? "parent-exported" : "child-exported",
-                                  "path": warning.foreignPath, "foreign": "\(file):\(warning.lineNumber)"])
+        var warnings: [ExportWarning] = result.edit.change.warnings.map { w in
+            w.relation == .parent ? .parentExported(path: w.foreignPath, foreign: "\(file):\(w.lineNumber)")
+                                  : .childExported(path: w.foreignPath, foreign: "\(file):\(w.lineNumber)")
         }
-        for line in result.report.warnings { try await reply.data(["warning": "reload-tool", "text": line]) }
+        warnings += result.report.warnings.map(ExportWarning.reloadTool)
         let line = try result.edit.file.managedExports().first { $0.path == path }
-        return [
-            "path": path,
-            "clients": line?.clients.map(\.address.value).joined(separator: ",") ?? "",
-            "changed": result.written ? "yes" : "no",
-            "fsid": line.map { String($0.fsid) } ?? "",
-            "backend": configuration.backend.rawValue,
-        ]
+        return try await reply.answer(ExportRequest.self, .init(
+            path: path, clients: line?.clients.map(\.address.value) ?? [], changed: result.written,
+            fsid: line.map { String($0.fsid) } ?? "", backend: configuration.backend, warnings: warnings))
     }
 
     static func conflict(path: String, file: String, foreign: [ExportConflict]) -> AgentError {
@@ -131,9 +124,8 @@ public struct StorageAgentHandler: RequestHandler {
     /// no client is given. Idempotent: a path storagectl does not export answers
     /// `changed=no`. The directory and its files are never removed.
     func unexport(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        try Self.requireKeys(request, allowed: ["path", "client"])
-        let path = try Self.single(request, "path")
-        let clients = request.fields.all("client")
+        let asked = try UnexportRequest(request)
+        let path = asked.path, clients = asked.clients
         // Shape checks only (not the export root or the inventory): exports made under
         // an older configuration can still be removed. The library checks the shape.
         do throws(ExportsError) {
@@ -154,43 +146,29 @@ public struct StorageAgentHandler: RequestHandler {
                 throw AgentError(error)
             }
         }
-        for line in result.report.warnings { try await reply.data(["warning": "reload-tool", "text": line]) }
         let remaining = try result.edit.file.managedExports().first { $0.path == path }
-        var ok: Fields = [
-            "path": path,
-            "clients": remaining?.clients.map(\.address.value).joined(separator: ",") ?? "",
-            "changed": result.written ? "yes" : "no",
-            "backend": configuration.backend.rawValue,
-        ]
         // The path may stay exported by the administrator's own lines: say where.
-        for conflict in result.edit.file.conflicts(for: path) where conflict.isConflict {
-            ok.append("foreign", "\(configuration.exportsFile):\(conflict.lineNumber)")
-        }
-        return ok
+        let foreign = result.edit.file.conflicts(for: path).filter(\.isConflict)
+            .map { "\(configuration.exportsFile):\($0.lineNumber)" }
+        return try await reply.answer(UnexportRequest.self, .init(
+            path: path, clients: remaining?.clients.map(\.address.value) ?? [], changed: result.written,
+            backend: configuration.backend, foreign: foreign, warnings: result.report.warnings.map(ExportWarning.reloadTool)))
     }
 
     // MARK: - EXPORTS
 
     /// `EXPORTS`: every entry of the exports file, ours and foreign, read-only.
     func exports(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        try Self.requireKeys(request, allowed: [])
+        _ = try ExportsQuery(request)
         let file = try await store.current()
-        let records = Self.records(file)
-        for record in records { try await reply.data(record) }
-        let block: String
+        let block: ExportsQuery.BlockState
         switch file.managedBlockState {
-        case .absent: block = "absent"
-        case .present: block = "present"
-        case .malformed: block = "malformed"
+        case .absent: block = .absent
+        case .present: block = .present
+        case .malformed: block = .malformed
         }
-        return [
-            "exports": String(records.count),
-            "managed": String(records.filter { $0["owner"] == "storagectl" }.count),
-            "foreign": String(records.filter { $0["owner"] == "foreign" }.count),
-            "conflicts": String(records.filter { $0["conflict"] == "yes" }.count),
-            "block": block,
-            "backend": configuration.backend.rawValue,
-        ]
+        return try await reply.answer(ExportsQuery.self, .init(records: Self.records(file), block: block,
+                                                               backend: configuration.backend))
     }
 
     /// One `DATA` record per entry, in file order. Pure.
@@ -198,7 +176,7 @@ public struct StorageAgentHandler: RequestHandler {
     /// `owner=storagectl` for lines inside the managed block (with `fsid=`, or
     /// `invalid=REASON` for a hand-edited line), `owner=foreign` for every other entry;
     /// `conflict=yes` on both sides when a foreign entry exports a path of ours.
-    public static func records(_ file: ExportsFile) -> [Fields] {
+    public static func records(_ file: ExportsFile) -> [ExportRecord] {
         var managedRange = 0..<0
         if case .present(let begin, let end) = file.managedBlockState { managedRange = (begin + 1)..<end }
         var ours = Set<String>()
@@ -209,47 +187,25 @@ public struct StorageAgentHandler: RequestHandler {
             if managedRange.contains(index) { ours.insert(path) } else { theirs.insert(path) }
         }
         let conflicted = ours.intersection(theirs)
-        var records: [Fields] = []
+        var records: [ExportRecord] = []
         var lineNumber = 1
         for (index, line) in file.lines.enumerated() {
             defer { lineNumber += line.raw.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) } }
             guard let entry = line.entry else { continue }
             let managed = managedRange.contains(index)
-            var record: Fields = [
-                "owner": managed ? "storagectl" : "foreign",
-                "path": entry.path,
-                "line": String(lineNumber),
-                "clients": entry.clients.map { $0.host ?? "*" }.joined(separator: ","),
-            ]
+            var record = ExportRecord(owner: managed ? .storagectl : .foreign, path: entry.path, line: lineNumber,
+                                      clients: entry.clients.map { $0.host ?? "*" },
+                                      conflict: conflicted.contains(ExportPath.lexicallyNormalized(entry.path)), text: line.content)
             if managed {
                 do {
-                    record.append("fsid", String(try ManagedExport(entry: entry).fsid))
+                    record.fsid = String(try ManagedExport(entry: entry).fsid)
                 } catch {
-                    record.append("invalid", error.description)
+                    record.invalid = error.description
                 }
             }
-            if conflicted.contains(ExportPath.lexicallyNormalized(entry.path)) { record.append("conflict", "yes") }
-            record.append("text", line.content)
             records.append(record)
         }
         return records
-    }
-
-    // MARK: - Fields
-
-    static func requireKeys(_ request: Request, allowed: Set<String>) throws(AgentError) {
-        for key in request.fields.keys where !allowed.contains(key) {
-            let expected = allowed.isEmpty ? "no keys" : allowed.sorted().joined(separator: ", ")
-            throw AgentError(.invalidArgument, "\(request.verb) does not take '\(key)' (it takes \(expected))")
-        }
-    }
-
-    static func single(_ request: Request, _ key: String) throws(AgentError) -> String {
-        let values = request.fields.all(key)
-        guard values.count == 1 else {
-            throw AgentError(.invalidArgument, "\(request.verb) needs exactly one \(key)= (got \(values.count))")
-        }
-        return values[0]
     }
 
     // MARK: - HEALTH

@@ -1,8 +1,10 @@
+import AgentAPI
 import AgentProtocol
 import AgentRuntime
 
-/// The seam between storagectl's flows and the network: one request to one host's agent.
-/// The live one opens a session per call (HELLO included); tests inject a fake.
+/// The seam between storagectl's flows and the network: requests to the hosts' agents.
+/// The live one keeps one session per agent for the whole command; tests inject an
+/// in-process one.
 public protocol AgentCaller: Sendable {
     /// Sends `request` to `host`'s agent; `onLine` sees `DATA`/`PROGRESS` as they come.
     /// An `ERR` answer is in the response; transport failures throw.
@@ -11,34 +13,40 @@ public protocol AgentCaller: Sendable {
 }
 
 extension AgentCaller {
-    /// The `OK` fields, or the agent's error thrown.
-    func ok(_ host: Inventory.Host, _ request: Request, timeout: Duration = .seconds(60),
-            onLine: (@Sendable (ResponseLine) -> Void)? = nil) async throws(AgentError) -> Response {
-        let response = try await call(host, request, timeout: timeout, onLine: onLine)
-        _ = try response.get()
-        return response
+    /// One typed request: its answer decoded, or the agent's `ERR` thrown. `progress`
+    /// sees every `PROGRESS` line as it comes.
+    public func send<V: AgentVerb>(_ host: Inventory.Host, _ verb: V, timeout: Duration = .seconds(60),
+                                   progress: (@Sendable (TransferProgress) -> Void)? = nil) async throws(AgentError) -> V.Answer {
+        var onLine: (@Sendable (ResponseLine) -> Void)?
+        if let progress {
+            onLine = { @Sendable (line: ResponseLine) -> Void in
+                if let p = TransferProgress.from(line, verb: V.verb) { progress(p) }
+            }
+        }
+        return try V.answer(try await call(host, verb.request, timeout: timeout, onLine: onLine))
     }
 }
 
+/// The agents over the network: one session per agent (``AgentSessionPool``).
 public struct LiveAgentCaller: AgentCaller {
-    public let tls: TLSFiles
-    public let connectTimeout: Duration
+    public let pool: AgentSessionPool
 
-    public init(tls: TLSFiles, connectTimeout: Duration) {
-        self.tls = tls
-        self.connectTimeout = connectTimeout
-    }
+    public init(pool: AgentSessionPool) { self.pool = pool }
 
     public func call(_ host: Inventory.Host, _ request: Request, timeout: Duration,
                      onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
         do {
-            return try await AgentClient.withSession(to: host.agent, connectTimeout: connectTimeout, tls: tls) { session in
-                try await session.call(request, timeout: timeout, onLine: onLine)
-            }
-        } catch let e as AgentError {
-            throw e
+            return try await pool.call(host.agent, request, timeout: timeout, onLine: onLine)
         } catch {
-            throw AgentError(.unavailable, "\(host.name): \(error)")
+            throw error.code == .unavailable || error.code == .timeout ? AgentError(error.code, "\(host.name): \(error.message)") : error
+        }
+    }
+
+    /// Runs `body` with a caller whose sessions close when it returns.
+    public static func with<T: Sendable>(_ inventory: Inventory, connectTimeout: Duration,
+                                         _ body: @escaping @Sendable (LiveAgentCaller) async throws -> T) async throws -> T {
+        try await AgentSessionPool.withPool(tls: inventory.tls, connectTimeout: connectTimeout) { pool in
+            try await body(LiveAgentCaller(pool: pool))
         }
     }
 }

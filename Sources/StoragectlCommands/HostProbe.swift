@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import AgentRuntime
 
@@ -45,20 +46,19 @@ public enum HostProbe {
             try await AgentClient.withSession(to: host.agent, connectTimeout: timeout, tls: tls) { session in
                 let clock = ContinuousClock()
                 let start = clock.now
-                _ = try await session.ok(Request("PING"), timeout: timeout)
+                _ = try Ping.answer(try await session.call(Ping().request, timeout: timeout))
                 let rtt = clock.now - start
                 report.roundTripMilliseconds = Double(rtt.components.seconds) * 1000
                     + Double(rtt.components.attoseconds) / 1e15
-                let health = try await session.call(Request("HEALTH"), timeout: timeout)
-                let ok = try health.get()
-                report.agentVersion = ok["version"]
-                report.reportedHost = ok["host"]
-                report.uptimeSeconds = ok["uptime"].flatMap { Int($0) }
-                report.checks = health.data.compactMap(HealthCheck.init(fields:)).map {
+                let health = try HealthQuery.answer(try await session.call(HealthQuery().request, timeout: timeout))
+                report.agentVersion = health.version
+                report.reportedHost = health.host
+                report.uptimeSeconds = health.uptimeSeconds
+                report.checks = health.checks.map {
                     HostReport.Check(name: $0.name, ok: $0.ok, detail: $0.detail,
                                      facts: Dictionary($0.facts.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }))
                 }
-                report.state = ok["health"] == "ok" ? .healthy : .degraded
+                report.state = health.healthy ? .healthy : .degraded
             }
         } catch let e as AgentError {
             report.error = e.message

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import AgentRuntime
 import ArgumentParser
@@ -67,14 +68,14 @@ public struct ShareCommand: AsyncParsableCommand {
         try await ExitStatus.reporting("storagectl") {
             let inventory = try Inventory.load(path: global.config)
             let display = ShareDisplay(mode: json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
-            let flow = ShareFlow(inventory: inventory,
-                                 caller: LiveAgentCaller(tls: inventory.tls, connectTimeout: global.timeoutDuration),
-                                 emit: { display.show($0) })
             let options = ShareOptions(vm: vm, from: from, to: to, attach: AttachMode(rawValue: attach)!, dryRun: dryRun)
-            try await FlowReport.run("share", vm: vm, json: json, display: display,
-                                     summary: ShareFormatting.summary, encode: ShareFormatting.json) { () throws(ShareFailure) in
-                try await flow.run(options)
+            let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: global.timeoutDuration) { caller in
+                await FlowReport.capture { () throws(ShareFailure) in
+                    try await ShareFlow(inventory: inventory, caller: caller, emit: { display.show($0) }).run(options)
+                }
             }
+            try FlowReport.finish("share", vm: vm, json: json, display: display, outcome,
+                                  summary: ShareFormatting.summary, encode: ShareFormatting.json)
         }
     }
 }
@@ -84,130 +85,5 @@ public struct ShareCommand: AsyncParsableCommand {
 func validateDomainName(_ vm: String) throws {
     guard !vm.isEmpty, vm.utf8.count <= 200, !vm.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" }) else {
         throw ValidationError("'\(vm)' is not a libvirt domain name")
-    }
-}
-
-/// How `share` and `unshare` end: the result (summary or JSON) on stdout, or the failure
-/// (`ShareFailure`: step, host, the agent's words, the remedy) on stderr or as JSON, with
-/// the exit status of its error code.
-enum FlowReport {
-    static func run<R>(_ command: String, vm: String, json: Bool, display: ShareDisplay,
-                       summary: (R) -> String, encode: (R) throws -> String,
-                       _ body: () async throws(ShareFailure) -> R) async throws {
-        do throws(ShareFailure) {
-            let result = try await body()
-            display.finish()
-            if json {
-                print((try? encode(result)) ?? "{}")
-            } else {
-                print(summary(result), terminator: "")
-            }
-        } catch {
-            display.finish()
-            if json {
-                print((try? ShareFormatting.json(failure: error)) ?? "{}")
-            } else {
-                printError("storagectl: \(command) \(vm): \(error)")
-            }
-            throw ExitCode(ExitStatus.code(for: error.error.code))
-        }
-    }
-}
-
-/// Shows share's events: one line per finished step, and on a terminal a progress bar
-/// per disk (bytes, rate, ETA) redrawn in place; elsewhere a progress line every 5 s.
-final class ShareDisplay: @unchecked Sendable {
-    enum Mode { case terminal, plain, quiet }
-    let mode: Mode
-    private let lock = NSLock()
-    private var barShown = false
-    private var lastPlain = ContinuousClock.now - .seconds(10)
-
-    init(mode: Mode) { self.mode = mode }
-
-    func show(_ event: ShareEvent) {
-        guard mode != .quiet else { return }
-        lock.withLock {
-            switch event {
-            case .step(let step, let host, let detail):
-                clearBar()
-                print("\(mode == .terminal ? "✓" : "ok") \(step.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(host.padding(toLength: 15, withPad: " ", startingAt: 0)) \(detail)")
-            case .note(let text):
-                clearBar()
-                print("  \(text)")
-            case .progress(let disk, let done, let total, let rate):
-                guard total > 0 else { break }
-                let line = ShareFormatting.progressLine(disk: disk, done: done, total: total, bytesPerSecond: rate,
-                                                        width: mode == .terminal ? 30 : 0)
-                if mode == .terminal {
-                    print("\r\u{1B}[2K" + line, terminator: "")
-                    fflush(nil)
-                    barShown = true
-                } else if ContinuousClock.now - lastPlain >= .seconds(5) || done == total {
-                    lastPlain = .now
-                    print(line)
-                }
-            }
-            // Each line as it happens, also into a pipe or a log file.
-            fflush(nil)
-        }
-    }
-
-    private func clearBar() {
-        if barShown { print("\r\u{1B}[2K", terminator: ""); barShown = false }
-    }
-
-    func finish() { lock.withLock { clearBar(); fflush(nil) } }
-}
-
-/// Pure renderings of share's output.
-public enum ShareFormatting {
-    public static func progressLine(disk: String, done: UInt64, total: UInt64, bytesPerSecond: Double, width: Int) -> String {
-        let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
-        var line = "  copy \(disk) "
-        if width > 0 {
-            let filled = Int((fraction * Double(width)).rounded(.down))
-            line += "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
-        }
-        line += String(format: "%3.0f%% ", fraction * 100) + "\(Bytes.human(done))/\(Bytes.human(total))"
-        if bytesPerSecond > 0 {
-            line += " \(Bytes.human(UInt64(bytesPerSecond)))/s"
-            let left = Double(total - min(done, total)) / bytesPerSecond
-            line += String(format: " ETA %d:%02d", Int(left) / 60, Int(left) % 60)
-        }
-        return line
-    }
-
-    public static func summary(_ r: ShareResult) -> String {
-        if r.dryRun {
-            return "dry run: share \(r.vm) from \(r.source) to \(r.destinations.joined(separator: ", ")) would:\n"
-                + r.plan.enumerated().map { "  \($0.offset + 1). \($0.element)\n" }.joined()
-                + "nothing was changed.\n"
-        }
-        var s = r.changed.isEmpty
-            ? "\(r.vm) was already shared; nothing changed.\n"
-            : "\(r.vm) is ready: its disks are on \(r.storage):\(r.export) (\(r.attach.rawValue)), seen by \(([r.source] + r.destinations).joined(separator: ", ")).\n"
-        for d in r.disks { s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), digest \(d.digest.prefix(16))…)\n" }
-        if let dest = r.destinations.first {
-            s += "migrate it with: virsh migrate --live --persistent \(r.vm) qemu+ssh://\(dest)/system\n"
-        }
-        return s
-    }
-
-    static func encoder() -> JSONEncoder {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        e.keyEncodingStrategy = .convertToSnakeCase
-        return e
-    }
-
-    public static func json(_ r: ShareResult) throws -> String {
-        String(decoding: try encoder().encode(r), as: UTF8.self)
-    }
-
-    public static func json(failure: ShareFailure) throws -> String {
-        struct Doc: Encodable { var ready = false; var failedStep: String; var host: String; var code: String; var message: String; var remedy: String }
-        return String(decoding: try encoder().encode(Doc(failedStep: failure.step.rawValue, host: failure.host, code: failure.error.code.rawValue,
-                                                        message: failure.error.message, remedy: failure.remedy)), as: UTF8.self)
     }
 }

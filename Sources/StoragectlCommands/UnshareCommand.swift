@@ -54,13 +54,14 @@ public struct UnshareCommand: AsyncParsableCommand {
         try await ExitStatus.reporting("storagectl") {
             let inventory = try Inventory.load(path: global.config)
             let display = ShareDisplay(mode: json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
-            let flow = UnshareFlow(inventory: inventory,
-                                   caller: LiveAgentCaller(tls: inventory.tls, connectTimeout: global.timeoutDuration),
-                                   emit: { display.show($0) })
-            try await FlowReport.run("unshare", vm: vm, json: json, display: display,
-                                     summary: UnshareFormatting.summary, encode: UnshareFormatting.json) { () throws(ShareFailure) in
-                try await flow.run(UnshareOptions(vm: vm, from: from))
+            let options = UnshareOptions(vm: vm, from: from)
+            let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: global.timeoutDuration) { caller in
+                await FlowReport.capture { () throws(ShareFailure) in
+                    try await UnshareFlow(inventory: inventory, caller: caller, emit: { display.show($0) }).run(options)
+                }
             }
+            try FlowReport.finish("unshare", vm: vm, json: json, display: display, outcome,
+                                  summary: UnshareFormatting.summary, encode: UnshareFormatting.json)
         }
     }
 }

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import AgentRuntime
 import Foundation
@@ -59,7 +60,7 @@ struct CopyJobRecordTests {
         let state = StateStore(root: host.state)
         try state.writeJSON(record, "jobs", Self.uuid + ".json")
         #expect(state.readJSON(CopyJobRecord.self, "jobs", Self.uuid + ".json") == record)
-        #expect(record.dataLines == [["disk": "vda", "source": "/nonexistent/w1.qcow2", "path": "../w1.qcow2", "size": "1048576",
+        #expect(record.rows.map { $0.encoded() } == [["disk": "vda", "source": "/nonexistent/w1.qcow2", "path": "../w1.qcow2", "size": "1048576",
                                       "data-bytes": "65536", "digest": digest, "already-present": "no"]])
     }
 

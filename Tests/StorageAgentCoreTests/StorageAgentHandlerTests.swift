@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import AgentRuntime
 import ExportsFile
@@ -147,7 +148,8 @@ struct StorageAgentHandlerTests {
             \(ManagedBlockMarkers.endMarker)
 
             """
-        let records = StorageAgentHandler.records(ExportsFile(parsing: text))
+        // The DATA lines as they go on the wire.
+        let records = StorageAgentHandler.records(ExportsFile(parsing: text)).map { $0.encoded() }
         #expect(records.count == 5)
         #expect(records[0]["owner"] == "foreign")
         #expect(records[0]["line"] == "2")

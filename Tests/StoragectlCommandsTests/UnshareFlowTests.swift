@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import AgentRuntime
 import ConfigFile
@@ -28,46 +29,62 @@ final class FakeUnshareAgents: AgentCaller, @unchecked Sendable {
     func respond(_ host: Inventory.Host, _ request: Request, onLine: (@Sendable (ResponseLine) -> Void)?) -> Response {
         log.append("\(host.name) \(request.verb)")
         requests.append(request)
-        func ok(_ f: Fields, data: [Fields] = []) -> Response {
+        do {
+            let (data, ok) = try answer(host.name, request, onLine: onLine)
             for d in data { onLine?(.data(d)) }
-            return Response(data: data, result: .success(f))
+            return Response(data: data, result: .success(ok))
+        } catch {
+            return Response(result: .failure(error))
         }
-        func err(_ e: AgentError) -> Response { Response(result: .failure(e)) }
+    }
+
+    /// Requests decoded with the typed contract (an unknown key is refused as a real
+    /// agent refuses it), answers encoded with it.
+    func answer(_ host: String, _ request: Request, onLine: (@Sendable (ResponseLine) -> Void)?) throws(AgentError) -> ([Fields], Fields) {
         let sharedSource = libnfs ? "nfs://store/srv/shared/w1/w1.qcow2" : "/srv/shared/w1/w1.qcow2"
-        switch (host.name, request.verb) {
-        case ("src", "DOMAIN") where request.fields["name"] == "w1":
-            let disk: Fields = onShare
-                ? ["disk": "vda", "type": libnfs ? "network" : "file", "device": "disk", "source": sharedSource]
-                : ["disk": "vda", "type": "file", "device": "disk", "source": "/var/lib/libvirt/images/w1.qcow2"]
-            return ok(["name": "w1", "state": running ? "running" : "shut-off", "persistent": "yes"],
-                      data: [disk, ["disk": "hdc", "type": "file", "device": "cdrom", "source": "/iso/x.iso"]])
-        case (_, "DOMAIN"):
-            return err(AgentError(.notFound, "no domain"))
-        case ("src", "LOCALIZE"):
-            if let failLocalize { return err(failLocalize) }
-            guard onShare else { return ok(["domain": "w1", "disks": "0", "changed": "no"]) }
-            onLine?(.progress(["done": "0", "total": "1048576", "rate": "0", "disk": "vda"]))
-            onLine?(.progress(["done": "1048576", "total": "1048576", "rate": "1048576", "disk": "vda"]))
-            onShare = false
-            return ok(["domain": "w1", "disks": "1", "changed": "yes"],
-                      data: [["disk": "vda", "from": sharedSource, "to": "/var/lib/libvirt/images/w1.qcow2", "size": "1048576", "digest": digest]])
-        case (let h, "DOMAINS"):
-            if h == failDomainsOn { return err(AgentError(.unavailable, "\(h): connection refused")) }
-            switch h {
-            case "src": return ok(["domains": "1"], data: [["name": "w1", "state": "shut-off", "shared": onShare ? "yes" : "no"]])
-            case "dst": return ok(["domains": "1"], data: [["name": "w2", "state": "running", "shared": otherSharedOnDst ? "yes" : "no"]])
-            default: return ok(["domains": "0"])
+        let facts = ShareFacts(pool: libnfs ? nil : "shared-images", server: "store", export: "/srv/shared",
+                               attach: libnfs ? .libnfs : .mount, target: libnfs ? nil : "/srv/shared")
+        switch (host, request.verb) {
+        case (_, DomainQuery.verb):
+            let q = try DomainQuery(request)
+            guard host == "src", q.name == "w1" else { throw AgentError(.notFound, "no domain") }
+            let disk = onShare
+                ? DiskRecord(target: "vda", type: libnfs ? "network" : "file", source: sharedSource)
+                : DiskRecord(target: "vda", type: "file", source: "/var/lib/libvirt/images/w1.qcow2")
+            return DomainQuery.encodeAnswer(.init(name: "w1", uuid: "u", state: running ? .running : .shutOff, persistent: true,
+                                                  disks: [disk, DiskRecord(target: "hdc", type: "file", device: "cdrom", source: "/iso/x.iso")]))
+        case ("src", LocalizeRequest.verb):
+            let q = try LocalizeRequest(request)
+            if let failLocalize { throw failLocalize }
+            guard onShare else {
+                return LocalizeRequest.encodeAnswer(.init(moved: [], domain: q.domain, share: facts, dir: "/var/lib/libvirt/images", changed: false, restored: nil))
             }
-        case ("store", "EXPORTS"):
-            guard !clients.isEmpty else { return ok(["exports": "0"]) }
-            return ok(["exports": "1"], data: [["owner": "storagectl", "path": "/srv/shared", "clients": clients.sorted().joined(separator: ",")]])
-        case ("store", "UNEXPORT"):
-            let gone = Set(request.fields.all("client"))
+            onLine?(.progress(TransferProgress(done: 0, total: 1048576, rate: 0, disk: "vda").encoded()))
+            onLine?(.progress(TransferProgress(done: 1048576, total: 1048576, rate: 1048576, disk: "vda").encoded()))
+            onShare = false
+            return LocalizeRequest.encodeAnswer(.init(
+                moved: [LocalizedImage(disk: "vda", from: sharedSource, to: "/var/lib/libvirt/images/w1.qcow2", size: 1048576, digest: digest)],
+                domain: q.domain, share: facts, dir: "/var/lib/libvirt/images", changed: true, restored: nil))
+        case (let h, DomainsQuery.verb):
+            _ = try DomainsQuery(request)
+            if h == failDomainsOn { throw AgentError(.unavailable, "\(h): connection refused") }
+            switch h {
+            case "src": return DomainsQuery.encodeAnswer([.init(name: "w1", state: .shutOff, persistent: true, shared: onShare)])
+            case "dst": return DomainsQuery.encodeAnswer([.init(name: "w2", state: .running, persistent: true, shared: otherSharedOnDst)])
+            default: return DomainsQuery.encodeAnswer([])
+            }
+        case ("store", ExportsQuery.verb):
+            _ = try ExportsQuery(request)
+            let records = clients.isEmpty ? [] : [ExportRecord(owner: .storagectl, path: "/srv/shared", line: 1, clients: clients.sorted(), text: "")]
+            return ExportsQuery.encodeAnswer(.init(records: records, block: .present, backend: .kernel))
+        case ("store", UnexportRequest.verb):
+            let q = try UnexportRequest(request)
+            let gone = Set(q.clients)
             let changed = !gone.isDisjoint(with: clients)
             clients.subtract(gone)
-            return ok(["path": request.fields["path"] ?? "", "clients": clients.sorted().joined(separator: ","), "changed": changed ? "yes" : "no"])
+            return UnexportRequest.encodeAnswer(.init(path: q.path, clients: clients.sorted(), changed: changed, backend: .kernel))
         default:
-            return err(AgentError(.unsupported, "fake: \(host.name) \(request.verb)"))
+            throw AgentError(.unsupported, "fake: \(host) \(request.verb)")
         }
     }
 

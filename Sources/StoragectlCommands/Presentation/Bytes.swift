@@ -1,0 +1,11 @@
+import Foundation
+
+public enum Bytes {
+    /// `1.5 GiB`, `512 B`: binary units, one decimal.
+    public static func human(_ n: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(n), i = 0
+        while v >= 1024, i < units.count - 1 { v /= 1024; i += 1 }
+        return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
+    }
+}

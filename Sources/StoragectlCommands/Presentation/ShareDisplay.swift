@@ -1,0 +1,50 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shows share's events: one line per finished step, and on a terminal a progress bar
+/// per disk (bytes, rate, ETA) redrawn in place; elsewhere a progress line every 5 s.
+final class ShareDisplay: @unchecked Sendable {
+    enum Mode { case terminal, plain, quiet }
+    let mode: Mode
+    private let lock = NSLock()
+    private var barShown = false
+    private var lastPlain = ContinuousClock.now - .seconds(10)
+
+    init(mode: Mode) { self.mode = mode }
+
+    func show(_ event: ShareEvent) {
+        guard mode != .quiet else { return }
+        lock.withLock {
+            switch event {
+            case .step(let step, let host, let detail):
+                clearBar()
+                print("\(mode == .terminal ? "✓" : "ok") \(step.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(host.padding(toLength: 15, withPad: " ", startingAt: 0)) \(detail)")
+            case .note(let text):
+                clearBar()
+                print("  \(text)")
+            case .progress(let disk, let done, let total, let rate):
+                guard total > 0 else { break }
+                let line = ShareFormatting.progressLine(disk: disk, done: done, total: total, bytesPerSecond: rate,
+                                                        width: mode == .terminal ? 30 : 0)
+                if mode == .terminal {
+                    print("\r\u{1B}[2K" + line, terminator: "")
+                    fflush(nil)
+                    barShown = true
+                } else if ContinuousClock.now - lastPlain >= .seconds(5) || done == total {
+                    lastPlain = .now
+                    print(line)
+                }
+            }
+            // Each line as it happens, also into a pipe or a log file.
+            fflush(nil)
+        }
+    }
+
+    private func clearBar() {
+        if barShown { print("\r\u{1B}[2K", terminator: ""); barShown = false }
+    }
+
+    func finish() { lock.withLock { clearBar(); fflush(nil) } }
+}

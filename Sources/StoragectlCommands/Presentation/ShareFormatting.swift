@@ -1,0 +1,53 @@
+import Foundation
+
+/// Pure renderings of share's output.
+public enum ShareFormatting {
+    public static func progressLine(disk: String, done: UInt64, total: UInt64, bytesPerSecond: Double, width: Int) -> String {
+        let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
+        var line = "  copy \(disk) "
+        if width > 0 {
+            let filled = Int((fraction * Double(width)).rounded(.down))
+            line += "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+        }
+        line += String(format: "%3.0f%% ", fraction * 100) + "\(Bytes.human(done))/\(Bytes.human(total))"
+        if bytesPerSecond > 0 {
+            line += " \(Bytes.human(UInt64(bytesPerSecond)))/s"
+            let left = Double(total - min(done, total)) / bytesPerSecond
+            line += String(format: " ETA %d:%02d", Int(left) / 60, Int(left) % 60)
+        }
+        return line
+    }
+
+    public static func summary(_ r: ShareResult) -> String {
+        if r.dryRun {
+            return "dry run: share \(r.vm) from \(r.source) to \(r.destinations.joined(separator: ", ")) would:\n"
+                + r.plan.enumerated().map { "  \($0.offset + 1). \($0.element)\n" }.joined()
+                + "nothing was changed.\n"
+        }
+        var s = r.changed.isEmpty
+            ? "\(r.vm) was already shared; nothing changed.\n"
+            : "\(r.vm) is ready: its disks are on \(r.storage):\(r.export) (\(r.attach.rawValue)), seen by \(([r.source] + r.destinations).joined(separator: ", ")).\n"
+        for d in r.disks { s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), digest \(d.digest.prefix(16))…)\n" }
+        if let dest = r.destinations.first {
+            s += "migrate it with: virsh migrate --live --persistent \(r.vm) qemu+ssh://\(dest)/system\n"
+        }
+        return s
+    }
+
+    static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.keyEncodingStrategy = .convertToSnakeCase
+        return e
+    }
+
+    public static func json(_ r: ShareResult) throws -> String {
+        String(decoding: try encoder().encode(r), as: UTF8.self)
+    }
+
+    public static func json(failure: ShareFailure) throws -> String {
+        struct Doc: Encodable { var ready = false; var failedStep: String; var host: String; var code: String; var message: String; var remedy: String }
+        return String(decoding: try encoder().encode(Doc(failedStep: failure.step.rawValue, host: failure.host, code: failure.error.code.rawValue,
+                                                        message: failure.error.message, remedy: failure.remedy)), as: UTF8.self)
+    }
+}

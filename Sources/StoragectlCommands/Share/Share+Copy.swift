@@ -1,0 +1,47 @@
+import AgentAPI
+import AgentProtocol
+
+extension ShareSteps {
+    /// The share as COPY, LOCALIZE and VERIFY name it in this run's attach mode.
+    static func shareRef(_ inventory: Inventory, _ attach: AttachMode) -> ShareRef {
+        attach == .mount ? .pool(inventory.poolName) : .nfs(server: inventory.nfsServer, export: inventory.exportRoot)
+    }
+
+    /// The source's local disks copied into the share (the agent skips disks already
+    /// there, and joins a copy that is running).
+    @Sendable static func copy(_ context: FlowContext, _ run: inout ShareRun) async throws(ShareFailure) {
+        let source = run.source, vm = run.options.vm
+        let copied = try await context.send(.copy, source, CopyRequest(domain: vm, share: shareRef(context.inventory, run.options.attach)),
+                                            timeout: .seconds(24 * 3600),
+                                            remedy: "run share again: a finished copy is not redone, a running one is joined",
+                                            progress: context.showProgress)
+        run.result.disks = copied.copies.map {
+            CopiedDisk(disk: $0.disk, path: $0.path, size: $0.size, digest: $0.digest, alreadyPresent: $0.alreadyPresent)
+        }
+        if run.result.disks.contains(where: { !$0.alreadyPresent }) { run.result.changed.append("copy") }
+        run.result.copySeconds = copied.seconds ?? 0
+        let when = run.result.disks.allSatisfy(\.alreadyPresent) ? "already there"
+            : "copied in \(copied.seconds.map { String($0) } ?? "?") s"
+        context.emit(.step(.copy, host: source.name, detail: "\(run.result.disks.count) disk(s), \(Bytes.human(copied.bytes)) (\(when))"))
+        if run.result.disks.isEmpty && run.shared.isEmpty {
+            throw ShareFailure(step: .copy, host: source.name, error: AgentError(.invalidState, "\(vm) has no file disk to share"),
+                               remedy: "check its disks: storagectl call \(source.name) DOMAIN name=\(vm)")
+        }
+    }
+
+    /// The storage host digests every copy on its own disk: the same content digest as
+    /// the copy engine's, or the copy is not what was read.
+    @Sendable static func checksum(_ context: FlowContext, _ run: inout ShareRun) async throws(ShareFailure) {
+        let storage = context.inventory.storage, root = context.inventory.exportRoot
+        for disk in run.result.disks {
+            let path = root + "/" + disk.path
+            let sum = try await context.send(.checksum, storage, ChecksumRequest(path: path), timeout: .seconds(3600))
+            guard sum.digest == disk.digest, sum.size == disk.size else {
+                throw ShareFailure(step: .checksum, host: storage.name,
+                                   error: AgentError(.invalidState, "\(path) on \(storage.name) has digest \(sum.digest) and size \(sum.size); the copy reported digest \(disk.digest) and size \(disk.size)"),
+                                   remedy: "remove the damaged copy on \(storage.name) and run share again")
+            }
+            context.emit(.step(.checksum, host: storage.name, detail: "\(disk.path) digest \(disk.digest.prefix(12))… matches"))
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import AgentAPI
+import AgentProtocol
+import AgentRuntime
+
+public struct ShareOptions: Sendable {
+    public var vm: String
+    public var from: String?
+    public var to: [String]
+    public var attach: AttachMode
+    public var dryRun: Bool
+
+    public init(vm: String, from: String? = nil, to: [String] = [], attach: AttachMode = .mount, dryRun: Bool = false) {
+        self.vm = vm
+        self.from = from
+        self.to = to
+        self.attach = attach
+        self.dryRun = dryRun
+    }
+}
+
+public struct CopiedDisk: Sendable, Equatable, Codable {
+    public var disk: String
+    public var path: String
+    public var size: UInt64
+    /// The content digest the copy engine computed (docs/protocol.md, "Content digest").
+    public var digest: String
+    public var alreadyPresent: Bool
+}
+
+/// The result of a `share` run.
+public struct ShareResult: Sendable, Codable, Equatable {
+    public var vm: String
+    public var source: String
+    public var destinations: [String]
+    public var attach: AttachMode
+    public var storage: String
+    public var export: String
+    public var pool: String
+    public var disks: [CopiedDisk]
+    /// Steps that changed something; empty when the run changed nothing.
+    public var changed: [String]
+    public var ready: Bool
+    public var dryRun: Bool
+    public var plan: [String]
+    /// How long the agent's COPY took (as it reported), and the whole run.
+    public var copySeconds: Double = 0
+    public var totalSeconds: Double = 0
+}
+
+/// What share's steps read and fill in.
+public struct ShareRun: Sendable {
+    public let options: ShareOptions
+    public let location: VMLocation
+    public let destinations: [Inventory.Host]
+    /// Local file disks (to copy) and disks already on the share.
+    public let local: [DiskRecord]
+    public let shared: [DiskRecord]
+    public var result: ShareResult
+    /// Set by the last step that must run (a dry run ends after the plan).
+    public var finished = false
+
+    public var source: Inventory.Host { location.host }
+    /// The source and every destination.
+    public var hosts: [Inventory.Host] { [source] + destinations }
+}
+
+/// `storagectl share`: export, pools, copy, checksum, verify, adopt; every step
+/// idempotent and derived from what the agents report, so a second run continues where
+/// one stopped. Each step is a function of its own (`Share+*.swift`).
+public struct ShareFlow: Sendable {
+    public let context: FlowContext
+
+    public init(inventory: Inventory, caller: any AgentCaller, emit: @escaping @Sendable (ShareEvent) -> Void) {
+        context = FlowContext(inventory: inventory, caller: caller, emit: emit)
+    }
+
+    /// The steps after locate, in order.
+    static let steps: [FlowStep<ShareRun>] = [
+        FlowStep(.preflight, ShareSteps.preflight),
+        FlowStep(.export, ShareSteps.export),
+        FlowStep(.pool, ShareSteps.pools),
+        FlowStep(.copy, ShareSteps.copy),
+        FlowStep(.checksum, ShareSteps.checksum),
+        FlowStep(.verify, ShareSteps.verify),
+        FlowStep(.adopt, ShareSteps.adopt),
+    ]
+
+    public func run(_ options: ShareOptions) async throws(ShareFailure) -> ShareResult {
+        let started = ContinuousClock.now
+        var run = try await Self.start(context, options)
+        try await FlowStep.run(Self.steps, context, &run, until: \.finished)
+        let total = ContinuousClock.now - started
+        run.result.totalSeconds = Double(total.components.seconds) + Double(total.components.attoseconds) / 1e18
+        return run.result
+    }
+
+    /// Locate: the host that defines the VM, its disks, and the destinations.
+    static func start(_ context: FlowContext, _ options: ShareOptions) async throws(ShareFailure) -> ShareRun {
+        let location = try await context.locate(options.vm, from: options.from)
+        let destinations = try context.destinations(options.to, vm: options.vm, source: location.host)
+        context.emit(.step(.locate, host: location.host.name,
+                           detail: "\(options.vm) is defined here (\(location.state)); destinations: \(destinations.map(\.name).joined(separator: ", "))"))
+        let inventory = context.inventory
+        let result = ShareResult(vm: options.vm, source: location.host.name, destinations: destinations.map(\.name),
+                                 attach: options.attach, storage: inventory.storage.name, export: inventory.exportRoot,
+                                 pool: inventory.poolName, disks: [], changed: [], ready: false, dryRun: options.dryRun, plan: [])
+        return ShareRun(options: options, location: location, destinations: destinations,
+                        local: location.disks.filter(context.isLocal), shared: location.disks.filter(context.isShared), result: result)
+    }
+}
+
+/// The steps of `share`, one file each.
+enum ShareSteps {}

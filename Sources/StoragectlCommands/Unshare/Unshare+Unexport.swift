@@ -1,0 +1,39 @@
+import AgentAPI
+import AgentProtocol
+
+extension UnshareSteps {
+    /// Export clients that no shared VM needs any more are removed (DOMAINS on each
+    /// client, UNEXPORT); the ones still needed are named.
+    @Sendable static func unexport(_ context: FlowContext, _ run: inout UnshareRun) async throws(ShareFailure) {
+        let inventory = context.inventory, storage = inventory.storage, root = inventory.exportRoot
+        let exports = try await context.send(.unexport, storage, ExportsQuery())
+        let clients = exports.managedClients(of: root)
+        let candidates = inventory.compute.filter { clients.contains($0.name) }
+        let caller = context.caller
+        let listed = await FlowContext.concurrently(candidates) { h in try await caller.send(h, DomainsQuery()) }
+        var unneeded: [String] = []
+        var keptFor: [(String, [String])] = []
+        for (h, r) in zip(candidates, listed) {
+            switch r {
+            case .failure(let e):
+                throw ShareFailure(step: .unexport, host: h.name, error: e,
+                                   remedy: "\(run.options.vm) is on local disks already; run unshare again once \(h.name)'s agent answers (storagectl hosts) to drop export clients no shared VM needs")
+            case .success(let domains):
+                let sharedHere = domains.filter(\.shared).map(\.name)
+                if sharedHere.isEmpty { unneeded.append(h.name) } else { keptFor.append((h.name, sharedHere)) }
+            }
+        }
+        if !unneeded.isEmpty {
+            let answer = try await context.send(.unexport, storage, UnexportRequest(path: root, clients: unneeded))
+            if answer.changed { run.result.changed.append("unexport") }
+            run.result.removedClients = unneeded
+            run.result.remainingClients = answer.clients
+            context.emit(.step(.unexport, host: storage.name, detail: "\(root) no longer exported to \(unneeded.joined(separator: ", ")) (no shared VM there)"))
+        } else {
+            run.result.remainingClients = clients
+        }
+        for (h, vms) in keptFor.sorted(by: { $0.0 < $1.0 }) {
+            context.emit(.note("\(h) stays an export client: shared VM(s) \(vms.joined(separator: ", "))"))
+        }
+    }
+}
