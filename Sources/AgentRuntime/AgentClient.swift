@@ -3,6 +3,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A client connection to one agent, valid inside `AgentClient.withSession`.
 ///
@@ -94,9 +97,7 @@ public enum AgentClient {
         var sniHost: String?
         if case .tls(let host, _) = endpoint {
             tlsContext = try tls.clientContext()
-            // SNI and name checks take a host name; for an address, NIOSSL checks the
-            // certificate's IP SANs against the address connected to.
-            sniHost = host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? nil : host
+            sniHost = serverHostname(for: host)
         }
         let context = tlsContext, serverHostname = sniHost
         let initializer: @Sendable (any Channel) -> EventLoopFuture<AgentSession.Connection> = { channel in
@@ -125,6 +126,15 @@ public enum AgentClient {
             session.hello = try await session.ok(Hello.request(), timeout: connectTimeout)
             return try await body(session)
         }
+    }
+
+    /// The name to send as SNI and to check the agent's certificate against: the host
+    /// name dialled, or nil for an IPv4 or IPv6 address (NIOSSL refuses an address as
+    /// SNI, and checks the certificate's IP SANs against the address connected to).
+    static func serverHostname(for host: String) -> String? {
+        var v4 = in_addr(), v6 = in6_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1 { return nil }
+        return host
     }
 
     /// Turns transport errors into the error vocabulary, with the endpoint named.
