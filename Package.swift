@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
     ],
     targets: [
         // Wire format of the agent line protocol v1: no dependencies.
@@ -53,6 +54,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -86,7 +88,8 @@ let package = Package(
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "BlockingIO"]),
         .testTarget(name: "LibNFSTests", dependencies: ["LibNFS", "BlockingIO"]),
         .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
-        .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "AgentProtocol", "AgentAPI", "TestSupport"]),
+        .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "AgentProtocol", "AgentAPI", "TestSupport",
+            .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "TestSupport",
             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentAPI", "AgentRuntime", "ContentDigest"]),

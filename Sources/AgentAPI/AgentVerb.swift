@@ -10,6 +10,10 @@ public protocol AgentVerb: Sendable {
     static var verb: String { get }
     /// Every key the request may carry.
     static var keys: [String] { get }
+    /// True for a request that changes the host (served to admins only: root on the unix
+    /// socket, or a certificate on the agent's `allow-admin` list); false for one that
+    /// only reads (readers too).
+    var changesHost: Bool { get }
     /// Agent side: decodes a request's fields, refusing unknown keys and malformed values
     /// with `invalid-argument` naming the key.
     init(decoding reader: FieldReader) throws(AgentError)

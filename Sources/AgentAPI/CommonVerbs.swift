@@ -3,6 +3,7 @@ import AgentProtocol
 /// `PING`: answered by every agent at once.
 public struct Ping: AgentVerb, Equatable {
     public static let verb = "PING"
+    public var changesHost: Bool { false }
     public static let keys: [String] = []
     public init() {}
     public init(decoding reader: FieldReader) throws(AgentError) {}
@@ -61,6 +62,7 @@ public struct HealthCheck: Sendable, Equatable, AgentRecord {
 /// check passed.
 public struct HealthQuery: AgentVerb, Equatable {
     public static let verb = "HEALTH"
+    public var changesHost: Bool { false }
     public static let keys: [String] = []
     public init() {}
     public init(decoding reader: FieldReader) throws(AgentError) {}

@@ -176,6 +176,7 @@ public struct DiskRecord: Sendable, Equatable, Codable, AgentRecord {
 /// `DOMAIN name=NAME`: a domain's disks, identity and state.
 public struct DomainQuery: AgentVerb, Equatable {
     public static let verb = "DOMAIN"
+    public var changesHost: Bool { false }
     public static let keys = ["name"]
     public var name: String
 
@@ -249,6 +250,7 @@ public struct DomainListing: Sendable, Equatable, AgentRecord {
 /// `DOMAINS`: every persistent or running domain of the host.
 public struct DomainsQuery: AgentVerb, Equatable {
     public static let verb = "DOMAINS"
+    public var changesHost: Bool { false }
     public static let keys: [String] = []
     public init() {}
     public init(decoding reader: FieldReader) throws(AgentError) {}
@@ -271,6 +273,7 @@ public struct DomainsQuery: AgentVerb, Equatable {
 /// `POOL-ENSURE name= server= export= [target=] [attach=] [nfs-version=]`.
 public struct PoolEnsureRequest: AgentVerb, Equatable {
     public static let verb = "POOL-ENSURE"
+    public var changesHost: Bool { true }
     public static let keys = ["name", "server", "export", "target", "attach", "nfs-version"]
     public var name: String
     public var server: String
@@ -461,6 +464,7 @@ public struct CopiedImage: Sendable, Equatable, AgentRecord {
 /// `COPY domain=NAME (pool=POOL | server=HOST export=PATH)`.
 public struct CopyRequest: AgentVerb, Equatable {
     public static let verb = "COPY"
+    public var changesHost: Bool { true }
     public static let keys = ["domain", "pool", "server", "export"]
     public var domain: String
     public var share: ShareRef
@@ -558,6 +562,7 @@ public struct MovedDisk: Sendable, Equatable, AgentRecord {
 /// `ADOPT domain=NAME (pool= | pool-target= | attach=libnfs server= export=)`.
 public struct AdoptRequest: AgentVerb, Equatable {
     public static let verb = "ADOPT"
+    public var changesHost: Bool { true }
     public static let keys = ["domain", "pool", "pool-target", "attach", "server", "export"]
     public var domain: String
     public var share: ShareRef
@@ -624,6 +629,7 @@ public struct AdoptRequest: AgentVerb, Equatable {
 /// `RESTORE domain=NAME`: the definition ADOPT saved, defined again.
 public struct RestoreRequest: AgentVerb, Equatable {
     public static let verb = "RESTORE"
+    public var changesHost: Bool { true }
     public static let keys = ["domain"]
     public var domain: String
 
@@ -822,6 +828,7 @@ public struct LocalizedImage: Sendable, Equatable, Codable, AgentRecord {
 /// `LOCALIZE domain=NAME (pool= | server= export=) [dir=PATH]`: the way back.
 public struct LocalizeRequest: AgentVerb, Equatable {
     public static let verb = "LOCALIZE"
+    public var changesHost: Bool { true }
     public static let keys = ["domain", "pool", "server", "export", "dir"]
     public var domain: String
     public var share: ShareRef

@@ -41,6 +41,7 @@ public enum ExportWarning: Sendable, Equatable, AgentRecord {
 /// `EXPORT path=PATH client=HOST...`: PATH exported to every HOST, live.
 public struct ExportRequest: AgentVerb, Equatable {
     public static let verb = "EXPORT"
+    public var changesHost: Bool { true }
     public static let keys = ["path", "client"]
     public var path: String
     public var clients: [String]
@@ -104,6 +105,7 @@ public struct ExportRequest: AgentVerb, Equatable {
 /// anyone).
 public struct UnexportRequest: AgentVerb, Equatable {
     public static let verb = "UNEXPORT"
+    public var changesHost: Bool { true }
     public static let keys = ["path", "client"]
     public var path: String
     public var clients: [String]
@@ -214,6 +216,7 @@ public struct ExportRecord: Sendable, Equatable, AgentRecord {
 /// `EXPORTS`: every entry of the exports file, read-only.
 public struct ExportsQuery: AgentVerb, Equatable {
     public static let verb = "EXPORTS"
+    public var changesHost: Bool { false }
     public static let keys: [String] = []
     public init() {}
     public init(decoding reader: FieldReader) throws(AgentError) {}
@@ -259,6 +262,7 @@ public struct ExportsQuery: AgentVerb, Equatable {
 /// `SPACE [path=P]`: the file system holding P (default: the export root).
 public struct SpaceQuery: AgentVerb, Equatable {
     public static let verb = "SPACE"
+    public var changesHost: Bool { false }
     public static let keys = ["path"]
     public var path: String?
 
@@ -299,6 +303,7 @@ public struct SpaceQuery: AgentVerb, Equatable {
 /// `CHECKSUM path=P`: the content digest of P on the storage host's own disk.
 public struct ChecksumRequest: AgentVerb, Equatable {
     public static let verb = "CHECKSUM"
+    public var changesHost: Bool { false }
     public static let keys = ["path"]
     public var path: String
 

@@ -13,7 +13,8 @@ public struct TestPKI {
     /// Makes a CA and a server certificate for `serverIPs`/`serverNames`, a client
     /// certificate, all signed by the CA. With `rogue`, a second CA signs the client.
     public static func make(in dir: String, serverIPs: [String] = ["127.0.0.1"], serverNames: [String] = ["localhost"],
-                            clientSignedByOtherCA: Bool = false) async throws -> TestPKI {
+                            clientSignedByOtherCA: Bool = false, clientSubject: String = "/CN=client",
+                            clientSAN: String? = nil) async throws -> TestPKI {
         let pki = TestPKI(dir: dir)
         let openssl = "/usr/bin/openssl"
         func run(_ args: [String]) async throws {
@@ -27,9 +28,9 @@ public struct TestPKI {
         }
         try await makeCA("ca")
         if clientSignedByOtherCA { try await makeCA("rogue") }
-        func leaf(_ name: String, _ signer: String, san: String?, usage: String) async throws {
+        func leaf(_ name: String, _ signer: String, subject: String, san: String?, usage: String) async throws {
             try await run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                           "-keyout", "\(dir)/\(name)key.pem", "-out", "\(dir)/\(name).csr", "-subj", "/CN=\(name)"])
+                           "-keyout", "\(dir)/\(name)key.pem", "-out", "\(dir)/\(name).csr", "-subj", subject])
             var ext = "basicConstraints=CA:FALSE\nextendedKeyUsage=\(usage)\n"
             if let san { ext += "subjectAltName=\(san)\n" }
             try ext.write(toFile: "\(dir)/\(name).ext", atomically: true, encoding: .utf8)
@@ -38,8 +39,8 @@ public struct TestPKI {
                            "-days", "2", "-extfile", "\(dir)/\(name).ext"])
         }
         let san = (serverIPs.map { "IP:\($0)" } + serverNames.map { "DNS:\($0)" }).joined(separator: ",")
-        try await leaf("server", "ca", san: san, usage: "serverAuth")
-        try await leaf("client", clientSignedByOtherCA ? "rogue" : "ca", san: nil, usage: "clientAuth")
+        try await leaf("server", "ca", subject: "/CN=server", san: san, usage: "serverAuth")
+        try await leaf("client", clientSignedByOtherCA ? "rogue" : "ca", subject: clientSubject, san: clientSAN, usage: "clientAuth")
         return pki
     }
 }
