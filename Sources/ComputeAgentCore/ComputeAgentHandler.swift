@@ -20,7 +20,6 @@ public struct ComputeAgentHandler: RequestHandler {
     let session: LibvirtSession
     let state: StateStore
     let jobs: CopyJobs
-    let localizing = NameLocks()
 
     public init(configuration: ComputeAgentConfiguration, hypervisor: any HypervisorProbe) {
         self.configuration = configuration
@@ -200,20 +199,7 @@ public struct ComputeAgentHandler: RequestHandler {
     /// Sends the job's progress every `progressInterval` until it ends. When the client
     /// goes away the job goes on; the request just stops streaming.
     func stream(_ job: CopyJob, reply: ReplyStream) async throws -> CopyJobRecord {
-        let interval = configuration.progressInterval
-        let watcher = Task {
-            while !Task.isCancelled {
-                let s = job.progress.snapshot
-                var f: Fields = ["done": String(s.done), "total": String(s.total), "rate": String(s.rate)]
-                if !s.disk.isEmpty { f.append("disk", s.disk) }
-                do { try await reply.progress(f) } catch { return }
-                try? await Task.sleep(for: interval)
-            }
-        }
-        let result = await job.task.result
-        watcher.cancel()
-        _ = await watcher.value
-        return try result.get()
+        try await JobStreaming.awaitJob(job, every: configuration.progressInterval, reply: reply)
     }
 
     // MARK: - ADOPT / RESTORE
@@ -285,49 +271,36 @@ public struct ComputeAgentHandler: RequestHandler {
                 throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted); run POOL-ENSURE again")
             }
         }
-        guard await !jobs.isRunning(name) else {
-            throw AgentError(.busy, "a COPY of \(name) is running; LOCALIZE after it has finished")
-        }
-        guard localizing.take(name) else {
-            throw AgentError(.busy, "a LOCALIZE of \(name) is running; wait for it, then ask again")
-        }
-        defer { localizing.release(name) }
-        let localization = Localization(session: session, state: state)
-        let progress = JobProgress(total: 0, disk: "")
-        let interval = configuration.progressInterval
-        let started = ContinuousClock.now
-        let watcher = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                if Task.isCancelled { return }
-                let s = progress.snapshot
-                guard s.total > 0 else { continue }
-                var f: Fields = ["done": String(s.done), "total": String(s.total), "rate": String(s.rate)]
-                if !s.disk.isEmpty { f.append("disk", s.disk) }
-                do { try await reply.progress(f) } catch { return }
+        // A running LOCALIZE of the domain is attached to; else a new job (or nothing to do).
+        let job: LocalizeJob, attached: Bool
+        if let running = try await jobs.runningLocalize(name, share: share, dir: dir) {
+            (job, attached) = (running, true)
+        } else {
+            let localization = Localization(session: session, state: state)
+            guard let plan = try await ComputeWork.run({ () throws -> LocalizePlan? in try localization.prepare(domain: name, share: share, dir: dir) }) else {
+                var f: Fields = ["domain": name]
+                f.append(contentsOf: share.fields)
+                f.append("dir", dir)
+                f.append("disks", "0")
+                f.append("changed", "no")
+                return f
+            }
+            (job, attached) = try await jobs.startLocalize(plan) { moved in
+                try await ComputeWork.run { () throws -> String? in try localization.redefine(domain: name, moved: moved, dir: dir) }
             }
         }
-        let result = await ComputeWork.capture { () throws -> Localization.Outcome in
-            try localization.localize(domain: name, share: share, dir: dir, progress: progress)
-        }
-        watcher.cancel()
-        _ = await watcher.value
-        let outcome = try result.get()
-        if let last = outcome.moved.last {
-            let total = outcome.moved.reduce(UInt64(0)) { $0 + $1.size }
-            let elapsed = (ContinuousClock.now - started) / .seconds(1)
-            try await reply.progress(["done": String(total), "total": String(total),
-                                      "rate": String(elapsed > 0 ? UInt64(Double(total) / elapsed) : 0), "disk": last.target])
-        }
-        for m in outcome.moved {
-            try await reply.data(["disk": m.target, "from": m.from, "to": m.to, "size": String(m.size), "digest": m.digest])
-        }
+        let record = try await JobStreaming.awaitJob(job, every: configuration.progressInterval, reply: reply)
+        let lines = try record.dataLines()
+        if let last = record.finalProgress { try await reply.progress(last) }
+        for line in lines { try await reply.data(line) }
         var f: Fields = ["domain": name]
         f.append(contentsOf: share.fields)
         f.append("dir", dir)
-        f.append("disks", String(outcome.moved.count))
-        f.append("changed", outcome.changed ? "yes" : "no")
-        if let from = outcome.restoredFrom { f.append("restored", from) }
+        f.append("disks", String(record.moved.count))
+        f.append("changed", "yes")
+        if let from = record.restoredFrom { f.append("restored", from) }
+        f.append("attached", attached ? "yes" : "no")
+        f.append("restarted", job.restarted ? "yes" : "no")
         return f
     }
 
