@@ -29,9 +29,11 @@ let package = Package(
         // INI-style configuration files (storagectl.conf, agent configs) with line numbers in errors.
         .target(name: "ConfigFile"),
         // exports(5): parse/render byte-exact, the managed block, validation, ganesha EXPORT blocks, etab.
-        .target(name: "ExportsFile"),
+        .target(name: "ExportsFile", dependencies: ["SafeFiles"]),
         // Dedicated threads for blocking C and file I/O, off Swift's cooperative pool: no deps.
         .target(name: "BlockingIO"),
+        // Local file primitives the agents trust: durable atomic replacement, symlink-free opening under a root.
+        .target(name: "SafeFiles"),
         // libvirt C API + `clibvirt_` shim helpers (last-error copy, silent error handler).
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
         // Thin synchronous Swift wrapper over libvirt: connections, domains, pools, volumes.
@@ -59,11 +61,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "CAgentSupport",
+        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "CAgentSupport", "SafeFiles",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest",
+        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest", "SafeFiles",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
@@ -72,7 +74,7 @@ let package = Package(
         // The content digest of disk images (SHA-256 over 4 MiB block digests).
         .target(name: "ContentDigest", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         // The image copy engine: local (sparse) file -> NFS export over libnfs, pipelined, digest computed while reading.
-        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "AgentProtocol", "ContentDigest"]),
+        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "AgentProtocol", "ContentDigest", "SafeFiles"]),
         // Benchmark/lab driver of the copy engine (Tests/Lab/bench-copy, suite 20-copy-engine).
         .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy"]),
         .executableTarget(name: "storagectl", dependencies: ["StoragectlCommands", "AgentRuntime"]),
@@ -85,6 +87,7 @@ let package = Package(
         .testTarget(name: "AgentAPITests", dependencies: ["AgentAPI", "AgentProtocol"]),
         .testTarget(name: "ExportsFileTests", dependencies: ["ExportsFile", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"]),
+        .testTarget(name: "SafeFilesTests", dependencies: ["SafeFiles"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "BlockingIO"]),
         .testTarget(name: "LibNFSTests", dependencies: ["LibNFS", "BlockingIO"]),
         .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),

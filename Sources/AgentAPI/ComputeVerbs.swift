@@ -860,14 +860,21 @@ public struct LocalizeRequest: AgentVerb, Equatable {
         public var changed: Bool
         /// The saved definition LOCALIZE defined the domain from.
         public var restored: String?
+        /// The request joined a LOCALIZE of the domain that was running already.
+        public var attached: Bool?
+        /// The job was started again (the agent restarted in the middle of it).
+        public var restarted: Bool?
 
-        public init(moved: [LocalizedImage], domain: String, share: ShareFacts, dir: String, changed: Bool, restored: String?) {
+        public init(moved: [LocalizedImage], domain: String, share: ShareFacts, dir: String, changed: Bool, restored: String?,
+                    attached: Bool? = nil, restarted: Bool? = nil) {
             self.moved = moved
             self.domain = domain
             self.share = share
             self.dir = dir
             self.changed = changed
             self.restored = restored
+            self.attached = attached
+            self.restarted = restarted
         }
     }
 
@@ -875,7 +882,8 @@ public struct LocalizeRequest: AgentVerb, Equatable {
         let r = FieldReader(answer: verb, ok)
         return Answer(moved: try rows(data, verb: verb, as: LocalizedImage.self), domain: try r.string("domain"),
                       share: try ShareFacts(decoding: r), dir: try r.string("dir"), changed: try r.bool("changed"),
-                      restored: try r.optional("restored"))
+                      restored: try r.optional("restored"), attached: try r.optional("attached").flatMap(WireValue.bool),
+                      restarted: try r.optional("restarted").flatMap(WireValue.bool))
     }
 
     public static func encodeAnswer(_ a: Answer) -> (data: [Fields], ok: Fields) {
@@ -886,6 +894,8 @@ public struct LocalizeRequest: AgentVerb, Equatable {
         w.add("disks", a.moved.count)
         w.add("changed", a.changed)
         w.add("restored", a.restored)
+        w.add("attached", a.attached)
+        w.add("restarted", a.restarted)
         return (a.moved.map { $0.encoded() }, w.fields)
     }
 }

@@ -21,7 +21,6 @@ public struct ComputeAgentHandler: RequestHandler {
     let session: LibvirtSession
     let state: StateStore
     let jobs: CopyJobs
-    let localizing = NameLocks()
 
     public init(configuration: ComputeAgentConfiguration, hypervisor: any HypervisorProbe) {
         self.configuration = configuration
@@ -165,18 +164,7 @@ public struct ComputeAgentHandler: RequestHandler {
     /// Sends the job's progress every `progressInterval` until it ends. When the client
     /// goes away the job goes on; the request just stops streaming.
     func stream(_ job: CopyJob, reply: ReplyStream) async throws -> CopyJobRecord {
-        let interval = configuration.progressInterval
-        let watcher = Task {
-            while !Task.isCancelled {
-                let s = job.progress.snapshot
-                do { try await reply.progress(s.wire) } catch { return }
-                try? await Task.sleep(for: interval)
-            }
-        }
-        let result = await job.task.result
-        watcher.cancel()
-        _ = await watcher.value
-        return try result.get()
+        try await JobStreaming.awaitJob(job, every: configuration.progressInterval, reply: reply)
     }
 
     // MARK: - ADOPT / RESTORE
@@ -230,41 +218,26 @@ public struct ComputeAgentHandler: RequestHandler {
                 throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted); run POOL-ENSURE again")
             }
         }
-        guard await !jobs.isRunning(name) else {
-            throw AgentError(.busy, "a COPY of \(name) is running; LOCALIZE after it has finished")
-        }
-        guard localizing.take(name) else {
-            throw AgentError(.busy, "a LOCALIZE of \(name) is running; wait for it, then ask again")
-        }
-        defer { localizing.release(name) }
-        let localization = Localization(session: session, state: state)
-        let progress = JobProgress(total: 0, disk: "")
-        let interval = configuration.progressInterval
-        let started = ContinuousClock.now
-        let watcher = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                if Task.isCancelled { return }
-                let s = progress.snapshot
-                guard s.total > 0 else { continue }
-                do { try await reply.progress(s.wire) } catch { return }
+        // A running LOCALIZE of the domain is attached to; else a new job (or nothing to do).
+        let job: LocalizeJob, attached: Bool
+        if let running = try await jobs.runningLocalize(name, share: share, dir: dir) {
+            (job, attached) = (running, true)
+        } else {
+            let localization = Localization(session: session, state: state)
+            guard let plan = try await ComputeWork.run({ () throws -> LocalizePlan? in try localization.prepare(domain: name, share: share, dir: dir) }) else {
+                return try await reply.answer(LocalizeRequest.self, LocalizeRequest.Answer(
+                    moved: [], domain: name, share: share.facts, dir: dir, changed: false, restored: nil))
+            }
+            (job, attached) = try await jobs.startLocalize(plan) { moved in
+                try await ComputeWork.run { () throws -> String? in try localization.redefine(domain: name, moved: moved, dir: dir) }
             }
         }
-        let result = await ComputeWork.capture { () throws -> Localization.Outcome in
-            try localization.localize(domain: name, share: share, dir: dir, progress: progress)
-        }
-        watcher.cancel()
-        _ = await watcher.value
-        let outcome = try result.get()
-        if let last = outcome.moved.last {
-            let total = outcome.moved.reduce(UInt64(0)) { $0 + $1.size }
-            let elapsed = (ContinuousClock.now - started) / .seconds(1)
-            try await reply.progress(TransferProgress(done: total, total: total, rate: elapsed > 0 ? UInt64(Double(total) / elapsed) : 0,
-                                                      disk: last.target))
-        }
+        let record = try await JobStreaming.awaitJob(job, every: configuration.progressInterval, reply: reply)
+        let moved = try record.images()
+        if let last = record.finalProgress { try await reply.progress(last) }
         return try await reply.answer(LocalizeRequest.self, LocalizeRequest.Answer(
-            moved: outcome.moved.map { LocalizedImage(disk: $0.target, from: $0.from, to: $0.to, size: $0.size, digest: $0.digest) },
-            domain: name, share: share.facts, dir: dir, changed: outcome.changed, restored: outcome.restoredFrom))
+            moved: moved, domain: name, share: share.facts, dir: dir, changed: true, restored: record.restoredFrom,
+            attached: attached, restarted: job.restarted))
     }
 
     /// `DOMAINS`: one `DATA name= state= persistent= shared=` per domain (persistent or

@@ -44,35 +44,67 @@ final class JobProgress: @unchecked Sendable {
     init(total: UInt64, disk: String) { value = Snapshot(done: 0, total: total, rate: 0, disk: disk) }
     var snapshot: Snapshot { lock.withLock { value } }
     func set(_ s: Snapshot) { lock.withLock { value = s } }
+
+    /// `done` bytes of the current disk (which starts at `base` of the total), the
+    /// average rate since `start`.
+    func advance(base: UInt64, done: UInt64, since start: ContinuousClock.Instant, disk: String) {
+        let elapsed = (ContinuousClock.now - start) / .seconds(1)
+        let all = base + done
+        lock.withLock {
+            value = Snapshot(done: all, total: value.total, rate: elapsed > 0 ? UInt64(Double(all) / elapsed) : 0, disk: disk)
+        }
+    }
+
+    /// The job has ended with `done` bytes handled.
+    func finish(done: UInt64, since start: ContinuousClock.Instant) {
+        let elapsed = (ContinuousClock.now - start) / .seconds(1)
+        lock.withLock {
+            value = Snapshot(done: done, total: value.total, rate: elapsed > 0 ? UInt64(Double(done) / elapsed) : 0, disk: "")
+        }
+    }
 }
 
-/// A running COPY: survives its client; others attach to it.
-final class CopyJob: Sendable {
+/// A running job (COPY or LOCALIZE) of one domain: survives its client; others attach
+/// to it. `Record` is what the job ends with (also when it fails: phase `failed`).
+final class AgentJob<Record: Sendable>: Sendable {
     let domain: String
     let share: Share
+    /// LOCALIZE: the local directory the copies go to; nil for COPY.
+    let dir: String?
     let progress: JobProgress
     let restarted: Bool
-    let task: Task<CopyJobRecord, Error>
+    let task: Task<Record, Error>
 
-    init(domain: String, share: Share, progress: JobProgress, restarted: Bool, task: Task<CopyJobRecord, Error>) {
+    init(domain: String, share: Share, dir: String? = nil, progress: JobProgress, restarted: Bool, task: Task<Record, Error>) {
         self.domain = domain
         self.share = share
+        self.dir = dir
         self.progress = progress
         self.restarted = restarted
         self.task = task
     }
 }
 
-/// COPY jobs, keyed by domain name. A job runs in a task owned by this actor, not by
-/// the request that started it, so a client that disconnects does not stop it; asking
-/// again attaches to it. The record in the state dir makes a restarted agent either
-/// answer a finished job or start an interrupted one again (the engine writes under a
-/// temporary name and replaces a leftover one, so nothing partial is ever visible
-/// under a final name).
+typealias CopyJob = AgentJob<CopyJobRecord>
+typealias LocalizeJob = AgentJob<LocalizeJobRecord>
+
+/// The agent's COPY and LOCALIZE jobs, keyed by domain name (one job per domain: a
+/// LOCALIZE while a COPY of the domain runs, or the reverse, is `busy`). A job runs in a
+/// task owned by this actor, not by the request that started it, so a client that
+/// disconnects does not stop it; asking again attaches to it. The record in the state
+/// dir (`jobs/UUID.json`, `jobs/UUID.localize.json`) makes a restarted agent answer a
+/// finished COPY, or start an interrupted job again on the next request (both engines
+/// write under a temporary name and replace a leftover one, so nothing partial is ever
+/// visible under a final name).
+///
+/// Every state-dir read and write goes through `StateStore`'s blocking executor, never
+/// on the cooperative pool. Between such an await and the insertion of a job the table
+/// is checked again (actor reentrancy), so one domain never gets two jobs.
 actor CopyJobs {
     let state: StateStore
     let copier: ImageCopier
     private var running: [String: CopyJob] = [:]
+    private var localizing: [String: LocalizeJob] = [:]
 
     init(state: StateStore, copier: ImageCopier) {
         self.state = state
@@ -87,18 +119,15 @@ actor CopyJobs {
     }
 
     /// The running job of `plan.domain`, or the finished one, or a new one.
-    /// - Throws: `busy` when a job for the domain runs to another share.
-    /// `trustFinished: false` starts a new job even when a finished record matches (the
-    /// caller found that a copy it names is gone from the share).
-    func start(_ plan: CopyPlan, share: Share, trustFinished: Bool = true) throws(AgentError) -> Start {
-        if let job = running[plan.domain] {
-            guard job.share == share else {
-                throw AgentError(.busy, "a COPY of \(plan.domain) to \(job.share.server):\(job.share.export) is running; wait for it (COPY domain=\(plan.domain) attaches to it)")
-            }
-            return .job(job, attached: true)
-        }
+    /// - Throws: `busy` when a job for the domain runs to another share, or a LOCALIZE
+    ///   of it runs. `trustFinished: false` starts a new job even when a finished record
+    ///   matches (the caller found that a copy it names is gone from the share).
+    func start(_ plan: CopyPlan, share: Share, trustFinished: Bool = true) async throws(AgentError) -> Start {
+        if let attached = try attachCopy(plan.domain, share: share) { return attached }
         let name = plan.uuid + ".json"
-        let previous = state.readJSON(CopyJobRecord.self, "jobs", name)
+        let previous = await state.readOffPool { $0.readJSON(CopyJobRecord.self, "jobs", name) }
+        // Another request may have started a job while the record was read.
+        if let attached = try attachCopy(plan.domain, share: share) { return attached }
         if trustFinished, let previous, previous.phase == .done, previous.share == share, previous.disks == plan.disks {
             return .finished(previous)
         }
@@ -106,7 +135,6 @@ actor CopyJobs {
         var record = CopyJobRecord(domain: plan.domain, uuid: plan.uuid, share: share, disks: plan.disks, phase: .running,
                                    results: [:], errorCode: nil, errorMessage: nil, started: Date(), finished: nil,
                                    attempts: restarted ? (previous?.attempts ?? 0) + 1 : 1)
-        try state.writeJSON(record, "jobs", name)
         let total = plan.disks.reduce(UInt64(0)) { $0 + $1.size }
         let progress = JobProgress(total: total, disk: plan.disks.first?.target ?? "")
         let copier = self.copier
@@ -115,30 +143,29 @@ actor CopyJobs {
             let start = ContinuousClock.now
             var base: UInt64 = 0
             do {
+                try await store.offPool { [record] in try $0.writeJSON(record, "jobs", name) }
                 for disk in plan.disks {
                     let offset = base
                     let result = try await copier.copy(source: disk.source, to: share.nfsTarget, relativePath: disk.relativePath) { p in
-                        let elapsed = (ContinuousClock.now - start) / .seconds(1)
-                        let done = offset + min(p.done, disk.size)
-                        progress.set(.init(done: done, total: total, rate: elapsed > 0 ? UInt64(Double(done) / elapsed) : 0, disk: disk.target))
+                        progress.advance(base: offset, done: min(p.done, disk.size), since: start, disk: disk.target)
                     }
                     base += disk.size
                     record.results[disk.target] = .init(size: result.size, dataBytes: result.dataBytes, digest: result.digest,
                                                         alreadyPresent: result.alreadyPresent, seconds: result.elapsedSeconds)
-                    try? store.writeJSON(record, "jobs", name)
+                    let snapshot = record
+                    try? await store.offPool { try $0.writeJSON(snapshot, "jobs", name) }
                 }
                 record.phase = .done
             } catch {
-                let e = (error as? ImageCopyError)?.agentError ?? (error as? AgentError) ?? AgentError(.internal, "\(error)")
+                let e = Self.agentError(error)
                 record.phase = .failed
                 record.errorCode = e.code.rawValue
                 record.errorMessage = e.message
             }
-            let elapsed = (ContinuousClock.now - start) / .seconds(1)
-            progress.set(.init(done: record.phase == .done ? total : base, total: total,
-                               rate: elapsed > 0 ? UInt64(Double(base) / elapsed) : 0, disk: ""))
+            progress.finish(done: record.phase == .done ? total : base, since: start)
             record.finished = Date()
-            try? store.writeJSON(record, "jobs", name)
+            let final = record
+            try? await store.offPool { try $0.writeJSON(final, "jobs", name) }
             self.finished(plan.domain)
             return record
         }
@@ -147,12 +174,98 @@ actor CopyJobs {
         return .job(job, attached: false)
     }
 
+    /// The running COPY of `domain` to attach to; `busy` for a LOCALIZE or another share.
+    private func attachCopy(_ domain: String, share: Share) throws(AgentError) -> Start? {
+        if localizing[domain] != nil {
+            throw AgentError(.busy, "a LOCALIZE of \(domain) is running; COPY after it has finished")
+        }
+        guard let job = running[domain] else { return nil }
+        guard job.share == share else {
+            throw AgentError(.busy, "a COPY of \(domain) to \(job.share.server):\(job.share.export) is running; wait for it (COPY domain=\(domain) attaches to it)")
+        }
+        return .job(job, attached: true)
+    }
+
+    /// The running LOCALIZE of `domain` to attach to (same share and directory), or nil.
+    /// - Throws: `busy` when a COPY of the domain runs, or a LOCALIZE to another place.
+    func runningLocalize(_ domain: String, share: Share, dir: String) throws(AgentError) -> LocalizeJob? {
+        if running[domain] != nil {
+            throw AgentError(.busy, "a COPY of \(domain) is running; LOCALIZE after it has finished")
+        }
+        guard let job = localizing[domain] else { return nil }
+        guard job.share == share, job.dir == dir else {
+            throw AgentError(.busy, "a LOCALIZE of \(domain) from \(job.share.server):\(job.share.export) to \(job.dir ?? "?") is running; wait for it, then ask again")
+        }
+        return job
+    }
+
+    /// Starts the LOCALIZE job of `plan` (or attaches to one started meanwhile): copies
+    /// each disk with the copy engine (`ImageCopier.copyToLocal`), then `redefine`s the
+    /// domain onto the local copies (returns the saved definition it used, if any).
+    /// `restarted`: the record says an earlier agent was interrupted in this job.
+    func startLocalize(_ plan: LocalizePlan,
+                       redefine: @escaping @Sendable ([LocalizeJobRecord.Moved]) async throws -> String?) async throws(AgentError) -> (LocalizeJob, attached: Bool) {
+        if let job = try runningLocalize(plan.domain, share: plan.share, dir: plan.dir) { return (job, true) }
+        let name = plan.uuid + ".localize.json"
+        let previous = await state.readOffPool { $0.readJSON(LocalizeJobRecord.self, "jobs", name) }
+        if let job = try runningLocalize(plan.domain, share: plan.share, dir: plan.dir) { return (job, true) }
+        let restarted = previous?.phase == .running && previous?.share == plan.share && previous?.dir == plan.dir
+        var record = LocalizeJobRecord(domain: plan.domain, uuid: plan.uuid, share: plan.share, dir: plan.dir, disks: plan.disks,
+                                       phase: .running, moved: [], restoredFrom: nil, errorCode: nil, errorMessage: nil,
+                                       started: Date(), finished: nil, attempts: restarted ? (previous?.attempts ?? 0) + 1 : 1)
+        let total = plan.disks.reduce(UInt64(0)) { $0 + $1.size }
+        let progress = JobProgress(total: total, disk: plan.disks.first?.target ?? "")
+        let copier = self.copier
+        let store = self.state
+        let task = Task<LocalizeJobRecord, Error> {
+            let start = ContinuousClock.now
+            var base: UInt64 = 0
+            do {
+                try await store.offPool { [record] in try $0.writeJSON(record, "jobs", name) }
+                for disk in plan.disks {
+                    let offset = base
+                    let result = try await copier.copyToLocal(from: disk.source, to: disk.to) { p in
+                        progress.advance(base: offset, done: min(p.done, disk.size), since: start, disk: disk.target)
+                    }
+                    base += disk.size
+                    record.moved.append(.init(target: disk.target, from: disk.from, to: disk.to, size: result.size, digest: result.digest))
+                    let snapshot = record
+                    try? await store.offPool { try $0.writeJSON(snapshot, "jobs", name) }
+                }
+                record.restoredFrom = try await redefine(record.moved)
+                record.phase = .done
+            } catch {
+                let e = Self.agentError(error)
+                record.phase = .failed
+                record.errorCode = e.code.rawValue
+                record.errorMessage = e.message
+            }
+            progress.finish(done: record.phase == .done ? total : base, since: start)
+            record.finished = Date()
+            let final = record
+            try? await store.offPool { try $0.writeJSON(final, "jobs", name) }
+            self.finishedLocalize(plan.domain)
+            return record
+        }
+        let job = LocalizeJob(domain: plan.domain, share: plan.share, dir: plan.dir, progress: progress, restarted: restarted, task: task)
+        localizing[plan.domain] = job
+        return (job, false)
+    }
+
+    static func agentError(_ error: any Error) -> AgentError {
+        (error as? ImageCopyError)?.agentError ?? (error as? AgentError) ?? AgentError(.internal, "\(error)")
+    }
+
     private func finished(_ domain: String) {
         running[domain] = nil
     }
 
-    /// Whether a job for `domain` runs now (ADOPT and RESTORE refuse meanwhile).
-    func isRunning(_ domain: String) -> Bool { running[domain] != nil }
+    private func finishedLocalize(_ domain: String) {
+        localizing[domain] = nil
+    }
+
+    /// Whether a COPY or LOCALIZE of `domain` runs now (ADOPT and RESTORE refuse meanwhile).
+    func isRunning(_ domain: String) -> Bool { running[domain] != nil || localizing[domain] != nil }
 }
 
 extension CopyJobRecord {

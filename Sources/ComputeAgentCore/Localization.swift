@@ -1,22 +1,23 @@
+import AgentAPI
 import AgentProtocol
-import ContentDigest
 import Foundation
+import ImageCopy
+import SafeFiles
 import Libvirt
 import LibNFS
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// LOCALIZE: the way back from the share. Copies each disk of a shut-off domain that
-/// lives on the share to local storage (`DIR/<file name>`), verified by its content
-/// digest (`ContentDigest`: what was read against what was written), and
-/// redefines the domain onto the local files. Blocking: run through `ComputeWork`.
+/// LOCALIZE: the way back from the share. Plans which disks of a shut-off domain live
+/// on the share and where their local copies go (`DIR/<file name>`); the copies are a
+/// job of `CopyJobs` made by the copy engine (`ImageCopier.copyToLocal`: holes kept,
+/// content digest of what was read compared with the written file, renamed only when
+/// verified); then the domain is redefined onto the local files. Blocking: run
+/// `prepare` and `redefine` through `ComputeWork`.
 struct Localization: Sendable {
     let session: LibvirtSession
     let state: StateStore
-
-    /// Bytes read and written per step of the copy loop.
-    static let chunkBytes = 4 << 20
 
     /// One disk that is on the share, and where its local copy goes.
     struct Planned: Sendable {
@@ -28,21 +29,7 @@ struct Localization: Sendable {
         var to: String
     }
 
-    struct Moved: Sendable, Equatable {
-        var target: String
-        var from: String
-        var to: String
-        var size: UInt64
-        /// The content digest of the copy (lowercase hex).
-        var digest: String
-    }
-
-    struct Outcome: Sendable {
-        var changed: Bool
-        var moved: [Moved]
-        /// The saved pre-ADOPT definition the new one was built from, if any.
-        var restoredFrom: String?
-    }
+    typealias Moved = LocalizeJobRecord.Moved
 
     /// The disks of `xml` that are on `share`: files under the pool's target (mount
     /// mode) or NFS network disks of the share's server and export. Pure.
@@ -54,12 +41,13 @@ struct Localization: Sendable {
             var source: Planned.Source?
             var from = disk.source ?? ""
             if disk.type == "file", let path = disk.source, let target = share.target, share.attach == .mount,
-               Validation.isWithin(path, root: target), path != target {
-                relative = String(path.dropFirst(target.count + 1))
+               let below = RootedPath.components(of: path, under: target), !below.isEmpty {
+                relative = below.joined(separator: "/")
                 source = .file(path)
             } else if disk.type == "network", disk.networkProtocol == "nfs", let name = disk.networkName,
-                      disk.networkHosts.first == share.server, Validation.isWithin(name, root: share.export), name != share.export {
-                let rel = String(name.dropFirst(share.export.count + 1))
+                      disk.networkHosts.first == share.server,
+                      let below = RootedPath.components(of: name, under: share.export), !below.isEmpty {
+                let rel = below.joined(separator: "/")
                 relative = rel
                 source = .nfs(relative: rel)
                 from = "nfs://\(share.server)\(name)"
@@ -77,16 +65,17 @@ struct Localization: Sendable {
         return planned
     }
 
-    /// Copies every shared disk of `name` to `dir` and redefines the domain onto the
-    /// local copies. Idempotent: a domain with no disk on the share is `changed=no`.
-    func localize(domain name: String, share: Share, dir: String, progress: JobProgress) throws(AgentError) -> Outcome {
+    /// Reads the domain, refuses what LOCALIZE cannot do (not shut off, transient, no
+    /// such `dir`), and sizes each disk on the share. nil when no disk of the domain is
+    /// on the share (LOCALIZE answers `disks=0 changed=no`: it is idempotent).
+    func prepare(domain name: String, share: Share, dir: String) throws(AgentError) -> LocalizePlan? {
         let domain = try session.domain(name)
         let (s, persistent, uuid, xml) = try lv { () throws -> (DomainState, Bool, String, String) in
             let s = try domain.state
             return (s, try domain.isPersistent, try domain.uuidString, try domain.xmlDesc(flags: s == .shutoff ? [.inactive, .secure] : [.secure]))
         }
         let planned = try Self.plan(xml, share: share, dir: dir, domain: name)
-        guard !planned.isEmpty else { return Outcome(changed: false, moved: [], restoredFrom: nil) }
+        guard !planned.isEmpty else { return nil }
         guard s == .shutoff else {
             throw AgentError(.invalidState, "\(name) is \(s) (\(s.wire)); LOCALIZE needs it shut off: shut it down first (virsh shutdown \(name)), or wait until it has stopped",
                              details: ["state": s.wire.rawValue])
@@ -98,32 +87,28 @@ struct Localization: Sendable {
         guard stat(dir, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
             throw AgentError(.invalidState, "\(dir) is not a directory on this host; create it or give another dir=")
         }
-
-        // Sizes first, for the progress total.
-        var sizes: [UInt64] = []
-        for p in planned { sizes.append(try Self.size(of: p, share: share)) }
-        let total = sizes.reduce(0, +)
-        progress.set(.init(done: 0, total: total, rate: 0, disk: planned[0].target))
-        let start = ContinuousClock.now
-        var base: UInt64 = 0
-        var moved: [Moved] = []
-        for (p, size) in zip(planned, sizes) {
-            let offset = base
-            let digest = try Self.copy(p, size: size, share: share) { done in
-                let elapsed = (ContinuousClock.now - start) / .seconds(1)
-                let all = offset + done
-                progress.set(.init(done: all, total: total, rate: elapsed > 0 ? UInt64(Double(all) / elapsed) : 0, disk: p.target))
+        var disks: [LocalizePlan.Disk] = []
+        for p in planned {
+            let source: ShareSource
+            switch p.source {
+            case .file(let path): source = .mounted(path: path, root: share.target ?? "/")
+            case .nfs(let relative): source = .nfs(share.nfsTarget, relativePath: relative)
             }
-            base += size
-            moved.append(Moved(target: p.target, from: p.from, to: p.to, size: size, digest: digest))
+            disks.append(.init(target: p.target, from: p.from, to: p.to, size: try Self.size(of: p, share: share), source: source))
         }
+        return LocalizePlan(domain: name, uuid: uuid.lowercased(), share: share, dir: dir, disks: disks)
+    }
 
-        // Redefine onto the local files: from the definition ADOPT saved when there is
-        // one (its disks set to the verified copies), else from the current one.
+    /// Defines `name` onto the verified local copies: from the definition ADOPT saved
+    /// when there is one (its disks set to the copies; the saved file is then removed),
+    /// else from the current one. Returns the saved definition's path when it was used.
+    func redefine(domain name: String, moved: [Moved], dir: String) throws(AgentError) -> String? {
+        let domain = try session.domain(name)
+        let (uuid, xml) = try lv { () throws -> (String, String) in (try domain.uuidString, try domain.xmlDesc(flags: [.inactive, .secure])) }
         var placements: [String: DomainDefinition.Placement] = [:]
         for m in moved { placements[m.target] = .file(path: m.to) }
         let file = Adoption.savedName(uuid.lowercased())
-        var base_ = xml
+        var base = xml
         var restoredFrom: String?
         if let data = try state.read("domains", file) {
             let saved = String(decoding: data, as: UTF8.self)
@@ -133,15 +118,15 @@ struct Localization: Sendable {
             }
             let savedDisks = Set(try DomainDefinition.disks(saved).map(\.target))
             if Set(placements.keys).isSubset(of: savedDisks) {
-                base_ = saved
+                base = saved
                 restoredFrom = state.path("domains", file)
             }
         }
-        let rewritten = try DomainDefinition.rewrite(base_, placements: placements)
+        let rewritten = try DomainDefinition.rewrite(base, placements: placements)
         let c = try session.connection()
         _ = try lv { try c.defineXML(rewritten) }
         if restoredFrom != nil { state.remove("domains", file) }
-        return Outcome(changed: true, moved: moved, restoredFrom: restoredFrom)
+        return restoredFrom
     }
 
     static func size(of p: Planned, share: Share) throws(AgentError) -> UInt64 {
@@ -161,120 +146,90 @@ struct Localization: Sendable {
             }
         }
     }
-
-    /// Reads the shared image, writes `.NAME.storagectl-partial` beside the final name
-    /// (holes stay holes), fsyncs it, re-reads it and compares its content digest with
-    /// the digest of what was read, then renames it over the final name. Returns the
-    /// content digest.
-    static func copy(_ p: Planned, size: UInt64, share: Share, progress: (UInt64) -> Void) throws(AgentError) -> String {
-        let dir = (p.to as NSString).deletingLastPathComponent
-        let temp = dir + "/." + (p.to as NSString).lastPathComponent + ".storagectl-partial"
-        unlink(temp)
-        let out = open(temp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard out >= 0 else { throw AgentError(.unavailable, "cannot create \(temp): \(String(cString: strerror(errno)))") }
-        var keep = false
-        defer { close(out); if !keep { unlink(temp) } }
-
-        var digest = ContentDigest()
-        var buffer = [UInt8](repeating: 0, count: chunkBytes)
-        let read: (inout [UInt8], UInt64, Int) throws(AgentError) -> Int
-        var nfsHolder: (NFSContext, NFSFile)?
-        var inFD: Int32 = -1
-        defer { if inFD >= 0 { close(inFD) } }
-        switch p.source {
-        case .file(let path):
-            inFD = open(path, O_RDONLY | O_CLOEXEC)
-            guard inFD >= 0 else { throw AgentError(.unavailable, "cannot open \(path): \(String(cString: strerror(errno)))") }
-            let fd = inFD
-            var st = stat()
-            if fstat(fd, &st) == 0 { _ = fchmod(out, st.st_mode & 0o7777) }
-            read = { (buf: inout [UInt8], offset: UInt64, count: Int) throws(AgentError) -> Int in
-                let n = buf.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress, count, off_t(offset)) }
-                guard n >= 0 else { throw AgentError(.unavailable, "reading \(path) failed: \(String(cString: strerror(errno)))") }
-                return n
-            }
-        case .nfs(let relative):
-            do {
-                let nfs = try NFSContext()
-                nfs.setUID(0)
-                nfs.setGID(0)
-                nfs.setTimeout(milliseconds: 30_000)
-                try nfs.mount(server: share.server, export: share.export)
-                nfsHolder = (nfs, try nfs.open("/" + relative))
-                if let st = try? nfs.stat("/" + relative) { _ = fchmod(out, mode_t(st.mode & 0o7777)) }
-            } catch {
-                throw AgentError(.unavailable, "cannot open \(relative) on \(share.server):\(share.export) through libnfs: \(error)")
-            }
-            let file = nfsHolder!.1
-            let limit = Int(max(65536, min(UInt64(chunkBytes), nfsHolder!.0.maxReadSize)))
-            read = { (buf: inout [UInt8], offset: UInt64, count: Int) throws(AgentError) -> Int in
-                do {
-                    return try buf.withUnsafeMutableBytes { raw in
-                        try file.pread(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<min(count, limit)]), offset: offset)
-                    }
-                } catch {
-                    throw AgentError(.unavailable, "reading \(relative) on \(share.server):\(share.export) failed: \(error)")
-                }
-            }
-        }
-
-        var offset: UInt64 = 0
-        while offset < size {
-            let want = Int(min(UInt64(chunkBytes), size - offset))
-            let n = try read(&buffer, offset, want)
-            guard n > 0 else { throw AgentError(.unavailable, "\(p.from) ended at \(offset) bytes, expected \(size); it changed while being read") }
-            // Holes stay holes: an all-zero range is not written (and costs the digest no hashing).
-            let zero = buffer.withUnsafeBytes { ZeroBytes.isZero($0.baseAddress!, count: n) }
-            if zero {
-                digest.updateZeros(UInt64(n))
-            } else {
-                buffer.withUnsafeBytes { digest.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-                var written = 0
-                while written < n {
-                    let w = buffer.withUnsafeBytes { Glibc.pwrite(out, $0.baseAddress! + written, n - written, off_t(offset) + off_t(written)) }
-                    if w < 0 {
-                        if errno == EINTR { continue }
-                        throw AgentError(.unavailable, "writing \(temp) failed: \(String(cString: strerror(errno)))")
-                    }
-                    written += w
-                }
-            }
-            offset += UInt64(n)
-            progress(offset)
-        }
-        _ = nfsHolder
-        guard ftruncate(out, off_t(size)) == 0, fsync(out) == 0 else {
-            throw AgentError(.unavailable, "cannot finish \(temp): \(String(cString: strerror(errno)))")
-        }
-        let expected = digest.finalize()
-
-        // Re-read what was written (every byte of data; its holes read as zeros).
-        let actual: String
-        do throws(FileDigestError) {
-            actual = try ContentDigest.ofFile(fd: out, size: size)
-        } catch {
-            throw AgentError(.unavailable, "re-reading \(temp) failed at \(error.offset) bytes: \(error.message)")
-        }
-        guard actual == expected else {
-            throw AgentError(.internal, "the local copy \(temp) has digest \(actual), the shared image read \(expected); nothing was replaced")
-        }
-        guard rename(temp, p.to) == 0 else {
-            throw AgentError(.unavailable, "cannot rename \(temp) to \(p.to): \(String(cString: strerror(errno)))")
-        }
-        keep = true
-        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { _ = fsync(dfd); close(dfd) }
-        return expected
-    }
 }
 
-/// Domains with a LOCALIZE in progress (a second one for the same domain is `busy`).
-final class NameLocks: @unchecked Sendable {
-    // Invariant: `names` is only touched with `lock` held.
-    private let lock = NSLock()
-    private var names = Set<String>()
-    func take(_ name: String) -> Bool { lock.withLock { names.insert(name).inserted } }
-    func release(_ name: String) { _ = lock.withLock { names.remove(name) } }
+/// What a LOCALIZE job copies: the disks of one domain on the share, and where to.
+struct LocalizePlan: Sendable {
+    struct Disk: Sendable {
+        var target: String
+        var from: String
+        var to: String
+        /// Logical size when planned (the progress total).
+        var size: UInt64
+        var source: ShareSource
+    }
+    var domain: String
+    var uuid: String
+    var share: Share
+    var dir: String
+    var disks: [Disk]
+}
+
+/// The persisted record of a domain's last LOCALIZE (`jobs/<uuid>.localize.json`). A
+/// record still `running` when an agent starts means that agent was interrupted: the
+/// next LOCALIZE starts the job again (`restarted=yes`).
+struct LocalizeJobRecord: Sendable, Codable, Equatable {
+    enum Phase: String, Sendable, Codable { case running, done, failed }
+    struct Moved: Sendable, Codable, Equatable {
+        var target: String
+        var from: String
+        var to: String
+        var size: UInt64
+        /// The content digest of the local copy (lowercase hex).
+        var digest: String
+    }
+    var domain: String
+    var uuid: String
+    var share: Share
+    var dir: String
+    /// Disk targets planned, in order.
+    var disks: [String]
+    var phase: Phase
+    var moved: [Moved]
+    var restoredFrom: String?
+    var errorCode: String?
+    var errorMessage: String?
+    var started: Date
+    var finished: Date?
+    var attempts: Int
+
+    init(domain: String, uuid: String, share: Share, dir: String, disks: [LocalizePlan.Disk], phase: Phase, moved: [Moved],
+         restoredFrom: String?, errorCode: String?, errorMessage: String?, started: Date, finished: Date?, attempts: Int) {
+        self.domain = domain
+        self.uuid = uuid
+        self.share = share
+        self.dir = dir
+        self.disks = disks.map(\.target)
+        self.phase = phase
+        self.moved = moved
+        self.restoredFrom = restoredFrom
+        self.errorCode = errorCode
+        self.errorMessage = errorMessage
+        self.started = started
+        self.finished = finished
+        self.attempts = attempts
+    }
+
+    /// The last `PROGRESS` of a finished job (`done` = `total`), sent before its `DATA`.
+    var finalProgress: TransferProgress? {
+        guard let last = moved.last else { return nil }
+        let total = moved.reduce(UInt64(0)) { $0 + $1.size }
+        let elapsed = (finished ?? started).timeIntervalSince(started)
+        return TransferProgress(done: total, total: total, rate: elapsed > 0 ? UInt64(Double(total) / elapsed) : 0, disk: last.target)
+    }
+
+    /// The disks the job copied (one `DATA` line each), or its error.
+    func images() throws(AgentError) -> [LocalizedImage] {
+        switch phase {
+        case .done:
+            return moved.map { LocalizedImage(disk: $0.target, from: $0.from, to: $0.to, size: $0.size, digest: $0.digest) }
+        case .failed:
+            let code = errorCode.flatMap(AgentError.Code.init(rawValue:)) ?? .internal
+            throw AgentError(code, errorMessage ?? "LOCALIZE failed", details: ["domain": domain])
+        case .running:
+            throw AgentError(.internal, "the LOCALIZE of \(domain) has not finished")
+        }
+    }
 }
 
 /// `DOMAINS`: every domain of this host (persistent or running) and whether a disk of

@@ -1,5 +1,7 @@
 import AgentProtocol
+import BlockingIO
 import Foundation
+import SafeFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,6 +19,29 @@ struct StateStore: Sendable {
 
     func path(_ kind: String, _ name: String) -> String { "\(root)/\(kind)/\(name)" }
 
+    /// The state dir's own blocking thread: one, so writes of one record never overtake
+    /// each other, and an `fsync` never holds a thread of Swift's cooperative pool.
+    static let executor = BlockingExecutor(name: "state-io", threadCount: 1)
+
+    /// Runs `body` with this store on ``executor``. `AgentError` passes through; a
+    /// failure of the executor itself is `internal`.
+    func offPool<T: Sendable>(_ body: @escaping @Sendable (StateStore) throws -> T) async throws(AgentError) -> T {
+        let store = self
+        do {
+            return try await Self.executor.run { () throws -> T in try body(store) }
+        } catch let error as AgentError {
+            throw error
+        } catch {
+            throw AgentError(.internal, "state directory I/O failed: \(error)")
+        }
+    }
+
+    /// ``offPool(_:)`` for reads that cannot fail (a missing or unreadable record is nil).
+    func readOffPool<T: Sendable>(_ body: @escaping @Sendable (StateStore) -> T?) async -> T? {
+        let store = self
+        return (try? await Self.executor.run { () -> T? in body(store) }) ?? nil
+    }
+
     func read(_ kind: String, _ name: String) throws(AgentError) -> Data? {
         let p = path(kind, name)
         guard FileManager.default.fileExists(atPath: p) else { return nil }
@@ -29,29 +54,13 @@ struct StateStore: Sendable {
         let dir = "\(root)/\(kind)"
         try ensureDirectory(root)
         try ensureDirectory(dir)
-        let final = "\(dir)/\(name)"
-        let temp = "\(dir)/.\(name).tmp"
-        unlink(temp)
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw AgentError(.internal, "cannot create \(temp): \(errnoText())") }
-        let ok = data.withUnsafeBytes { raw -> Bool in
-            var off = 0
-            while off < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                off += n
-            }
-            return true
+        // A crash leaves the old or the new file (AtomicFile: temporary, fsync, rename,
+        // directory fsync); the dot-named temporary is never listed.
+        do {
+            try AtomicFile.write([UInt8](data), to: "\(dir)/\(name)", mode: 0o600, temporaryName: ".\(name).tmp")
+        } catch {
+            throw AgentError(.internal, "cannot write the agent state: \(error)")
         }
-        let synced = ok && fsync(fd) == 0
-        close(fd)
-        guard synced, rename(temp, final) == 0 else {
-            let text = errnoText()
-            unlink(temp)
-            throw AgentError(.internal, "cannot write \(final): \(text)")
-        }
-        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { _ = fsync(dfd); close(dfd) }
     }
 
     func remove(_ kind: String, _ name: String) {

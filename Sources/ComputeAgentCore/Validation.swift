@@ -1,4 +1,5 @@
 import AgentProtocol
+import SafeFiles
 
 /// Checks for every value a compute agent verb takes from the wire, before anything is
 /// looked up, written or handed to libvirt. Pure; each failure is `invalid-argument`
@@ -118,9 +119,11 @@ public enum Validation {
         return name
     }
 
-    /// Whether `path` is `root` or below it (both normalised absolute paths).
+    /// Whether `path` is `root` or lexically below it (`RootedPath.isWithin`, the one
+    /// under-root check: a `..` component is never below anything). Opening a file
+    /// under a root goes through `RootedPath.open`, which refuses symbolic links.
     public static func isWithin(_ path: String, root: String) -> Bool {
-        path == root || path.hasPrefix(root.hasSuffix("/") ? root : root + "/")
+        RootedPath.isWithin(path, root: root)
     }
 
     /// The name of a domain's directory on the share: the domain name when it is a safe

@@ -1,3 +1,5 @@
+import SafeFiles
+
 /// Export path helpers: exports(5) escaping and lexical normalisation. Pure functions.
 public enum ExportPath {
     /// The longest export path storagectl writes, in bytes.
@@ -56,11 +58,8 @@ public enum ExportPath {
 
     /// True when `ancestor` is a strict ancestor of `path` (both normalised first).
     public static func isStrictAncestor(_ ancestor: String, of path: String) -> Bool {
-        let a = lexicallyNormalized(ancestor)
-        let p = lexicallyNormalized(path)
-        if a == p { return false }
-        if a == "/" { return true }
-        return p.hasPrefix(a + "/")
+        // `..` resolved lexically first: etab and exports paths are compared as text.
+        RootedPath.isBelow(lexicallyNormalized(path), root: lexicallyNormalized(ancestor))
     }
 
     /// Validates a path storagectl is asked to export.
@@ -73,7 +72,7 @@ public enum ExportPath {
     public static func validate(_ path: String, under root: String) throws(ExportsError) {
         try validateShape(path)
         if path == "/" { throw .pathOutsideExportRoot(path: path, root: root) }
-        if path != root && !(path.hasPrefix(root + "/")) {
+        if !RootedPath.isWithin(path, root: root) {
             throw .pathOutsideExportRoot(path: path, root: root)
         }
     }

@@ -40,7 +40,7 @@ struct CopyEngine: Sendable {
 
     private struct ChecksumValue: Sendable { var size: UInt64; var digest: String }
 
-    private func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable (CancelFlag) throws -> T) async throws -> T {
+    func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable (CancelFlag) throws -> T) async throws -> T {
         let cancel = CancelFlag()
         let executor = BlockingExecutor(name: "image-copy", threadCount: 1)
         defer { executor.shutdown() }

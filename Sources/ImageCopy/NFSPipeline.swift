@@ -743,9 +743,22 @@ final class NFSPipeline {
 
     // MARK: checksum: pipelined reads, hashed in order
 
-    /// SHA-256 of the first `size` bytes of the file, read with `inFlight` READs in flight.
+    /// The content digest of the first `size` bytes of the file, read with `inFlight`
+    /// READs in flight.
     func runChecksum(size: UInt64, chunkBytes: Int, ticker: inout ProgressTicker) throws(ImageCopyError) -> String {
         var hasher = ContentDigest()
+        try runRead(size: size, chunkBytes: chunkBytes, ticker: &ticker) { bytes, _ throws(ImageCopyError) in
+            hasher.update(bytes)
+        }
+        return hasher.finalize()
+    }
+
+    /// Reads the first `size` bytes of the file with `inFlight` READs in flight and hands
+    /// them to `sink` in file order (offset, bytes), one chunk of at most `chunkBytes`
+    /// at a time. The bytes are valid only during the call. A throwing sink stops the
+    /// reads (outstanding ones are drained) and its error is thrown.
+    func runRead(size: UInt64, chunkBytes: Int, ticker: inout ProgressTicker,
+                 sink: (UnsafeRawBufferPointer, UInt64) throws(ImageCopyError) -> Void) throws(ImageCopyError) {
         freeSlots = Array((0..<buffers.count).reversed())
         var nextIssue: UInt64 = 0
         var nextHash: UInt64 = 0
@@ -761,8 +774,12 @@ final class NFSPipeline {
             }
             if failure != nil { break }
             turn(wakeFD: -1)
-            while let chunk = completed.removeValue(forKey: nextHash) {
-                hasher.update(UnsafeRawBufferPointer(start: buffers.slot(chunk.slot), count: chunk.count))
+            while failure == nil, let chunk = completed.removeValue(forKey: nextHash) {
+                do {
+                    try sink(UnsafeRawBufferPointer(start: buffers.slot(chunk.slot), count: chunk.count), nextHash)
+                } catch {
+                    fail(error)
+                }
                 nextHash += UInt64(chunk.count)
                 freeSlots.append(chunk.slot)
             }
@@ -773,7 +790,6 @@ final class NFSPipeline {
             throw failure
         }
         ticker.tick(nextHash, force: true)
-        return hasher.finalize()
     }
 }
 

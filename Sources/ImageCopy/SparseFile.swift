@@ -95,8 +95,7 @@ final class LocalSource: @unchecked Sendable {
     let modificationTime: timespec
     let changeTime: timespec
 
-    init(path: String) throws(ImageCopyError) {
-        self.path = path
+    convenience init(path: String) throws(ImageCopyError) {
         var fd = open(path, O_RDONLY | O_CLOEXEC | openNoAtime)
         if fd < 0 && errno == EPERM {
             fd = open(path, O_RDONLY | O_CLOEXEC)   // O_NOATIME needs ownership or CAP_FOWNER
@@ -105,6 +104,12 @@ final class LocalSource: @unchecked Sendable {
             let code = errno
             throw .sourceUnreadable(path: path, errno: code, message: String(cString: strerror(code)))
         }
+        try self.init(adopting: fd, path: path)
+    }
+
+    /// Takes ownership of `fd`, open for reading on `path` (closed on failure too).
+    init(adopting fd: Int32, path: String) throws(ImageCopyError) {
+        self.path = path
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             let code = errno

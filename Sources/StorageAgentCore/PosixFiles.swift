@@ -1,5 +1,6 @@
 import AgentProtocol
 import Foundation
+import SafeFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,65 +36,30 @@ enum PosixFiles {
         return out
     }
 
-    /// Replaces `path` with `bytes` atomically: a temporary file in the same directory
-    /// (`<path>.storagectl.tmp`), written in full, `fsync`ed, renamed over `path`, then
-    /// the directory `fsync`ed. A reader (or a crash at any instant) sees the old or the
-    /// new content, never a mix or an empty file. An existing file's mode and owner are
-    /// kept; a new file gets `mode` and root ownership. The caller holds the store lock,
-    /// so the fixed temporary name has one writer at a time.
+    /// Replaces `path` with `bytes` atomically and durably (`AtomicFile.write`: a
+    /// temporary file `<path>.storagectl.tmp` in the same directory, written in full,
+    /// `fsync`ed, renamed over `path`, then the directory `fsync`ed). A reader (or a crash
+    /// at any instant) sees the old or the new content, never a mix or an empty file. An
+    /// existing file's mode and owner are kept; a new file gets `mode`. The caller holds
+    /// the store lock, so the fixed temporary name has one writer at a time.
     static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(AgentError) {
-        let temp = path + ".storagectl.tmp"
-        var existing = stat()
-        let exists = lstat(path, &existing) == 0
-        if exists && (existing.st_mode & S_IFMT) != S_IFREG {
+        let name = (path as NSString).lastPathComponent
+        do {
+            try AtomicFile.write(bytes, to: path, mode: mode, temporaryName: name + ".storagectl.tmp")
+        } catch .notRegularFile {
             throw AgentError(.invalidState, "\(path) is not a regular file; the agent only replaces regular files")
+        } catch .system(let operation, _, let code) where code == EBUSY && operation.hasPrefix("rename") {
+            // rename(2): EBUSY when the target is a mount point, e.g. a file made
+            // writable by systemd's ReadWritePaths=/etc/exports (a bind mount).
+            throw AgentError(.invalidState, "cannot replace \(path): it is a mount point (a bind-mounted file, e.g. systemd ReadWritePaths= naming the file); make its directory writable instead")
+        } catch {
+            throw AgentError(.internal, error.description)
         }
-        unlink(temp)
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, exists ? existing.st_mode & 0o7777 : mode)
-        guard fd >= 0 else { throw AgentError(.internal, "cannot create \(temp): \(errorText())") }
-        var closed = false
-        defer { if !closed { close(fd) } }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = errno
-                unlink(temp)
-                throw AgentError(.internal, "cannot write \(temp): \(errorText(e))")
-            }
-            written += n
-        }
-        // The mode given to open() is filtered by the umask: set it exactly.
-        _ = fchmod(fd, exists ? existing.st_mode & 0o7777 : mode)
-        if exists { _ = fchown(fd, existing.st_uid, existing.st_gid) }
-        guard fsync(fd) == 0 else {
-            let e = errno
-            unlink(temp)
-            throw AgentError(.internal, "cannot fsync \(temp): \(errorText(e))")
-        }
-        close(fd)
-        closed = true
-        guard rename(temp, path) == 0 else {
-            let e = errno
-            unlink(temp)
-            if e == EBUSY {
-                // rename(2): EBUSY when the target is a mount point, e.g. a file made
-                // writable by systemd's ReadWritePaths=/etc/exports (a bind mount).
-                throw AgentError(.invalidState, "cannot replace \(path): it is a mount point (a bind-mounted file, e.g. systemd ReadWritePaths= naming the file); make its directory writable instead")
-            }
-            throw AgentError(.internal, "cannot rename \(temp) to \(path): \(errorText(e))")
-        }
-        try syncDirectory(of: path)
     }
 
     /// `fsync` of the directory holding `path`, so that a rename in it is durable.
     static func syncDirectory(of path: String) throws(AgentError) {
-        let dir = (path as NSString).deletingLastPathComponent
-        let fd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw AgentError(.internal, "cannot open directory \(dir): \(errorText())") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw AgentError(.internal, "cannot fsync directory \(dir): \(errorText())") }
+        do { try AtomicFile.syncDirectory(of: path) } catch { throw AgentError(.internal, error.description) }
     }
 
     /// The real path of an existing path (`realpath(3)`), or nil.

@@ -4,6 +4,7 @@ import AgentRuntime
 import ContentDigest
 import ExportsFile
 import Foundation
+import SafeFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,10 +18,14 @@ extension StorageAgentHandler {
     func space(_ request: Request) async throws -> Fields {
         let path = try SpaceQuery(request).path ?? configuration.exportRoot
         try validated(path)
+        let root = configuration.exportRoot
         let s = try await BlockingWork.agent { () throws(AgentError) -> statvfs in
+            // Opened from the root without following links (O_PATH: nothing is read).
+            let fd = try Self.openUnderRoot(path, root: root, flags: openPathOnly | O_RDONLY, regularFile: false)
+            defer { close(fd) }
             var s = statvfs()
-            guard statvfs(path, &s) == 0 else {
-                throw AgentError(errno == ENOENT ? .notFound : .internal, "cannot statvfs \(path): \(PosixFiles.errorText())")
+            guard fstatvfs(fd, &s) == 0 else {
+                throw AgentError(.internal, "cannot statvfs \(path): \(PosixFiles.errorText())")
             }
             return s
         }
@@ -62,22 +67,32 @@ extension StorageAgentHandler {
         do { _ = try policy.validatedPath(path) } catch { throw AgentError(error) }
     }
 
-    /// Opens `path` (no symlinks: its real path must be itself, under `root`; O_NOFOLLOW;
-    /// a regular file) and computes its content digest. Blocking: run through
+    /// Opens `path` under `root` component by component without following a symbolic
+    /// link (`RootedPath.open`), in the protocol's words: a link, a path outside the
+    /// root or (with `regularFile`) anything but a regular file is `invalid-argument`, a
+    /// missing one `not-found`. Blocking.
+    static func openUnderRoot(_ path: String, root: String, flags: Int32, regularFile: Bool) throws(AgentError) -> Int32 {
+        do {
+            return try RootedPath.open(path, under: root, flags: flags, regularFile: regularFile)
+        } catch .symbolicLink(let link) {
+            throw AgentError(.invalidArgument, "\(path) passes through the symbolic link \(link); the agent does not follow links under \(root)")
+        } catch .outsideRoot {
+            throw AgentError(.invalidArgument, "\(path) is not under the export root \(root)")
+        } catch .notRegularFile {
+            throw AgentError(.invalidArgument, "\(path) is not a regular file")
+        } catch {
+            throw AgentError(error.errno == ENOENT ? .notFound : .internal, error.description)
+        }
+    }
+
+    /// Opens `path` (under `root`, no symbolic link anywhere below it, a regular file;
+    /// `openUnderRoot`) and computes its content digest. Blocking: run through
     /// `BlockingWork`. Returns the size read (the file's size when it was opened).
     static func contentDigest(of path: String, root: String, progress: ProgressRelay,
                               threads: Int = ContentDigest.defaultThreads) throws(AgentError) -> (UInt64, String) {
         defer { progress.finish() }
-        guard let real = realpath(path, nil) else {
-            throw AgentError(errno == ENOENT ? .notFound : .internal, "\(path): \(PosixFiles.errorText())")
-        }
-        let resolved = String(cString: real)
-        free(real)
-        guard resolved == path, path.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
-            throw AgentError(.invalidArgument, "\(path) resolves to \(resolved), outside \(root) or through a symbolic link")
-        }
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw AgentError(.internal, "cannot open \(path): \(PosixFiles.errorText())") }
+        // O_NONBLOCK: never waits on a FIFO (refused anyway); no effect on a regular file.
+        let fd = try openUnderRoot(path, root: root, flags: O_RDONLY | O_NONBLOCK, regularFile: true)
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {

@@ -105,7 +105,7 @@ struct SparseWalkerTests {
 }
 
 /// The independent reference implementation of the content digest (Python's hashlib).
-private func referenceDigest(_ path: String) async throws -> String? {
+func referenceDigest(_ path: String) async throws -> String? {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Lab/content-digest").path
     return try await runTool(["python3", script, path]).split(separator: " ").first.map(String.init)

@@ -92,6 +92,39 @@ struct ChecksumTests {
             == "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358")
     }
 
+    @Test("SPACE answers for the root and real directories below it, and refuses a path through a symbolic link")
+    func spaceRefusesLinks() async throws {
+        let sandbox = try Sandbox()
+        defer { sandbox.remove() }
+        let h = try handler(sandbox)
+        try FileManager.default.createDirectory(atPath: sandbox.root + "/w1", withIntermediateDirectories: true)
+        #expect(symlink("/etc", sandbox.root + "/etclink") == 0)
+        #expect(try await h.space(request("SPACE"))["total"] != nil)
+        #expect(try await h.space(request("SPACE path=\(sandbox.root)/w1"))["path"] == sandbox.root + "/w1")
+        for (path, code) in [(sandbox.root + "/etclink", AgentError.Code.invalidArgument), (sandbox.root + "/missing", .notFound)] {
+            do {
+                let ok = try await h.space(request("SPACE path=\(path)"))
+                Issue.record("\(path) was answered: \(ok)")
+            } catch let e as AgentError {
+                #expect(e.code == code, "\(path): \(e)")
+            }
+        }
+    }
+
+    @Test("a FIFO under the root is refused without being opened (opening it would block)")
+    func fifoRefused() async throws {
+        let sandbox = try Sandbox()
+        defer { sandbox.remove() }
+        let h = try handler(sandbox)
+        #expect(mkfifo(sandbox.root + "/pipe.img", 0o600) == 0)
+        do {
+            let ok = try await h.checksum(request("CHECKSUM path=\(sandbox.root)/pipe.img"), reply: Collected().stream)
+            Issue.record("a FIFO was digested: \(ok)")
+        } catch let e as AgentError {
+            #expect(e.code == .invalidArgument, "\(e)")
+        }
+    }
+
     @Test("a symbolic link, a path through one, a directory, a missing file and a path outside the root are refused")
     func refusals() async throws {
         let sandbox = try Sandbox()
