@@ -32,7 +32,11 @@ public enum AgentMain {
         for text in options.listen { result.append(.endpoint(try Endpoint(parsing: text))) }
         guard !result.isEmpty else {
             throw AgentError(.invalidArgument,
-                             "no socket to serve: start through the agent's .socket unit (systemd passes LISTEN_FDS) or pass --listen unix:PATH or --listen tcp:HOST:PORT")
+                             "no socket to serve: start through the agent's .socket unit (systemd passes LISTEN_FDS) or pass --listen unix:PATH or --listen tls:HOST:PORT")
+        }
+        if !options.plainTCP, let plain = result.first(where: { $0.transport == .tcp }) {
+            throw AgentError(.invalidArgument,
+                             "\(plain) is plain TCP, which is off: listen with tls:HOST:PORT (or name the systemd socket 'tls'), or pass --plain-tcp (config plain-tcp = yes) to serve HELLO, PING and a health summary there")
         }
         return result
     }
@@ -67,7 +71,11 @@ public enum AgentMain {
             identity: AgentIdentity(agent: name, host: hostName()),
             handler: handler,
             logger: logger,
-            tls: try tlsContext(for: listeners, options: options))
+            tls: try tlsContext(for: listeners, options: options),
+            policy: options.accessPolicy)
+        if listeners.contains(where: { $0.transport == .tls }), options.allowAdmin.isEmpty {
+            logger.notice("no allow-admin pattern: over TLS nobody may change this host (root on the unix socket still may); see docs/security.md")
+        }
         try await run(server, logger: logger)
     }
 

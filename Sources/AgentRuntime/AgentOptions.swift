@@ -34,11 +34,28 @@ public struct AgentOptions: ParsableArguments, Sendable {
     @Option(name: .customLong("tls-key"), help: ArgumentHelp("Server private key (default /etc/pki/libvirt/private/serverkey.pem).", valueName: "file"))
     public var tlsKey: String?
 
+    @Option(name: .customLong("allow-admin"), help: ArgumentHelp(
+        "A client certificate allowed every verb over TLS, as a shell glob over its subject (C=GB,O=Example,CN=storagectl-admin, either attribute order) or a subject alternative name (DNS:admin.example, IP:198.18.0.9); repeatable. Root on the unix socket is always admin. See docs/security.md.",
+        valueName: "pattern"))
+    public var allowAdmin: [String] = []
+
+    @Option(name: .customLong("allow-reader"), help: ArgumentHelp(
+        "A client certificate allowed the verbs that only read (same patterns as --allow-admin); repeatable.",
+        valueName: "pattern"))
+    public var allowReader: [String] = []
+
+    @Flag(name: .customLong("plain-tcp"), help: "Serve tcp: listeners (off by default). Plain TCP authenticates nobody: it answers HELLO, PING and a health summary only.")
+    public var plainTCP = false
+
     public init() {}
 
     /// Keys of the `[agent]` config section.
     public static let configKeys: Set<String> = ["listen", "idle-exit", "max-connections", "read-timeout", "log-level",
-                                                 "tls-ca", "tls-cert", "tls-key"]
+                                                 "tls-ca", "tls-cert", "tls-key", AccessPolicy.adminKey, AccessPolicy.readerKey,
+                                                 "plain-tcp"]
+
+    /// Who may do what (docs/security.md).
+    public var accessPolicy: AccessPolicy { AccessPolicy(admins: allowAdmin, readers: allowReader) }
 
     /// The certificate files for `tls` listeners.
     public var tlsFiles: TLSFiles {
@@ -65,6 +82,15 @@ public struct AgentOptions: ParsableArguments, Sendable {
         if tlsCA == nil { tlsCA = section.value("tls-ca") }
         if tlsCert == nil { tlsCert = section.value("tls-cert") }
         if tlsKey == nil { tlsKey = section.value("tls-key") }
+        if allowAdmin.isEmpty { allowAdmin = section.values(AccessPolicy.adminKey) }
+        if allowReader.isEmpty { allowReader = section.values(AccessPolicy.readerKey) }
+        if !plainTCP, let e = section.entry("plain-tcp") {
+            switch e.value {
+            case "yes": plainTCP = true
+            case "no": break
+            default: throw ConfigError(file: config.path, line: e.line, message: "plain-tcp must be yes or no")
+            }
+        }
     }
 
     public func limits() -> ServerLimits {
@@ -82,6 +108,9 @@ public struct AgentOptions: ParsableArguments, Sendable {
         if let idleExit, idleExit <= 0 { throw ValidationError("--idle-exit must be positive") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         if let readTimeout, readTimeout <= 0 { throw ValidationError("--read-timeout must be positive") }
+        for pattern in allowAdmin + allowReader where pattern.isEmpty || pattern.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+            throw ValidationError("--allow-admin/--allow-reader: '\(pattern)' is not a pattern (empty, or it holds control characters)")
+        }
         if let logLevel, Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }

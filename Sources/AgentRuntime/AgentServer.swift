@@ -68,6 +68,7 @@ public final class AgentServer: Service, Sendable {
     let tracker = ConnectionTracker()
     let serverChannels = NIOLockedValueBox<[any Channel]>([])
     let shutdownOnce = NIOLockedValueBox(false)
+    let policy: AccessPolicy
     let acceptedCount = NIOLockedValueBox(0)
 
     /// Connections accepted since the server started (served or refused).
@@ -80,9 +81,11 @@ public final class AgentServer: Service, Sendable {
         handler: any RequestHandler,
         logger: Logger,
         tls: NIOSSLContext? = nil,
+        policy: AccessPolicy = AccessPolicy(),
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.tls = tls
+        self.policy = policy
         self.listeners = listeners
         self.limits = limits
         self.identity = identity
@@ -239,9 +242,12 @@ public final class AgentServer: Service, Sendable {
                     return
                 }
                 var version: Int?
+                var client: PeerIdentity?
                 for try await event in inbound {
                     tracker.touch()
-                    let terminal = await answer(event, peer: peer, transport: transport, version: &version) { line in
+                    // A line arrived, so a TLS handshake is complete: the certificate is known.
+                    if client == nil { client = await peerIdentity(connection.channel, transport: transport, uid: uid) }
+                    let terminal = await answer(event, peer: peer, client: client!, transport: transport, version: &version) { line in
                         try await outbound.write(Self.buffer(line))
                     }
                     if let terminal {
@@ -257,8 +263,23 @@ public final class AgentServer: Service, Sendable {
         }
     }
 
+    /// Who the peer is: its uid on a unix socket, its certificate's subject and names over
+    /// TLS (verified against the CA by the handshake), nobody over plain TCP.
+    private func peerIdentity(_ channel: any Channel, transport: Transport, uid: UInt32?) async -> PeerIdentity {
+        guard transport == .tls else { return PeerIdentity(transport: transport, uid: uid) }
+        do {
+            guard let certificate = try await channel.nioSSL_peerCertificate().get() else {
+                return PeerIdentity(transport: .tls)
+            }
+            return try PeerIdentity.certificate(der: try certificate.toDERBytes())
+        } catch {
+            logger.warning("cannot read the client certificate", metadata: ["error": "\(error)"])
+            return PeerIdentity(transport: .tls)
+        }
+    }
+
     /// Answers one framed line; nil for lines that need no answer (empty lines).
-    private func answer(_ event: InboundLine, peer: String, transport: Transport, version: inout Int?,
+    private func answer(_ event: InboundLine, peer: String, client: PeerIdentity, transport: Transport, version: inout Int?,
                         write: @escaping @Sendable (ResponseLine) async throws -> Void) async -> ResponseLine? {
         let bytes: [UInt8]
         switch event {
@@ -290,15 +311,16 @@ public final class AgentServer: Service, Sendable {
         if request.verb == "PING" {
             return .ok(["agent": identity.agent, "host": identity.host])
         }
-        let context = RequestContext(identity: identity, peer: peer, protocolVersion: version, transport: transport)
+        let context = RequestContext(identity: identity, peer: peer, protocolVersion: version, transport: transport,
+                                     client: client, policy: policy)
         let started = ContinuousClock.now
         do {
             let fields = try await handler.handle(request, context: context, reply: ReplyStream(write: write))
-            logger.info("request", metadata: ["verb": "\(request.verb)", "peer": "\(peer)", "result": "ok",
+            logger.info("request", metadata: ["verb": "\(request.verb)", "peer": "\(peer)", "client": "\(client)", "result": "ok",
                                               "elapsed": "\(ContinuousClock.now - started)"])
             return .ok(fields)
         } catch let error as AgentError {
-            logger.notice("request failed", metadata: ["verb": "\(request.verb)", "peer": "\(peer)",
+            logger.notice("request failed", metadata: ["verb": "\(request.verb)", "peer": "\(peer)", "client": "\(client)",
                                                        "code": "\(error.code.rawValue)", "message": "\(error.message)"])
             return .err(error)
         } catch {

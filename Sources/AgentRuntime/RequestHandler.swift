@@ -40,21 +40,30 @@ public struct RequestContext: Sendable {
     public var peer: String
     public var protocolVersion: Int
     public var transport: Transport
+    /// Who the peer is (a unix uid, a client certificate's subject and names).
+    public var client: PeerIdentity
+    /// Who may do what on this agent.
+    public var policy: AccessPolicy
 
-    public init(identity: AgentIdentity, peer: String, protocolVersion: Int, transport: Transport) {
+    public init(identity: AgentIdentity, peer: String, protocolVersion: Int, transport: Transport,
+                client: PeerIdentity? = nil, policy: AccessPolicy = AccessPolicy()) {
         self.identity = identity
         self.peer = peer
         self.protocolVersion = protocolVersion
         self.transport = transport
+        self.client = client ?? PeerIdentity(transport: transport, uid: transport == .unix ? 0 : nil)
+        self.policy = policy
     }
 
-    /// Root-powerful verbs call this first: they are served to root on the unix socket and
-    /// to certificate holders over TLS, never over plain TCP.
-    public func requireAuthenticated(_ verb: String) throws(AgentError) {
-        guard transport != .tcp else {
-            throw AgentError(.permissionDenied,
-                             "\(verb) changes this host and is not served over plain TCP; use the agent's unix socket as root, or tls:HOST:PORT with a client certificate")
-        }
+    /// The peer's role here: admin, reader or summary (docs/security.md).
+    public var role: AccessRole { policy.role(of: client) }
+
+    /// Every verb calls this with its decoded request before it does anything: a request
+    /// that changes the host needs the admin role, one that only reads the reader role;
+    /// anything else is `permission-denied` naming the peer and the config key.
+    public func authorize<V: AgentVerb>(_ request: V) throws(AgentError) {
+        try policy.authorize(V.verb + (request.changesHost && V.verb == VerifyRequest.verb ? " with a nonce" : ""),
+                             needs: request.changesHost ? .admin : .reader, peer: client)
     }
 }
 

@@ -41,30 +41,38 @@ public struct ComputeAgentHandler: RequestHandler {
     public func handle(_ request: Request, context: RequestContext, reply: ReplyStream) async throws -> Fields {
         switch request.verb {
         case HealthQuery.verb:
+            _ = try HealthQuery(request)
             return try await Health.answer([await hypervisor.check()], context: context, reply: reply)
         case DomainQuery.verb:
-            return try await reply.answer(DomainQuery.self, try await domain(DomainQuery(request)))
+            let query = try DomainQuery(request)
+            try context.authorize(query)
+            return try await reply.answer(DomainQuery.self, try await domain(query))
         case DomainsQuery.verb:
-            _ = try DomainsQuery(request)
+            try context.authorize(DomainsQuery(request))
             return try await reply.answer(DomainsQuery.self, try await domains())
         case LocalizeRequest.verb:
-            try context.requireAuthenticated(request.verb)
-            return try await localize(LocalizeRequest(request), reply: reply)
+            let localize = try LocalizeRequest(request)
+            try context.authorize(localize)
+            return try await self.localize(localize, reply: reply)
         case PoolEnsureRequest.verb:
-            try context.requireAuthenticated(request.verb)
-            return try await poolEnsure(PoolEnsureRequest(request)).encoded()
+            let ensure = try PoolEnsureRequest(request)
+            try context.authorize(ensure)
+            return try await poolEnsure(ensure).encoded()
         case CopyRequest.verb:
-            try context.requireAuthenticated(request.verb)
-            return try await copy(CopyRequest(request), reply: reply)
+            let copy = try CopyRequest(request)
+            try context.authorize(copy)
+            return try await self.copy(copy, reply: reply)
         case AdoptRequest.verb:
-            try context.requireAuthenticated(request.verb)
-            return try await reply.answer(AdoptRequest.self, try await adopt(AdoptRequest(request)))
+            let adopt = try AdoptRequest(request)
+            try context.authorize(adopt)
+            return try await reply.answer(AdoptRequest.self, try await self.adopt(adopt))
         case RestoreRequest.verb:
-            try context.requireAuthenticated(request.verb)
-            return try await restore(RestoreRequest(request)).encoded()
+            let restore = try RestoreRequest(request)
+            try context.authorize(restore)
+            return try await self.restore(restore).encoded()
         case VerifyRequest.verb:
             let verify = try VerifyRequest(request)
-            if verify.changesHost { try context.requireAuthenticated("VERIFY with a nonce") }
+            try context.authorize(verify)
             return try await self.verify(verify).encoded()
         default:
             throw unknownVerb(request.verb)

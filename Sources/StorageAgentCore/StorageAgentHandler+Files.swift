@@ -15,8 +15,9 @@ extension StorageAgentHandler {
     /// `SPACE [path=P]`: the file system holding P (default: the export root).
     /// `OK path= total= free= available=` in bytes (`available` is what root may not use
     /// up: statvfs f_bavail).
-    func space(_ request: Request) async throws -> Fields {
-        let path = try SpaceQuery(request).path ?? configuration.exportRoot
+    func space(_ request: SpaceQuery, context: RequestContext) async throws -> Fields {
+        try context.authorize(request)
+        let path = request.path ?? configuration.exportRoot
         try validated(path)
         let root = configuration.exportRoot
         let s = try await BlockingWork.agent { () throws(AgentError) -> statvfs in
@@ -40,8 +41,9 @@ extension StorageAgentHandler {
     /// `PROGRESS done= total=` twice a second. `OK path= size= digest= seconds=`. A
     /// symbolic link anywhere is refused. Read-only. A client that goes away (its
     /// PROGRESS cannot be written) stops the reading.
-    func checksum(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        let path = try ChecksumRequest(request).path
+    func checksum(_ request: ChecksumRequest, context: RequestContext, reply: ReplyStream) async throws -> Fields {
+        try context.authorize(request)
+        let path = request.path
         try validated(path)
         let root = configuration.exportRoot
         let started = ContinuousClock.now

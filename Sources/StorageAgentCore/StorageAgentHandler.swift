@@ -54,19 +54,19 @@ public struct StorageAgentHandler: RequestHandler {
     public func handle(_ request: Request, context: RequestContext, reply: ReplyStream) async throws -> Fields {
         switch request.verb {
         case HealthQuery.verb:
+            _ = try HealthQuery(request)
             return try await Health.answer(healthChecks(), context: context, reply: reply)
         case ExportRequest.verb:
-            try context.requireAuthenticated(request.verb)
-            return try await export(request, reply: reply)
+            return try await export(ExportRequest(request), context: context, reply: reply)
         case UnexportRequest.verb:
-            try context.requireAuthenticated(request.verb)
-            return try await unexport(request, reply: reply)
+            return try await unexport(UnexportRequest(request), context: context, reply: reply)
         case ExportsQuery.verb:
-            return try await exports(request, reply: reply)
+            try context.authorize(ExportsQuery(request))
+            return try await exports(reply: reply)
         case SpaceQuery.verb:
-            return try await space(request)
+            return try await space(SpaceQuery(request), context: context)
         case ChecksumRequest.verb:
-            return try await checksum(request, reply: reply)
+            return try await checksum(ChecksumRequest(request), context: context, reply: reply)
         default:
             throw unknownVerb(request.verb)
         }
@@ -76,8 +76,8 @@ public struct StorageAgentHandler: RequestHandler {
 
     /// `EXPORT path=P client=C [client=C ...]`: ensures P exists under the export root and
     /// is exported to every C (adding only missing clients), live on the server.
-    func export(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        let asked = try ExportRequest(request)
+    func export(_ asked: ExportRequest, context: RequestContext, reply: ReplyStream) async throws -> Fields {
+        try context.authorize(asked)
         let path = asked.path, clients = asked.clients
         // Everything is validated before the lock is taken and anything is written.
         let policy = self.policy
@@ -123,8 +123,8 @@ public struct StorageAgentHandler: RequestHandler {
     /// `UNEXPORT path=P [client=C ...]`: stops exporting P to each C, or to everyone when
     /// no client is given. Idempotent: a path storagectl does not export answers
     /// `changed=no`. The directory and its files are never removed.
-    func unexport(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        let asked = try UnexportRequest(request)
+    func unexport(_ asked: UnexportRequest, context: RequestContext, reply: ReplyStream) async throws -> Fields {
+        try context.authorize(asked)
         let path = asked.path, clients = asked.clients
         // Shape checks only (not the export root or the inventory): exports made under
         // an older configuration can still be removed. The library checks the shape.
@@ -158,8 +158,7 @@ public struct StorageAgentHandler: RequestHandler {
     // MARK: - EXPORTS
 
     /// `EXPORTS`: every entry of the exports file, ours and foreign, read-only.
-    func exports(_ request: Request, reply: ReplyStream) async throws -> Fields {
-        _ = try ExportsQuery(request)
+    func exports(reply: ReplyStream) async throws -> Fields {
         let file = try await store.current()
         let block: ExportsQuery.BlockState
         switch file.managedBlockState {

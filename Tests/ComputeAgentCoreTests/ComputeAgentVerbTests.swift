@@ -170,15 +170,43 @@ struct ComputeAgentVerbTests {
         #expect(e?.message.contains("/var/lib/libvirt/images/base.qcow2") == true)
     }
 
-    @Test("verbs that change the host are refused over plain TCP; DOMAIN and VERIFY without nonce are not", arguments: [
+    @Test("every verb but HEALTH is refused over plain TCP, and every changing verb to a certificate that is no admin", arguments: [
         "POOL-ENSURE name=p server=198.18.0.1 export=/e target=/t", "COPY domain=wanderer1 pool=shared",
         "ADOPT domain=wanderer1 pool=shared", "RESTORE domain=wanderer1",
-        "VERIFY path=/x nonce-write=n1",
+        "VERIFY path=/x nonce-write=n1", "LOCALIZE domain=wanderer1 pool=shared",
     ])
     func tcpRefused(_ line: String) async throws {
-        let e = await (try await SimHost()).ask(line, transport: .tcp).result.error
-        #expect(e?.code == .permissionDenied)
-        #expect(await (try await SimHost()).ask("DOMAIN name=wanderer1", transport: .tcp).result.ok != nil)
+        let host = try await SimHost()
+        #expect(await host.ask(line, transport: .tcp).result.error?.code == .permissionDenied)
+        #expect(await host.ask("DOMAIN name=wanderer1", transport: .tcp).result.error?.code == .permissionDenied)
+        // A certificate from the CA on no list, and one on the reader list: neither may change the host.
+        let hostCert = PeerIdentity(transport: .tls, subject: "CN=dest-example,O=Lab", alternativeNames: ["DNS:dest-example"])
+        for policy in [AccessPolicy(admins: ["CN=storagectl-admin,*"]), AccessPolicy(admins: ["CN=storagectl-admin,*"], readers: ["DNS:dest-*"])] {
+            let e = await host.ask(line, transport: .tls, client: hostCert, policy: policy).result.error
+            #expect(e?.code == .permissionDenied && e?.message.contains("CN=dest-example,O=Lab") == true && e?.message.contains("allow-admin") == true,
+                    "\(String(describing: e))")
+        }
+    }
+
+    @Test("a reader certificate reads (DOMAIN, VERIFY without nonce); an admin certificate passes to validation")
+    func tlsRoles() async throws {
+        let host = try await SimHost()
+        let policy = AccessPolicy(admins: ["CN=storagectl-admin"], readers: ["CN=dest-example"])
+        let reader = PeerIdentity(transport: .tls, subject: "CN=dest-example")
+        #expect(await host.ask("DOMAIN name=wanderer1", transport: .tls, client: reader, policy: policy).result.ok != nil)
+        let admin = PeerIdentity(transport: .tls, subject: "CN=storagectl-admin")
+        let e = await host.ask("POOL-ENSURE name=p server=198.18.0.1 export=relative target=/t", transport: .tls, client: admin, policy: policy)
+            .result.error
+        #expect(e?.code == .invalidArgument, "past authorization, refused by validation: \(String(describing: e))")
+    }
+
+    @Test("HEALTH over plain TCP is a summary: no DATA, no details")
+    func healthSummary() async throws {
+        let host = try await SimHost()
+        let tcp = await host.ask("HEALTH", transport: .tcp)
+        #expect(tcp.result.ok?["health"] != nil && tcp.lines.isEmpty)
+        let unix = await host.ask("HEALTH")
+        #expect(!unix.lines.isEmpty)
     }
 
     @Test("ADOPT without a shared copy says to COPY first; a wrong-sized copy is refused")

@@ -140,11 +140,16 @@ struct LocalizeVerbTests {
         #expect(e?.code == .invalidArgument, "\(line): \(String(describing: e))")
     }
 
-    @Test("LOCALIZE over plain TCP is permission-denied; DOMAINS is served")
+    @Test("over plain TCP LOCALIZE and DOMAINS are permission-denied; a reader certificate gets DOMAINS, not LOCALIZE")
     func transport() async throws {
         let host = try await SimHost()
         #expect(await host.ask("LOCALIZE domain=wanderer1 pool=shared", transport: .tcp).result.error?.code == .permissionDenied)
-        #expect(await host.ask("DOMAINS", transport: .tcp).result.ok != nil)
+        #expect(await host.ask("DOMAINS", transport: .tcp).result.error?.code == .permissionDenied, "plain TCP reads nothing")
+        let reader = PeerIdentity(transport: .tls, subject: "CN=dest-example")
+        let policy = AccessPolicy(readers: ["CN=dest-example"])
+        #expect(await host.ask("DOMAINS", transport: .tls, client: reader, policy: policy).result.ok != nil)
+        #expect(await host.ask("LOCALIZE domain=wanderer1 pool=shared", transport: .tls, client: reader, policy: policy)
+            .result.error?.code == .permissionDenied)
     }
 
     @Test("DOMAINS lists domains and whether a disk is on shared storage")

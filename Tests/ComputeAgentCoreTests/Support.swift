@@ -96,11 +96,12 @@ final class SimHost: @unchecked Sendable {
     }
 
     /// Sends one request as a root peer on the unix socket (or over plain TCP).
-    func ask(_ line: String, transport: Transport = .unix) async -> (lines: [ResponseLine], result: Result<Fields, AgentError>) {
+    func ask(_ line: String, transport: Transport = .unix, client: PeerIdentity? = nil,
+             policy: AccessPolicy = AccessPolicy()) async -> (lines: [ResponseLine], result: Result<Fields, AgentError>) {
         let collected = Collected()
         let context = RequestContext(identity: AgentIdentity(agent: "compute-agent", host: "sim"),
-                                     peer: transport == .unix ? "unix uid=0 pid=1" : "tcp 198.18.0.9:1234",
-                                     protocolVersion: 1, transport: transport)
+                                     peer: transport == .unix ? "unix uid=0 pid=1" : "\(transport.rawValue) 198.18.0.9:1234",
+                                     protocolVersion: 1, transport: transport, client: client, policy: policy)
         do {
             let request = try Request.parse(line)
             let ok = try await handler.handle(request, context: context, reply: collected.stream)

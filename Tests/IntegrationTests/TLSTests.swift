@@ -11,7 +11,7 @@ struct TLSTests {
         let child: ChildProcess
         let pki: TestPKI
 
-        init(clientSignedByOtherCA: Bool = false) async throws {
+        init(clientSignedByOtherCA: Bool = false, allowAdmin: [String] = ["CN=client"]) async throws {
             dir = try TestSupport.temporaryDirectory("tls")
             pki = try await TestPKI.make(in: dir, clientSignedByOtherCA: clientSignedByOtherCA)
             try FileManager.default.createDirectory(atPath: dir + "/root", withIntermediateDirectories: true)
@@ -21,8 +21,8 @@ struct TLSTests {
                 "--listen", "tls:127.0.0.1:\(port)", "--listen", "tcp:127.0.0.1:\(port + 1)",
                 "--tls-ca", pki.ca, "--tls-cert", pki.serverCert, "--tls-key", pki.serverKey,
                 "--exports-file", dir + "/exports", "--export-root", dir + "/root",
-                "--allow-client", "198.18.0.2", "--log-level", "warning",
-            ], logDir: dir)
+                "--allow-client", "198.18.0.2", "--log-level", "warning", "--plain-tcp",
+            ] + allowAdmin.flatMap { ["--allow-admin", $0] }, logDir: dir)
             let port = self.port
             guard try await TestSupport.waitUntil(timeout: .seconds(10), {
                 (try? await runProgram("/usr/bin/bash", ["-c", "exec 3<>/dev/tcp/127.0.0.1/\(port)"]))?.status == 0
@@ -75,9 +75,41 @@ struct TLSTests {
                                                         "path=\(agent.dir)/root/w1", "client=198.18.0.2"])
         #expect(overTCP.stdout.contains("code=permission-denied"), "\(overTCP.stdout)\(overTCP.stderr)")
         #expect(overTCP.status == 77)
+        // Plain TCP reads nothing either: the exports file names paths and hosts.
         let readOnly = try await runProgram(storagectl, ["call", "--config", tcpConf, "local", "EXPORTS"])
-        #expect(readOnly.status == 0, "\(readOnly.stdout)\(readOnly.stderr)")
+        #expect(readOnly.status == 77 && readOnly.stdout.contains("code=permission-denied"), "\(readOnly.stdout)\(readOnly.stderr)")
+        let health = try await runProgram(storagectl, ["call", "--config", tcpConf, "local", "HEALTH"])
+        #expect(health.status == 0 && !health.stdout.contains("DATA"), "a summary: \(health.stdout)\(health.stderr)")
         try await agent.stop()
+    }
+
+    @Test("a certificate from the CA that is not on allow-admin is refused every changing verb, naming itself and the key")
+    func notAllowListed() async throws {
+        let agent = try await TLSAgent(allowAdmin: ["CN=storagectl-admin"])
+        let storagectl = try TestSupport.binary("storagectl")
+        let conf = try agent.inventory(endpoint: "tls:127.0.0.1:\(agent.port)")
+        for request in [["EXPORT", "path=\(agent.dir)/root/w1", "client=198.18.0.2"], ["UNEXPORT", "path=\(agent.dir)/root/w1"]] {
+            let r = try await runProgram(storagectl, ["call", "--config", conf, "local"] + request)
+            #expect(r.status == 77 && r.stdout.contains("code=permission-denied"), "\(r.stdout)\(r.stderr)")
+            #expect(r.stdout.contains("CN=client") && r.stdout.contains("allow-admin"), "\(r.stdout)")
+        }
+        let read = try await runProgram(storagectl, ["call", "--config", conf, "local", "EXPORTS"])
+        #expect(read.status == 77, "not on allow-reader either: \(read.stdout)")
+        let hosts = try await runProgram(storagectl, ["hosts", "--config", conf])
+        #expect(hosts.status == 0, "HELLO, PING and the health summary still answer: \(hosts.stdout)\(hosts.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: agent.dir + "/root/w1"), "nothing was created")
+        try await agent.stop()
+    }
+
+    @Test("without --plain-tcp a tcp: listener is refused at start")
+    func plainTCPOff() async throws {
+        let dir = try TestSupport.temporaryDirectory("tcp")
+        defer { TestSupport.removeTree(dir) }
+        _ = FileManager.default.createFile(atPath: dir + "/exports", contents: Data())
+        let r = try await runProgram(try TestSupport.binary("storage-agent"), [
+            "--listen", "tcp:127.0.0.1:\(Int.random(in: 20000...40000))", "--exports-file", dir + "/exports", "--export-root", dir,
+            "--allow-client", "198.18.0.2"])
+        #expect(r.status != 0 && r.stderr.contains("plain TCP, which is off"), "\(r.stdout)\(r.stderr)")
     }
 
     @Test("a client certificate from another CA is refused, and so is plain TCP to the TLS port")

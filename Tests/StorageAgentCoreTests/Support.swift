@@ -88,3 +88,25 @@ final class Collected: @unchecked Sendable {
 }
 
 func request(_ line: String) throws -> Request { try Request.parse(line) }
+
+/// The verbs as root on the unix socket asks them: through `handle`, as the server does.
+extension StorageAgentHandler {
+    static let rootContext = RequestContext(identity: AgentIdentity(agent: "storage-agent", host: "test"), peer: "unix uid=0 pid=1",
+                                            protocolVersion: 1, transport: .unix)
+
+    func export(_ request: Request, reply: ReplyStream) async throws -> Fields {
+        try await handle(request, context: Self.rootContext, reply: reply)
+    }
+    func unexport(_ request: Request, reply: ReplyStream) async throws -> Fields {
+        try await handle(request, context: Self.rootContext, reply: reply)
+    }
+    func checksum(_ request: Request, reply: ReplyStream) async throws -> Fields {
+        try await handle(request, context: Self.rootContext, reply: reply)
+    }
+    func exports(_ request: Request, reply: ReplyStream) async throws -> Fields {
+        try await handle(request, context: Self.rootContext, reply: reply)
+    }
+    func space(_ request: Request) async throws -> Fields {
+        try await handle(request, context: Self.rootContext, reply: ReplyStream { _ in })
+    }
+}

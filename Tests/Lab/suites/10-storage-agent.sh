@@ -53,7 +53,15 @@ t_sa_refusals() {
     grep -q "code=permission-denied" <<<"$OUT" || fail "unexpected: $OUT" || return 1
     must "exports after" on cargo-bay cat /etc/exports || return 1
     [[ $OUT == "$before" ]] || fail "a refused request changed /etc/exports" || return 1
-    must "EXPORTS over plain TCP" on source-example "$(lab_bin)/storagectl" call --endpoint tcp:198.18.0.1:7700 EXPORTS || return 1
+    # ... and reads nothing either (the exports name paths and hosts): HELLO, PING, a health summary
+    if OUT=$(on source-example "$(lab_bin)/storagectl" call --endpoint tcp:198.18.0.1:7700 EXPORTS 2>&1); then
+        fail "EXPORTS over plain TCP was served: $OUT"; return 1
+    fi
+    grep -q "code=permission-denied" <<<"$OUT" || fail "EXPORTS over plain TCP: $OUT" || return 1
+    must "HEALTH over plain TCP" on source-example "$(lab_bin)/storagectl" call --endpoint tcp:198.18.0.1:7700 HEALTH || return 1
+    grep -q "^OK .*health=ok" <<<"$OUT" || fail "HEALTH summary: $OUT" || return 1
+    ! grep -q "^DATA" <<<"$OUT" || fail "HEALTH over plain TCP told details: $OUT" || return 1
+    must "EXPORTS over TLS" sctl call cargo-bay EXPORTS || return 1
     grep -q "owner=foreign" <<<"$OUT" || fail "EXPORTS: $OUT" || return 1
 }
 

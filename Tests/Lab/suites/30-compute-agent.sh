@@ -31,7 +31,7 @@ proc_start_time() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s
 ca_restart_agent() {
     local f=$STATE/pids/source-example.compute-agent.pid pid i
     setsid "$LAB" exec source-example systemd-socket-activate -l 198.18.0.2:7700 -l 198.18.0.2:7701 \
-        --fdname=agent:tls "$(lab_bin)/compute-agent" --libvirt-uri qemu:///system \
+        --fdname=agent:tls "$(lab_bin)/compute-agent" --libvirt-uri qemu:///system --plain-tcp --allow-admin CN=admin \
         </dev/null >>"$STATE/logs/source-example.compute-agent.log" 2>&1 &
     pid=$!
     echo "$pid" >"$f"
