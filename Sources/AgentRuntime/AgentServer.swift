@@ -293,8 +293,11 @@ public final class AgentServer: Service, Sendable {
                                               "elapsed": "\(ContinuousClock.now - started)"])
             return .ok(fields)
         } catch let error as AgentError {
-            logger.notice("request failed", metadata: ["verb": "\(request.verb)", "peer": "\(peer)",
-                                                       "code": "\(error.code.rawValue)", "message": "\(error.message)"])
+            var metadata: Logger.Metadata = ["verb": "\(request.verb)", "peer": "\(peer)",
+                                             "code": "\(error.code.rawValue)", "message": "\(error.message)"]
+            // the underlying libvirt/errno error, for the operator's log only
+            if let cause = error.cause { metadata["cause"] = "\(String(reflecting: cause))" }
+            logger.notice("request failed", metadata: metadata)
             return .err(error)
         } catch {
             logger.error("request failed", metadata: ["verb": "\(request.verb)", "peer": "\(peer)", "error": "\(error)"])
