@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
     ],
     targets: [
         // Wire format of the agent line protocol v1: no dependencies.
@@ -59,6 +60,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
         .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest",
+            .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
@@ -67,9 +69,12 @@ let package = Package(
         // The content digest of disk images (SHA-256 over 4 MiB block digests).
         .target(name: "ContentDigest", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         // The image copy engine: local (sparse) file -> NFS export over libnfs, pipelined, digest computed while reading.
-        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "AgentProtocol", "ContentDigest"]),
+        // Its errors carry typed causes (System's Errno); the compute agent maps them to the protocol.
+        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "ContentDigest",
+            .product(name: "SystemPackage", package: "swift-system")]),
         // Benchmark/lab driver of the copy engine (Tests/Lab/bench-copy, suite 20-copy-engine).
-        .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy"]),
+        // It prints the compute agent's error codes for the engine's failures (ComputeAgentCore's mapping).
+        .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy", "ComputeAgentCore"]),
         .executableTarget(name: "storagectl", dependencies: ["StoragectlCommands", "AgentRuntime"]),
         .executableTarget(name: "storage-agent", dependencies: ["StorageAgentCore", "AgentRuntime"]),
         .executableTarget(name: "compute-agent", dependencies: ["ComputeAgentCore", "AgentRuntime"]),
@@ -86,7 +91,8 @@ let package = Package(
         .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentRuntime", "ConfigFile", "TestSupport"]),
         .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentRuntime", "ContentDigest"]),
         .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest"]),
-        .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest", "TestSupport"]),
+        .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest", "TestSupport",
+            .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
     ],
