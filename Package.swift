@@ -41,6 +41,8 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // C declarations Swift's Glibc module does not expose (struct ucred).
         .target(name: "CAgentSupport"),
+        // Child processes: posix_spawn (only fds 0-2 inherited), reaped once, a deadline that kills that pid only.
+        .target(name: "ProcessSpawn", dependencies: ["CAgentSupport", "BlockingIO"]),
         // Socket activation, notify, the line server and client shared by agents and CLI.
         .target(
             name: "AgentRuntime",
@@ -55,7 +57,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "CAgentSupport",
+        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "ProcessSpawn",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
@@ -80,10 +82,11 @@ let package = Package(
         .executableTarget(name: "compute-agent", dependencies: ["ComputeAgentCore", "AgentRuntime"]),
 
         // Test helpers shared by the test targets (sockets, processes, temp dirs).
-        .target(name: "TestSupport", dependencies: ["BlockingIO", "CAgentSupport"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["BlockingIO", "ProcessSpawn"], path: "Tests/TestSupport"),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
         .testTarget(name: "ExportsFileTests", dependencies: ["ExportsFile", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"]),
+        .testTarget(name: "ProcessSpawnTests", dependencies: ["ProcessSpawn", "BlockingIO"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "BlockingIO"]),
         .testTarget(name: "LibNFSTests", dependencies: ["LibNFS", "BlockingIO"]),
         .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
