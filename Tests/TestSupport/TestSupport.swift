@@ -142,6 +142,15 @@ public final class RawSocket: @unchecked Sendable {
         return (try? await Self.io.run { Self.closedByPeer(fd) }) ?? false
     }
 
+    /// True unless the peer has closed the connection, without waiting: data or
+    /// nothing to read means open, EOF or a reset means closed.
+    public var isOpenNow: Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        if n > 0 { return true }
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+    }
+
     static func closedByPeer(_ fd: Int32) -> Bool {
         var byte: UInt8 = 0
         while true {
