@@ -1,6 +1,5 @@
 import BlockingIO
 import CAgentSupport
-import Dispatch
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -111,27 +110,13 @@ public final class SpawnedProcess: @unchecked Sendable {
         }
     }
 
-    /// Blocks until the child exits and reaps it; its status. With a `deadline`, a timer
-    /// kills the child (SIGKILL, this pid only) when it is still running then.
+    /// Blocks until the child exits and reaps it; its status. With a `deadline`, the
+    /// child is killed (SIGKILL, this process only) if it is still running then.
     /// Blocking: call it on a BlockingIO thread, never on the cooperative pool.
     public func waitForExit(deadline: ContinuousClock.Instant? = nil) -> (status: Int32, killedAtDeadline: Bool) {
-        var timer: (any DispatchSourceTimer)?
-        if let deadline {
-            let left = ContinuousClock.now.duration(to: deadline)
-            let t = DispatchSource.makeTimerSource(queue: .global())
-            let nanoseconds = max(0, left.components.seconds * 1_000_000_000 + left.components.attoseconds / 1_000_000_000)
-            t.schedule(deadline: .now() + .nanoseconds(Int(nanoseconds)))
-            t.setEventHandler { [self] in
-                lock.withLock {
-                    if reapedStatus == nil { killedAtDeadline = true; _ = Glibc.kill(pid, SIGKILL) }
-                }
-            }
-            t.resume()
-            timer = t
-        }
-        defer { timer?.cancel() }
+        if let deadline, status == nil { enforce(deadline) }
         // Wait for the exit WITHOUT reaping (WNOWAIT): until it is reaped below, with the
-        // lock held, the pid cannot be reused, so the timer's kill cannot hit another process.
+        // lock held, the pid cannot be reused, so `signal` cannot hit another process.
         var info = siginfo_t()
         while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
         let status = lock.withLock { () -> Int32 in
@@ -142,6 +127,40 @@ public final class SpawnedProcess: @unchecked Sendable {
             return reapedStatus!
         }
         return (status, lock.withLock { killedAtDeadline })
+    }
+
+    /// Returns once the child has exited or `deadline` has passed; in the second case it
+    /// kills the child first. Waits in poll(2) on a pidfd (the process itself, not its
+    /// pid) on the calling thread: no timer thread, no shared queue that a busy process
+    /// could starve (a Dispatch timer was seen to fire 25 s late in the full test run).
+    private func enforce(_ deadline: ContinuousClock.Instant) {
+        let pidfd = cagent_pidfd_open(pid)
+        guard pidfd >= 0 else {
+            if errno == ESRCH { return }  // already reaped (by `poll()`)
+            // No pidfd (Linux before 5.3): a thread of its own sleeps until the deadline.
+            let thread = Thread { [self] in
+                let left = ContinuousClock.now.duration(to: deadline)
+                if left > .zero { Thread.sleep(forTimeInterval: Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18) }
+                lock.withLock { if reapedStatus == nil { killedAtDeadline = true; _ = Glibc.kill(pid, SIGKILL) } }
+            }
+            thread.start()
+            return
+        }
+        defer { close(pidfd) }
+        while true {
+            let left = ContinuousClock.now.duration(to: deadline)
+            let ms = left <= .zero ? 0 : max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)
+            var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            let ready = Glibc.poll(&pfd, 1, Int32(clamping: ms))
+            if ready > 0 { return }                       // exited
+            if ready < 0 && errno == EINTR { continue }
+            if ready < 0 { return }                       // cannot wait: no deadline rather than a wrong kill
+            if ContinuousClock.now < deadline { continue }
+            lock.withLock {
+                if reapedStatus == nil, cagent_pidfd_send_signal(pidfd, SIGKILL) == 0 { killedAtDeadline = true }
+            }
+            return
+        }
     }
 
     /// ``waitForExit(deadline:)`` on a thread of `executor`.
