@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
     ],
     targets: [
         // Wire format of the agent line protocol v1: no dependencies.
@@ -46,6 +47,8 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // C declarations Swift's Glibc module does not expose (struct ucred).
         .target(name: "CAgentSupport"),
+        // Child processes: posix_spawn (only fds 0-2 inherited), reaped once, a deadline that kills that pid only.
+        .target(name: "ProcessSpawn", dependencies: ["CAgentSupport", "BlockingIO"]),
         // Socket activation, notify, the line server and client shared by agents and CLI.
         .target(
             name: "AgentRuntime",
@@ -61,11 +64,12 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "CAgentSupport", "SafeFiles",
+        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "ProcessSpawn", "SafeFiles",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
         .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest", "SafeFiles",
+            .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
@@ -74,20 +78,24 @@ let package = Package(
         // The content digest of disk images (SHA-256 over 4 MiB block digests).
         .target(name: "ContentDigest", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         // The image copy engine: local (sparse) file -> NFS export over libnfs, pipelined, digest computed while reading.
-        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "AgentProtocol", "ContentDigest", "SafeFiles"]),
+        // Its errors carry typed causes (System's Errno); the compute agent maps them to the protocol.
+        .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "ContentDigest", "SafeFiles",
+            .product(name: "SystemPackage", package: "swift-system")]),
         // Benchmark/lab driver of the copy engine (Tests/Lab/bench-copy, suite 20-copy-engine).
-        .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy"]),
+        // It prints the compute agent's error codes for the engine's failures (ComputeAgentCore's mapping).
+        .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy", "ComputeAgentCore"]),
         .executableTarget(name: "storagectl", dependencies: ["StoragectlCommands", "AgentRuntime"]),
         .executableTarget(name: "storage-agent", dependencies: ["StorageAgentCore", "AgentRuntime"]),
         .executableTarget(name: "compute-agent", dependencies: ["ComputeAgentCore", "AgentRuntime"]),
 
         // Test helpers shared by the test targets (sockets, processes, temp dirs).
-        .target(name: "TestSupport", dependencies: ["BlockingIO", "CAgentSupport"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["BlockingIO", "ProcessSpawn"], path: "Tests/TestSupport"),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
         .testTarget(name: "AgentAPITests", dependencies: ["AgentAPI", "AgentProtocol"]),
         .testTarget(name: "ExportsFileTests", dependencies: ["ExportsFile", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"]),
         .testTarget(name: "SafeFilesTests", dependencies: ["SafeFiles"]),
+        .testTarget(name: "ProcessSpawnTests", dependencies: ["ProcessSpawn", "BlockingIO"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "BlockingIO"]),
         .testTarget(name: "LibNFSTests", dependencies: ["LibNFS", "BlockingIO"]),
         .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
@@ -97,9 +105,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentAPI", "AgentRuntime", "ContentDigest"]),
         .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest"]),
-        .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest", "TestSupport"]),
-        .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentAPI", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "AgentAPI", "TestSupport"]),
+        .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest", "TestSupport",
+            .product(name: "SystemPackage", package: "swift-system")]),
+        .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -65,7 +65,9 @@ public final class AgentServer: Service, Sendable {
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
     let tls: NIOSSLContext?
-    let tracker = ConnectionTracker()
+    let tracker: ConnectionTracker
+    /// The clock time of the last read-timeout/idle-exit check (tests wait on it).
+    let lastTimerCheck = NIOLockedValueBox<Duration?>(nil)
     let serverChannels = NIOLockedValueBox<[any Channel]>([])
     let shutdownOnce = NIOLockedValueBox(false)
     let policy: AccessPolicy
@@ -82,8 +84,10 @@ public final class AgentServer: Service, Sendable {
         logger: Logger,
         tls: NIOSSLContext? = nil,
         policy: AccessPolicy = AccessPolicy(),
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        clock: ServerClock = .continuous
     ) {
+        self.tracker = ConnectionTracker(clock: clock)
         self.tls = tls
         self.policy = policy
         self.listeners = listeners
@@ -111,13 +115,15 @@ public final class AgentServer: Service, Sendable {
         Systemd.notify("READY=1\nSTATUS=serving on \(where_)")
 
         try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                for (server, transport) in bound {
-                    group.addTask { try await self.acceptLoop(server, transport: transport) }
+            try await withThrowingTaskGroup(of: Void.self) { timers in
+                // The timers run until every connection is done, then are cancelled.
+                timers.addTask { await self.timerLoop() }
+                try await withThrowingDiscardingTaskGroup { group in
+                    for (server, transport) in bound {
+                        group.addTask { try await self.acceptLoop(server, transport: transport) }
+                    }
                 }
-                if let idle = limits.idleExit {
-                    group.addTask { await self.idleWatch(idle) }
-                }
+                timers.cancelAll()
             }
         } onGracefulShutdown: {
             self.beginShutdown(reason: "signal")
@@ -140,17 +146,16 @@ public final class AgentServer: Service, Sendable {
 
     private func bind(_ listener: Listener) async throws -> NIOAsyncChannel<Accepted, Never> {
         let limits = self.limits
+        let tracker = self.tracker
         let tls = listener.transport == .tls ? self.tls : nil
         let bootstrap = ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         let initializer: @Sendable (any Channel) -> EventLoopFuture<Accepted> = { channel in
             channel.eventLoop.makeCompletedFuture {
-                let entry = ConnectionTracker.Entry(channel: channel)
+                let entry = tracker.makeEntry(channel)
                 let ops = channel.pipeline.syncOperations
                 if let tls { try ops.addHandler(NIOSSLServerHandler(context: tls)) }
-                try ops.addHandler(IdleStateHandler(readTimeout: limits.readTimeout))
-                try ops.addHandler(ReadTimeoutCloser(entry: entry, timeout: limits.readTimeout))
                 try ops.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: limits.maxLineBytes)))
                 try ops.addHandler(PendingLineCounter(entry: entry))
                 let connection = try Connection(wrappingChannelSynchronously: channel)
@@ -197,12 +202,24 @@ public final class AgentServer: Service, Sendable {
         }
     }
 
-    private func idleWatch(_ idle: Duration) async {
-        while !tracker.isShuttingDown {
-            try? await Task.sleep(for: .milliseconds(200))
-            if let quiet = tracker.idleFor(), quiet >= idle {
-                beginShutdown(reason: "idle for \(idle)")
-            }
+    /// Enforces the read timeout and the idle exit on the server's clock: checks every
+    /// `tick` (200 ms, or half the shortest limit) until cancelled. A check closes the
+    /// connections idle past the read timeout and begins the shutdown when the server
+    /// has had no connection for `idleExit`.
+    private func timerLoop() async {
+        let clock = tracker.clock
+        let readTimeout = Duration.nanoseconds(limits.readTimeout.nanoseconds)
+        let idleExit = limits.idleExit
+        let tick = min(.milliseconds(200), readTimeout / 2, (idleExit ?? .seconds(1)) / 2)
+        while !Task.isCancelled {
+            let now = clock.now()
+            let (expired, exit) = tracker.check(at: now, readTimeout: readTimeout, idleExit: idleExit)
+            // Closed before the check counts as done, so a test that waits for the check
+            // sees the connection closed.
+            for channel in expired { try? await channel.close() }
+            if exit, let idleExit { beginShutdown(reason: "idle for \(idleExit)") }
+            lastTimerCheck.withLockedValue { $0 = now }
+            do { try await clock.sleep(now + tick) } catch { return }
         }
     }
 
@@ -244,7 +261,6 @@ public final class AgentServer: Service, Sendable {
                 var version: Int?
                 var client: PeerIdentity?
                 for try await event in inbound {
-                    tracker.touch()
                     // A line arrived, so a TLS handshake is complete: the certificate is known.
                     if client == nil { client = await peerIdentity(connection.channel, transport: transport, uid: uid) }
                     let terminal = await answer(event, peer: peer, client: client!, transport: transport, version: &version) { line in
@@ -253,8 +269,7 @@ public final class AgentServer: Service, Sendable {
                     if let terminal {
                         try await outbound.write(Self.buffer(terminal))
                     }
-                    entry.answered()
-                    tracker.touch()
+                    tracker.answered(entry)
                     if tracker.isShuttingDown { break }
                 }
             }
@@ -320,8 +335,11 @@ public final class AgentServer: Service, Sendable {
                                               "elapsed": "\(ContinuousClock.now - started)"])
             return .ok(fields)
         } catch let error as AgentError {
-            logger.notice("request failed", metadata: ["verb": "\(request.verb)", "peer": "\(peer)", "client": "\(client)",
-                                                       "code": "\(error.code.rawValue)", "message": "\(error.message)"])
+            var metadata: Logger.Metadata = ["verb": "\(request.verb)", "peer": "\(peer)", "client": "\(client)",
+                                             "code": "\(error.code.rawValue)", "message": "\(error.message)"]
+            // the underlying libvirt/errno error, for the operator's log only
+            if let cause = error.cause { metadata["cause"] = "\(String(reflecting: cause))" }
+            logger.notice("request failed", metadata: metadata)
             return .err(error)
         } catch {
             logger.error("request failed", metadata: ["verb": "\(request.verb)", "peer": "\(peer)", "error": "\(error)"])

@@ -1,67 +1,124 @@
 import NIOConcurrencyHelpers
 import NIOCore
 
+/// The read-timeout rule of one connection, as a value: a connection outside any
+/// request that got no answer (or was opened) `timeout` ago is expired. Idle time
+/// counts from the last answer, not from the last byte read: a half line trickled in
+/// byte by byte does not hold a slot forever, and a long request is never cut off.
+struct ReadTimeoutState: Sendable, Equatable {
+    /// Lines framed but not yet answered.
+    private(set) var pending = 0
+    /// When the last answer was handed to the channel, or the connection opened.
+    private(set) var idleSince: Duration
+
+    init(openedAt now: Duration) { idleSince = now }
+
+    var isBusy: Bool { pending > 0 }
+
+    /// A line was framed: it counts as pending at once, even before a task takes it.
+    mutating func lineFramed() { pending += 1 }
+
+    /// A request was answered: one line less pending, and idle time counts from `now`.
+    mutating func answered(at now: Duration) {
+        pending -= 1
+        idleSince = now
+    }
+
+    func isExpired(at now: Duration, timeout: Duration) -> Bool {
+        !isBusy && now - idleSince >= timeout
+    }
+}
+
+/// The idle-exit rule of a server, as a value: with no connection for `limit`, exit.
+struct IdleExitState: Sendable, Equatable {
+    private(set) var connections = 0
+    /// When a connection last opened, closed or was answered.
+    private(set) var lastActivity: Duration
+
+    init(startedAt now: Duration) { lastActivity = now }
+
+    mutating func opened(at now: Duration) { connections += 1; lastActivity = now }
+    mutating func closed(at now: Duration) { connections -= 1; lastActivity = now }
+    mutating func activity(at now: Duration) { lastActivity = now }
+
+    func shouldExit(at now: Duration, limit: Duration) -> Bool {
+        connections == 0 && now - lastActivity >= limit
+    }
+}
+
 /// The live connections of a server: counts them against the limit, knows which are
-/// in the middle of a request, and closes the idle ones at shutdown.
+/// in the middle of a request, finds the ones idle past the read timeout, and closes the
+/// idle ones at shutdown. Time comes from the server's ``ServerClock``.
 final class ConnectionTracker: Sendable {
     final class Entry: Sendable {
         let channel: any Channel
-        /// Lines framed but not yet answered. Counted up on the event loop as soon as a
-        /// line is framed (so a request is never "idle" while it waits for a task), down
-        /// after its terminal line is written.
-        let pending = NIOLockedValueBox(0)
-        /// When the last answer was handed to the channel (or the connection opened).
-        let idleSince = NIOLockedValueBox(NIODeadline.now())
-        init(channel: any Channel) { self.channel = channel }
-        var isBusy: Bool { pending.withLockedValue { $0 > 0 } }
+        let timing: NIOLockedValueBox<ReadTimeoutState>
 
-        /// A request was answered: one line less pending, and idle time counts from now.
-        func answered() {
-            pending.withLockedValue { $0 -= 1 }
-            idleSince.withLockedValue { $0 = .now() }
+        init(channel: any Channel, openedAt now: Duration) {
+            self.channel = channel
+            timing = NIOLockedValueBox(ReadTimeoutState(openedAt: now))
         }
 
-        /// Idle for at least `timeout` outside any request.
-        func idle(for timeout: TimeAmount) -> Bool {
-            !isBusy && NIODeadline.now() - idleSince.withLockedValue({ $0 }) >= timeout
-        }
+        var isBusy: Bool { timing.withLockedValue { $0.isBusy } }
     }
 
     private struct State {
         var next = 0
         var entries: [Int: Entry] = [:]
         var shuttingDown = false
-        var lastActivity = ContinuousClock.now
+        var idle: IdleExitState
     }
 
-    private let state = NIOLockedValueBox(State())
+    let clock: ServerClock
+    private let state: NIOLockedValueBox<State>
+
+    init(clock: ServerClock) {
+        self.clock = clock
+        state = NIOLockedValueBox(State(idle: IdleExitState(startedAt: clock.now())))
+    }
 
     var count: Int { state.withLockedValue { $0.entries.count } }
     var isShuttingDown: Bool { state.withLockedValue { $0.shuttingDown } }
+    /// Connections inside a request.
+    var busyCount: Int { state.withLockedValue { $0.entries.values.filter(\.isBusy).count } }
+
+    /// A new entry for `channel`, idle from now.
+    func makeEntry(_ channel: any Channel) -> Entry { Entry(channel: channel, openedAt: clock.now()) }
 
     /// Registers a connection; nil if the server is shutting down or at `limit`.
     func register(_ entry: Entry, limit: Int) -> Int? {
-        state.withLockedValue { s in
+        let now = clock.now()
+        return state.withLockedValue { s in
             guard !s.shuttingDown, s.entries.count < limit else { return nil }
             s.next += 1
             s.entries[s.next] = entry
-            s.lastActivity = .now
+            s.idle.opened(at: now)
             return s.next
         }
     }
 
     func unregister(_ id: Int) {
+        let now = clock.now()
         state.withLockedValue { s in
-            s.entries[id] = nil
-            s.lastActivity = .now
+            if s.entries.removeValue(forKey: id) != nil { s.idle.closed(at: now) }
         }
     }
 
-    func touch() { state.withLockedValue { $0.lastActivity = .now } }
+    /// A request of `entry` was answered.
+    func answered(_ entry: Entry) {
+        let now = clock.now()
+        entry.timing.withLockedValue { $0.answered(at: now) }
+        state.withLockedValue { $0.idle.activity(at: now) }
+    }
 
-    /// How long nothing has been connected, or nil while something is.
-    func idleFor() -> Duration? {
-        state.withLockedValue { s in s.entries.isEmpty ? ContinuousClock.now - s.lastActivity : nil }
+    /// The connections idle past `readTimeout` at `now`, and whether the server has had
+    /// no connection for `idleExit`.
+    func check(at now: Duration, readTimeout: Duration, idleExit: Duration?) -> (expired: [any Channel], exit: Bool) {
+        let (entries, exit) = state.withLockedValue { s in
+            (Array(s.entries.values), idleExit.map { s.idle.shouldExit(at: now, limit: $0) } ?? false)
+        }
+        let expired = entries.filter { $0.timing.withLockedValue { $0.isExpired(at: now, timeout: readTimeout) } }
+        return (expired.map(\.channel), exit)
     }
 
     /// Marks shutdown and closes every connection not inside a request; busy ones close
@@ -75,31 +132,6 @@ final class ConnectionTracker: Sendable {
     }
 }
 
-/// Closes a connection that sent nothing for the read timeout while not inside a
-/// request: a stalled half line or an idle client does not hold a slot forever.
-///
-/// Idle time counts from the last answer, not the last read: IdleStateHandler fires every
-/// `timeout` after the last read, and one firing just as a long request is answered must
-/// not cut off the answer still on its way out.
-final class ReadTimeoutCloser: ChannelInboundHandler, Sendable {
-    typealias InboundIn = NIOAny
-    let entry: ConnectionTracker.Entry
-    let timeout: TimeAmount
-
-    init(entry: ConnectionTracker.Entry, timeout: TimeAmount) {
-        self.entry = entry
-        self.timeout = timeout
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case IdleStateHandler.IdleStateEvent.read = event, entry.idle(for: timeout) {
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-}
-
 /// Sits after the line framer and counts every framed line as pending work for its
 /// connection, synchronously on the event loop.
 final class PendingLineCounter: ChannelInboundHandler, Sendable {
@@ -110,7 +142,7 @@ final class PendingLineCounter: ChannelInboundHandler, Sendable {
     init(entry: ConnectionTracker.Entry) { self.entry = entry }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        entry.pending.withLockedValue { $0 += 1 }
+        entry.timing.withLockedValue { $0.lineFramed() }
         context.fireChannelRead(data)
     }
 }

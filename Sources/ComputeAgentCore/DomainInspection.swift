@@ -75,7 +75,7 @@ struct DomainReport: Sendable {
     /// inspects each local image. Blocking.
     static func read(_ session: LibvirtSession, name: String) throws(AgentError) -> DomainReport {
         let domain = try session.domain(name)
-        do {
+        return try lv {
             let state = try domain.state
             let xml = try domain.xmlDesc(flags: state == .shutoff ? [.inactive] : [])
             let disks = try DomainDefinition.disks(xml)
@@ -85,12 +85,6 @@ struct DomainReport: Sendable {
                     guard d.type == "file", let src = d.source else { return (d, nil) }
                     return (d, try? ImageInspection.facts(path: src))
                 })
-        } catch let e as AgentError {
-            throw e
-        } catch let e as LibvirtError {
-            throw ComputeWork.agentError(e)
-        } catch {
-            throw AgentError(.internal, "\(error)")
         }
     }
 

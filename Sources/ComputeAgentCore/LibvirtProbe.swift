@@ -52,12 +52,9 @@ public struct LibvirtProbe: HypervisorProbe {
             if let h = facts.hypervisorVersion { f.append("hypervisor-version", h) }
             return HealthCheck("libvirt", ok: true,
                                detail: "libvirt \(facts.libVersion) answers at \(uri)", facts: f)
-        } catch let e as LibvirtError {
-            return HealthCheck("libvirt", ok: false,
-                               detail: "cannot connect to libvirt at \(uri): \(e.message); start libvirtd or check --libvirt-uri",
-                               facts: ["uri": uri])
         } catch {
-            return HealthCheck("libvirt", ok: false, detail: "cannot connect to libvirt at \(uri): \(error)", facts: ["uri": uri])
+            return HealthCheck("libvirt", ok: false, detail: ErrorMapping.agentError(error, .connecting(uri: uri)).message,
+                               facts: ["uri": uri])
         }
     }
 }

@@ -20,29 +20,15 @@ final class LibvirtSession: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let c = current, c.isAlive { return c }
-        do {
-            let c = try LibvirtConnection(uri: uri)
-            current = c
-            return c
-        } catch let e as LibvirtError {
-            throw AgentError(.unavailable, "cannot connect to libvirt at \(uri): \(e.message); start libvirtd or check --libvirt-uri")
-        } catch {
-            throw AgentError(.unavailable, "cannot connect to libvirt at \(uri): \(error)")
-        }
+        let c = try lv(.connecting(uri: uri)) { try LibvirtConnection(uri: uri) }
+        current = c
+        return c
     }
 
     /// The domain called `name` (validated by the caller); `not-found` naming it.
     func domain(_ name: String) throws(AgentError) -> LibvirtDomain {
         let c = try connection()
-        do {
-            return try c.lookupDomain(name: name)
-        } catch let e as LibvirtError where e.code == .noDomain {
-            throw AgentError(.notFound, "no domain called '\(name)' on this host (virsh list --all)")
-        } catch let e as LibvirtError {
-            throw ComputeWork.agentError(e)
-        } catch {
-            throw AgentError(.internal, "\(error)")
-        }
+        return try lv(.lookingUpDomain(name)) { try c.lookupDomain(name: name) }
     }
 }
 

@@ -79,13 +79,7 @@ struct Pools: Sendable {
             // build (mkdir -p of the target) is harmless on an existing directory.
             try lv { try pool.build() }
             if match == nil { actions.append("built") }
-            do {
-                try pool.create()
-            } catch let e as LibvirtError {
-                throw AgentError(.unavailable, "pool '\(spec.name)' is defined but could not be started (mounting \(spec.server):\(spec.export) at \(spec.target ?? "")): \(e.message); check that the export is reachable and exported to this host, then retry")
-            } catch {
-                throw AgentError(.internal, "\(error)")
-            }
+            try lv(.startingPool(name: spec.name, mount: "\(spec.server):\(spec.export) at \(spec.target ?? "")")) { try pool.create() }
             actions.append("started")
         }
         if try !lv({ try pool.autostart }) {
@@ -145,10 +139,8 @@ struct Pools: Sendable {
             pool = try c.lookupStoragePool(name: name)
         } catch let e as LibvirtError where e.code == .noStoragePool {
             pool = nil
-        } catch let e as LibvirtError {
-            throw ComputeWork.agentError(e)
         } catch {
-            throw AgentError(.internal, "\(error)")
+            throw ErrorMapping.agentError(error)
         }
         if let pool {
             let p = try describe(pool)
@@ -194,18 +186,6 @@ struct Pools: Sendable {
     }
 }
 
-/// Runs a libvirt call, turning its error into the protocol's.
-func lv<T>(_ body: () throws -> T) throws(AgentError) -> T {
-    do {
-        return try body()
-    } catch let e as AgentError {
-        throw e
-    } catch let e as LibvirtError {
-        throw ComputeWork.agentError(e)
-    } catch {
-        throw AgentError(.internal, "\(error)")
-    }
-}
 
 enum FileStatus {
     static func exists(_ kind: String, _ name: String, in state: StateStore) -> Bool {

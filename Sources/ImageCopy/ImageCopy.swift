@@ -1,5 +1,5 @@
-import AgentProtocol
 import CNFS
+import SystemPackage
 import Foundation
 
 /// Where an image copy goes: an NFSv3 export, addressed by its REAL path on the server
@@ -71,8 +71,9 @@ public struct CopyResult: Sendable, Equatable {
     }
 }
 
-/// Failures of the copy engine. ``agentError`` maps each to the protocol's vocabulary
-/// (the one place that mapping lives).
+/// Failures of the copy engine, with the system error behind them (``systemErrno``).
+/// The engine knows nothing of the agent protocol: the compute agent maps these to it
+/// in one place (`ComputeAgentCore/ErrorMapping.swift`).
 public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible {
     /// `relativePath` is empty, absolute, contains `..`, `.` or empty components, or
     /// control bytes; or the final name would collide with the temporary naming scheme.
@@ -130,35 +131,15 @@ public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible 
         }
     }
 
-    /// The protocol error for this failure.
-    public var agentError: AgentError {
+    /// The system error behind `sourceUnreadable`, `mountFailed` and `nfs` as a typed
+    /// value (`.noSpace`, `.timedOut`, ...); nil for the engine's own failures. The
+    /// compute agent maps it to the protocol's vocabulary (`ComputeAgentCore/ErrorMapping`).
+    public var systemErrno: Errno? {
         switch self {
-        case .invalidPath: return AgentError(.invalidArgument, description)
-        case .sourceUnreadable(_, let errno, _):
-            if errno == 2 { return AgentError(.notFound, description) }        // ENOENT
-            if errno == 13 || errno == 1 { return AgentError(.permissionDenied, description) } // EACCES, EPERM
-            return AgentError(.internal, description)
-        case .sourceNotRegularFile: return AgentError(.invalidArgument, description)
-        case .sourceChanged: return AgentError(.conflict, description)
-        case .targetExists: return AgentError(.exists, description)
-        case .targetNotRegularFile: return AgentError(.conflict, description)
-        case .targetNotFound: return AgentError(.notFound, description)
-        case .mountFailed(_, let errno, _):
-            if errno == 13 || errno == 1 { return AgentError(.permissionDenied, description) }
-            if errno == 110 { return AgentError(.timeout, description) }       // ETIMEDOUT
-            return AgentError(.unavailable, description)
-        case .nfs(_, let errno, _):
-            switch errno {
-            case 13, 1: return AgentError(.permissionDenied, description)
-            case 2: return AgentError(.notFound, description)
-            case 28, 122: return AgentError(.unavailable, description)  // ENOSPC, EDQUOT
-            case 110: return AgentError(.timeout, description)
-            case 104, 111, 32, 5: return AgentError(.unavailable, description) // ECONNRESET, ECONNREFUSED, EPIPE, EIO
-            default: return AgentError(.internal, description)
-            }
-        case .verificationFailed: return AgentError(.internal, description)
-        case .cancelled: return AgentError(.unavailable, description)
-        case .serverRestarted: return AgentError(.unavailable, description)
+        case .sourceUnreadable(_, let code, _), .mountFailed(_, let code, _), .nfs(_, let code, _):
+            return Errno(rawValue: code)
+        default:
+            return nil
         }
     }
 }

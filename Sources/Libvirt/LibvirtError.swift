@@ -5,13 +5,13 @@ import CLibvirt
 public struct LibvirtError: Error, Sendable, Equatable, CustomStringConvertible {
     /// libvirt's error number (`virErrorNumber`), e.g. ``Code/noDomain``.
     public var code: Code
-    /// The part of libvirt that raised the error (`virErrorDomain`, e.g. 12 = test driver).
-    public var domain: Int32
+    /// The part of libvirt that raised the error (`virErrorDomain`, e.g. ``Domain/rpc``).
+    public var domain: Domain
     /// libvirt's own human-readable message, e.g. "Domain not found: no domain with
     /// matching name 'x'".
     public var message: String
 
-    public init(code: Code, domain: Int32, message: String) {
+    public init(code: Code, domain: Domain, message: String) {
         self.code = code
         self.domain = domain
         self.message = message
@@ -39,8 +39,37 @@ public struct LibvirtError: Error, Sendable, Equatable, CustomStringConvertible 
         public static let systemError = Code(rawValue: Int32(VIR_ERR_SYSTEM_ERROR.rawValue))
         public static let hookScriptFailed = Code(rawValue: Int32(VIR_ERR_HOOK_SCRIPT_FAILED.rawValue))
         public static let migrateUnsafe = Code(rawValue: Int32(VIR_ERR_MIGRATE_UNSAFE.rawValue))
+        /// The connection to the hypervisor or daemon could not be made.
+        public static let noConnect = Code(rawValue: Int32(VIR_ERR_NO_CONNECT.rawValue))
+        public static let invalidConnection = Code(rawValue: Int32(VIR_ERR_INVALID_CONN.rawValue))
+        /// An RPC failure, e.g. the daemon closed the connection.
+        public static let rpc = Code(rawValue: Int32(VIR_ERR_RPC.rawValue))
+        public static let operationDenied = Code(rawValue: Int32(VIR_ERR_OPERATION_DENIED.rawValue))
+        public static let operationTimeout = Code(rawValue: Int32(VIR_ERR_OPERATION_TIMEOUT.rawValue))
+        public static let operationUnsupported = Code(rawValue: Int32(VIR_ERR_OPERATION_UNSUPPORTED.rawValue))
+        public static let configUnsupported = Code(rawValue: Int32(VIR_ERR_CONFIG_UNSUPPORTED.rawValue))
+        public static let argumentUnsupported = Code(rawValue: Int32(VIR_ERR_ARGUMENT_UNSUPPORTED.rawValue))
+        public static let authUnavailable = Code(rawValue: Int32(VIR_ERR_AUTH_UNAVAILABLE.rawValue))
+        public static let authCancelled = Code(rawValue: Int32(VIR_ERR_AUTH_CANCELLED.rawValue))
+        public static let domainExists = Code(rawValue: Int32(VIR_ERR_DOM_EXIST.rawValue))
+        public static let storageVolumeExists = Code(rawValue: Int32(VIR_ERR_STORAGE_VOL_EXIST.rawValue))
 
         public var description: String { "virErrorNumber(\(rawValue))" }
+    }
+
+    /// libvirt's `virErrorDomain` (which part of libvirt raised the error) as an open set.
+    public struct Domain: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        public var rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+
+        public static let none = Domain(rawValue: Int32(VIR_FROM_NONE.rawValue))
+        /// The RPC layer: sockets to libvirtd/virtqemud ("Failed to connect socket to ...").
+        public static let rpc = Domain(rawValue: Int32(VIR_FROM_RPC.rawValue))
+        /// The remote driver (a client connection to a daemon).
+        public static let remote = Domain(rawValue: Int32(VIR_FROM_REMOTE.rawValue))
+        public static let test = Domain(rawValue: Int32(VIR_FROM_TEST.rawValue))
+
+        public var description: String { "virErrorDomain(\(rawValue))" }
     }
 
     /// The ONE place a libvirt failure becomes a Swift error: copies and clears the calling
@@ -54,7 +83,7 @@ public struct LibvirtError: Error, Sendable, Equatable, CustomStringConvertible 
         let message = raw.message.map { String(cString: $0) }
         return LibvirtError(
             code: Code(rawValue: raw.code),
-            domain: raw.domain,
+            domain: Domain(rawValue: raw.domain),
             message: message ?? fallback()
         )
     }

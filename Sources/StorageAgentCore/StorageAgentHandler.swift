@@ -209,9 +209,20 @@ public struct StorageAgentHandler: RequestHandler {
 
     // MARK: - HEALTH
 
-    /// Checks the exports file, the export root and the reload path of the backend.
-    public func healthChecks() -> [HealthCheck] {
+    /// Checks the exports file, the export root and the reload path of the backend, on
+    /// a blocking thread (`access`, `stat` and file reads must not hold one of the few
+    /// threads of Swift's cooperative pool).
+    public func healthChecks() async -> [HealthCheck] {
         let c = configuration
+        do {
+            return try await BlockingWork.run { Self.fileChecks(c) }
+        } catch {
+            return [HealthCheck("files", ok: false, detail: "the file checks could not run: \(error)")]
+        }
+    }
+
+    /// The file checks of `healthChecks()`. Blocking.
+    static func fileChecks(_ c: StorageAgentConfiguration) -> [HealthCheck] {
         var checks = [FileChecks.writableFile("exports-file", c.exportsFile)]
         checks.append(FileChecks.directory("export-root", c.exportRoot))
         switch c.backend {

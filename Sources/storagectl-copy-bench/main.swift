@@ -5,6 +5,7 @@
 // options: --server ADDR (198.18.0.1) --export PATH (/var/lib/libvirt/shared-images)
 //          --in-flight N --chunk-kib N --verify commit|read-back|full --commit-mib N --hash-threads N --progress
 // Prints one line `OK key=value ...` or `ERR code=CODE message=...` (exit 1).
+import ComputeAgentCore
 import Foundation
 import ImageCopy
 

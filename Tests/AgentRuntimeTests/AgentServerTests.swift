@@ -9,12 +9,18 @@ import TestSupport
 /// A handler with verbs whose timing the tests control.
 struct ScriptedHandler: RequestHandler {
     var verbs: [String] { ["SLOW", "ECHO", "STREAM"] }
+    /// SLOW sleeps on this clock when set, else in real time.
+    var clock: TestClock?
 
     func handle(_ request: Request, context: RequestContext, reply: ReplyStream) async throws -> Fields {
         switch request.verb {
         case "SLOW":
             let ms = Int(request.fields["ms"] ?? "500") ?? 500
-            try await Task.sleep(for: .milliseconds(ms))
+            if let clock {
+                try await clock.sleep(for: .milliseconds(ms))
+            } else {
+                try await Task.sleep(for: .milliseconds(ms))
+            }
             return ["slept": String(ms)]
         case "ECHO":
             return request.fields
@@ -34,15 +40,19 @@ final class RunningServer: @unchecked Sendable {
     let path: String
     let server: AgentServer
     let task: Task<Void, any Error>
+    /// The server's clock when the test drives time (``advance(_:)``).
+    let clock: TestClock?
 
-    init(limits: ServerLimits = ServerLimits()) async throws {
+    init(limits: ServerLimits = ServerLimits(), clock: TestClock? = nil) async throws {
+        self.clock = clock
         dir = try TestSupport.temporaryDirectory("srv")
         path = dir + "/agent.sock"
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         server = AgentServer(listeners: [.endpoint(.unix(path: path))], limits: limits,
                              identity: AgentIdentity(agent: "test-agent", host: "testhost"),
-                             handler: ScriptedHandler(), logger: logger)
+                             handler: ScriptedHandler(clock: clock), logger: logger,
+                             clock: clock.map { ServerClock($0) } ?? .continuous)
         let server = self.server
         task = Task { try await server.run() }
         let path = self.path
@@ -54,6 +64,20 @@ final class RunningServer: @unchecked Sendable {
         await s.send("HELLO version=1\n")
         _ = await s.readLine()
         return s
+    }
+
+    /// Moves the test clock on and waits until the server has checked its read timeout
+    /// and idle exit at the new time (a real-time bound only for a broken server).
+    /// Answers are counted (idle time starts) just after they are written: this waits
+    /// for every answer the client may have read to be counted first.
+    func advance(_ duration: Duration) async throws {
+        guard let clock else { throw TestFailure("the server runs on real time") }
+        let server = self.server
+        if !(try await TestSupport.waitUntil { server.tracker.busyCount == 0 }) { throw TestFailure("a request is still running") }
+        clock.advance(by: duration)
+        let target = clock.now.offset
+        let checked = try await TestSupport.waitUntil { (server.lastTimerCheck.withLockedValue { $0 } ?? .zero) >= target }
+        if !checked { throw TestFailure("the server did not check its timers at \(target)") }
     }
 
     func stop() async {
@@ -157,37 +181,65 @@ struct AgentServerTests {
         await s.stop()
     }
 
-    @Test("a stalled half line is closed after the read timeout; a long request is not")
+    // The timing tests run on a test clock: deterministic, no waiting on wall time.
+
+    @Test("a stalled half line is closed when the read timeout has passed since the last answer, not before")
     func readTimeout() async throws {
         var limits = ServerLimits()
-        limits.readTimeout = .milliseconds(300)
-        let s = try await RunningServer(limits: limits)
-        let stalled = try await s.client()
-        stalled.setTimeout(15)
-        await stalled.send("PING key=val")
-        let t0 = ContinuousClock.now
-        #expect(await stalled.isClosedByPeer())
-        // 0.3 s nominal; the bound leaves room for a loaded 2-core CI machine
-        #expect(ContinuousClock.now - t0 < .seconds(5))
-        let slow = try await s.client()
-        await slow.send("SLOW ms=900\n")
-        #expect(await slow.readLine() == "OK slept=900", "a request longer than the read timeout completes")
+        limits.readTimeout = .seconds(30)
+        let s = try await RunningServer(limits: limits, clock: TestClock())
+        let c = try await s.client()  // HELLO answered at 0 s
+        c.setTimeout(15)
+        await c.send("PING key=val")
+        try await s.advance(.seconds(29))
+        await c.send("\n")
+        #expect(await c.readLine()?.hasPrefix("OK") == true, "29 s idle is below the timeout")
+        // Answered at 29 s: idle time counts from there; a half line does not reset it.
+        await c.send("PING")
+        try await s.advance(.seconds(29))
+        #expect(c.isOpenNow, "58 s: 29 s since the last answer")
+        try await s.advance(.seconds(1))
+        #expect(await c.isClosedByPeer(), "59 s: 30 s since the last answer")
         await s.stop()
     }
 
-    @Test("the idle exit stops a server with no connections")
+    @Test("a request longer than the read timeout is not cut off")
+    func longRequest() async throws {
+        var limits = ServerLimits()
+        limits.readTimeout = .seconds(30)
+        let clock = TestClock()
+        let s = try await RunningServer(limits: limits, clock: clock)
+        let c = try await s.client()
+        c.setTimeout(15)
+        await c.send("SLOW ms=60000\n")
+        // the server's timer loop and the handler both sleep on the clock
+        #expect(try await TestSupport.waitUntil { clock.sleeperCount == 2 })
+        clock.advance(by: .seconds(31))  // the request is running: s.advance would wait for it
+        let server = s.server
+        #expect(try await TestSupport.waitUntil { (server.lastTimerCheck.withLockedValue { $0 } ?? .zero) >= .seconds(31) })
+        clock.advance(by: .seconds(29))  // the handler wakes at 60 s
+        #expect(await c.readLine() == "OK slept=60000")
+        await s.stop()
+    }
+
+    @Test("the idle exit stops a server that had no connection for the limit, and not before")
     func idleExit() async throws {
         var limits = ServerLimits()
-        limits.idleExit = .milliseconds(300)
-        let s = try await RunningServer(limits: limits)
-        let c = try await s.client()
-        try await Task.sleep(for: .milliseconds(600))
-        await c.send("PING\n")
-        #expect(await c.readLine()?.hasPrefix("OK") == true, "an open connection keeps the agent alive")
-        _ = consume c
-        let t0 = ContinuousClock.now
+        limits.idleExit = .seconds(60)
+        limits.readTimeout = .seconds(3600)
+        let s = try await RunningServer(limits: limits, clock: TestClock())
+        var c: RawSocket? = try await s.client()
+        try await s.advance(.seconds(120))
+        await c?.send("PING\n")
+        #expect(await c?.readLine()?.hasPrefix("OK") == true, "an open connection keeps the agent alive")
+        c = nil  // closes it
+        let server = s.server
+        #expect(try await TestSupport.waitUntil { server.tracker.count == 0 })
+        try await s.advance(.seconds(59))
+        #expect(!server.tracker.isShuttingDown, "59 s without a connection")
+        try await s.advance(.seconds(1))
+        #expect(server.tracker.isShuttingDown, "60 s without a connection")
         _ = try await s.task.value
-        #expect(ContinuousClock.now - t0 < .seconds(2))
         TestSupport.removeTree(s.dir)
     }
 }

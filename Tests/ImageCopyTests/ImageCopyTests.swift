@@ -1,5 +1,5 @@
-import AgentProtocol
 import Foundation
+import SystemPackage
 import Testing
 import TestSupport
 @testable import ImageCopy
@@ -99,7 +99,7 @@ struct SparseWalkerTests {
             _ = try LocalSource(path: "/nonexistent/storagectl-image")
             Issue.record("opened a missing file")
         } catch {
-            #expect(error.agentError.code == .notFound)
+            #expect(error.systemErrno == .noSuchFileOrDirectory)
         }
     }
 }
@@ -253,7 +253,6 @@ struct PathAndErrorTests {
             Issue.record("accepted \(path.debugDescription)")
         } catch let error as ImageCopyError {
             guard case .invalidPath = error else { Issue.record("unexpected \(error)"); return }
-            #expect(error.agentError.code == .invalidArgument)
         } catch {
             Issue.record("unexpected \(error)")
         }
@@ -267,25 +266,18 @@ struct PathAndErrorTests {
                                              relativePath: "w.qcow2") { _ in }
             Issue.record("copied a missing file")
         } catch let error as ImageCopyError {
-            #expect(error.agentError.code == .notFound)
+            guard case .sourceUnreadable = error else { Issue.record("unexpected \(error)"); return }
+            #expect(error.systemErrno == .noSuchFileOrDirectory)
         } catch {
             Issue.record("unexpected \(error)")
         }
     }
 
-    @Test("errors map to the protocol's codes")
-    func agentErrors() {
-        #expect(ImageCopyError.targetExists(path: "w", size: 1, digest: nil).agentError.code == .exists)
-        #expect(ImageCopyError.targetNotFound("w").agentError.code == .notFound)
-        #expect(ImageCopyError.sourceChanged("w").agentError.code == .conflict)
-        #expect(ImageCopyError.mountFailed(url: "nfs://x/y", errno: EACCES, message: "MNT3ERR_ACCES").agentError.code == .permissionDenied)
-        #expect(ImageCopyError.mountFailed(url: "nfs://x/y", errno: ECONNREFUSED, message: "refused").agentError.code == .unavailable)
-        #expect(ImageCopyError.nfs(operation: "write", errno: ENOSPC, message: "full").agentError.code == .unavailable)
-        #expect(ImageCopyError.verificationFailed(path: "w", expectedSize: 1, actualSize: 2, expectedDigest: "a", actualDigest: "b").agentError.code == .internal)
-        #expect(ImageCopyError.targetExists(path: "w", size: 1, digest: nil).agentError.message.contains("never overwritten"))
-        let restarted = ImageCopyError.serverRestarted(path: "w").agentError
-        #expect(restarted.code == .unavailable)
-        #expect(restarted.message.contains("run the copy again"))
+    @Test("system errors are typed; the engine's own failures have none")
+    func typedErrno() {
+        #expect(ImageCopyError.nfs(operation: "write", errno: ENOSPC, message: "full").systemErrno == .noSpace)
+        #expect(ImageCopyError.mountFailed(url: "nfs://x/y", errno: ETIMEDOUT, message: "t").systemErrno == .timedOut)
+        #expect(ImageCopyError.targetNotFound("w").systemErrno == nil)
     }
 
     @Test("NFSv3 statuses map to errno values (DQUOT and STALE differ)")

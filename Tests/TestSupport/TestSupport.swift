@@ -1,6 +1,6 @@
 import BlockingIO
-import CAgentSupport
 import Foundation
+import ProcessSpawn
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -142,6 +142,15 @@ public final class RawSocket: @unchecked Sendable {
         return (try? await Self.io.run { Self.closedByPeer(fd) }) ?? false
     }
 
+    /// True unless the peer has closed the connection, without waiting: data or
+    /// nothing to read means open, EOF or a reset means closed.
+    public var isOpenNow: Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        if n > 0 { return true }
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+    }
+
     static func closedByPeer(_ fd: Int32) -> Bool {
         var byte: UInt8 = 0
         while true {
@@ -189,66 +198,27 @@ public final class NotifySocket {
     }
 }
 
-/// Starts `argv` with posix_spawn (not Foundation's Process, whose CFRunLoop-based
-/// reaping was seen to leave zombies and hang callers here), stdout and stderr appended
-/// to `logPath`, stdin from /dev/null. Returns the pid.
-func spawnProgram(_ executable: String, _ arguments: [String], environment: [String: String], logPath: String) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    // Nothing else of this process: a long-lived child (the ganesha test's) holding a copy
-    // of an in-process server's connection kept it open after the server closed it (a
-    // 0.3 s read timeout seen as 14 s). See cagent_spawn_close_inherited.
-    _ = cagent_spawn_close_inherited(&actions)
-    posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var noSignals = sigset_t()
-    sigemptyset(&noSignals)
-    var allSignals = sigset_t()
-    sigfillset(&allSignals)
-    posix_spawnattr_setsigmask(&attributes, &noSignals)
-    posix_spawnattr_setsigdefault(&attributes, &allSignals)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    var env = ProcessInfo.processInfo.environment
-    for (k, v) in environment { env[k] = v }
-    let cArgs = ([executable] + arguments).map { strdup($0) } + [nil]
-    let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { for p in cArgs + cEnv { free(p) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, executable, &actions, &attributes, cArgs, cEnv)
-    guard rc == 0 else { throw TestFailure("cannot run \(executable): \(String(cString: strerror(rc)))") }
-    return pid
-}
-
-/// A child process started by a test, stopped by pid.
+/// A child process started by a test, stopped by pid. Spawning and reaping are
+/// `ProcessSpawn`'s, the agents' own: stdout and stderr appended to a log file, stdin
+/// from /dev/null, only descriptors 0-2 inherited (a long-lived child holding a copy of
+/// an in-process server's connection kept it open after the server closed it).
 public final class ChildProcess {
-    public let pid: pid_t
     public let stderrPath: String
-    private var status: Int32?
+    let process: SpawnedProcess
+    public var pid: pid_t { process.pid }
 
     public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], logDir: String) throws {
         stderrPath = logDir + "/" + URL(fileURLWithPath: executable).lastPathComponent + "-\(UInt32.random(in: 0...UInt32.max)).log"
-        pid = try spawnProgram(executable, arguments, environment: environment, logPath: stderrPath)
+        process = try SpawnedProcess(executable, arguments, environment: SpawnedProcess.inheritedEnvironment(environment),
+                                     stdout: .file(path: stderrPath, append: true), stderr: .sameAsStdout)
     }
 
     public var log: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
-    public func signal(_ sig: Int32) { if status == nil { kill(pid, sig) } }
+    public func signal(_ sig: Int32) { process.signal(sig) }
 
     /// Reaps the child if it has exited; its exit status (128+N for signal N).
-    public func poll() -> Int32? {
-        if let status { return status }
-        var raw: Int32 = 0
-        if waitpid(pid, &raw, WNOHANG) == pid {
-            let code = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
-            status = code
-        }
-        return status
-    }
+    public func poll() -> Int32? { process.poll() }
 
     public var isRunning: Bool { poll() == nil }
 
@@ -259,45 +229,31 @@ public final class ChildProcess {
     }
 
     /// SIGKILL if still running, and reap; for cleanup.
-    public func stop() {
-        guard poll() == nil else { return }
-        kill(pid, SIGKILL)
-        var raw: Int32 = 0
-        _ = waitpid(pid, &raw, 0)
-        status = 137
-    }
+    public func stop() { process.stop() }
 
     deinit { stop() }
 }
 
 /// Runs a program to completion and returns (status, stdout, stderr). Output goes through
-/// temporary files, so a grandchild holding a pipe open cannot hang the test.
+/// temporary files, so a grandchild holding a pipe open cannot hang the test. The wait
+/// for the exit blocks a thread of its own, not the cooperative pool.
 public func runProgram(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, stdout: String, stderr: String) {
     let dir = try TestSupport.temporaryDirectory("run")
     defer { TestSupport.removeTree(dir) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    // Nothing else of this process: a long-lived child (the ganesha test's) holding a copy
-    // of an in-process server's connection kept it open after the server closed it (a
-    // 0.3 s read timeout seen as 14 s). See cagent_spawn_close_inherited.
-    _ = cagent_spawn_close_inherited(&actions)
-    posix_spawn_file_actions_addopen(&actions, 1, dir + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, dir + "/err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    var env = ProcessInfo.processInfo.environment
-    for (k, v) in environment { env[k] = v }
-    let cArgs = ([executable] + arguments).map { strdup($0) } + [nil]
-    let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { for p in cArgs + cEnv { free(p) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, executable, &actions, nil, cArgs, cEnv)
-    guard rc == 0 else { throw TestFailure("cannot run \(executable): \(String(cString: strerror(rc)))") }
-    // Poll instead of a blocking waitpid: the cooperative pool has two threads here.
-    var raw: Int32 = 0
-    while waitpid(pid, &raw, WNOHANG) == 0 { try await Task.sleep(for: .milliseconds(10)) }
-    let code = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+    let process: SpawnedProcess
+    do {
+        process = try SpawnedProcess(executable, arguments, environment: SpawnedProcess.inheritedEnvironment(environment),
+                                     stdout: .file(path: dir + "/out", append: false), stderr: .file(path: dir + "/err", append: false))
+    } catch {
+        throw TestFailure(error.description)
+    }
+    let (code, _) = try await process.exitStatus(on: TestSupport.processWaits)
     let out = (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? ""
     let err = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
     return (code, out, err)
+}
+
+extension TestSupport {
+    /// Threads that wait for test programs to exit (one blocked per running program).
+    static let processWaits = BlockingExecutor(name: "test-process-waits", threadCount: 16)
 }

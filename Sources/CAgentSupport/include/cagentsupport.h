@@ -17,4 +17,12 @@ typedef struct cagent_ucred {
 /// keeps a connection open after the server closed it. 0, or an errno value.
 int cagent_spawn_close_inherited(posix_spawn_file_actions_t *actions);
 
+/// pidfd_open(2): a descriptor that refers to exactly this process (readable once it
+/// has exited), so a deadline can wait on it with poll(2) and signal it without ever
+/// reaching a recycled pid. -1 with errno (ENOSYS before Linux 5.3).
+int cagent_pidfd_open(pid_t pid);
+
+/// pidfd_send_signal(2) without siginfo. 0, or -1 with errno.
+int cagent_pidfd_send_signal(int pidfd, int sig);
+
 #endif
