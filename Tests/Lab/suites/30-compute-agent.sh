@@ -77,11 +77,19 @@ ca_poller_start() {            # ca_poller_start DIR NAME SIZE
         _ "$1" "$2" "$3" >"$STATE/logs/ca-poller.log" 2>&1 &
     CA_POLLER=$!
 }
+# It also fails when the poller did not watch: it must still run when stopped, have
+# listed the directory many times, and have seen the final file at its final size.
 ca_poller_check() {            # ca_poller_check SIZE
-    kill "$CA_POLLER" 2>/dev/null; wait "$CA_POLLER" 2>/dev/null
-    local bad; bad=$(grep -E '^[0-9]+$' "$STATE/logs/ca-poller.log" | grep -vx "$1" | head -n3)
+    local log=$STATE/logs/ca-poller.log i
+    for i in $(seq 1 100); do grep -aqx "$1" "$log" && break; sleep 0.02; done   # the last samples
+    kill "$CA_POLLER" 2>/dev/null || { wait "$CA_POLLER" 2>/dev/null; fail "the poller had stopped before the check: $(tail -n2 "$log")"; return 1; }
+    wait "$CA_POLLER" 2>/dev/null
+    local bad; bad=$(grep -aE '^[0-9]+$' "$log" | grep -avx "$1" | head -n3)
     [[ -z $bad ]] || fail "a file under the final name had size $bad (want $1)" || return 1
-    grep -q 'storagectl-partial' "$STATE/logs/ca-poller.log" || note "  (the poller never saw the temporary file)"
+    local samples; samples=$(grep -acvE '^[0-9]+$' "$log")
+    ((samples >= 5)) || fail "the poller listed the directory only $samples times" || return 1
+    grep -aqx "$1" "$log" || fail "the poller never saw the final file at $1 bytes: $(tail -n2 "$log")" || return 1
+    grep -aq 'storagectl-partial' "$log" || note "  (the poller never saw the temporary file)"
     return 0
 }
 

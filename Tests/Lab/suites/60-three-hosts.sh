@@ -24,7 +24,9 @@ mh_sctl() { on source-example "$(lab_bin)/storagectl" "$@" --config /run/lab/sto
 # export client that sees every shared disk and can run the VM
 mh_status_ready() {
     local vm=$1; shift
-    must "status $vm --json" mh_sctl status "$vm" --json || return 1
+    local rc
+    OUT=$(mh_sctl status "$vm" --json 2>&1); rc=$?
+    ((rc == 0)) || fail "status $vm --json: exit $rc: $(tr '\n' ' ' <<<"$OUT" | cut -c1-600)" || return 1
     python3 - "$OUT" "$vm" "$@" <<'PY' || { fail "status $vm: $(tr '\n' ' ' <<<"$OUT" | cut -c1-600)"; return 1; }
 import json, sys
 s, vm, want = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3:]
@@ -91,8 +93,9 @@ t_mh_share_two_destinations() {
         mh_has OK format=qcow2 via=libnfs || fail "VERIFY via libnfs on $h: $(tail -n1 <<<"$OUT")" || return 1
         must "pool-info on $h" on "$h" "${VIRSH[@]}" pool-info shared-images || return 1
         grep -q "^State: *running" <<<"$OUT" || fail "pool on $h: $OUT" || return 1
-        must "vol-list on $h" on "$h" "${VIRSH[@]}" vol-list shared-images --details || return 1
-        grep -q "wanderer1" <<<"$OUT" || fail "$h's pool does not list the copy: $OUT" || return 1
+        must "pool-refresh on $h" on "$h" "${VIRSH[@]}" pool-refresh shared-images || return 1
+        must "vol-list on $h" on "$h" "${VIRSH[@]}" vol-list shared-images || return 1
+        grep -q "^ *wanderer1 *$EXPORT_ROOT/wanderer1\$" <<<"$OUT" || fail "$h's pool does not list wanderer1's directory: $OUT" || return 1
     done
     # third-example really runs it from the share (defined there from source-example's
     # definition; wanderer1 is shut off on source-example)
@@ -113,7 +116,9 @@ t_mh_libnfs_share() {
         sed -e "s/<name>wanderer1</<name>roamer1</" -e "s|/var/lib/libvirt/images/wanderer1.qcow2|$1|" \
             /run/lab/wanderer1.xml > /run/lab/roamer1.xml
         virsh -c qemu:///system -q define /run/lab/roamer1.xml >/dev/null' sh "$MH_LN_IMAGE" || return 1
-    must "share --attach libnfs" mh_sctl share "$MH_LN_VM" --to dest-example --to third-example --attach libnfs --json || return 1
+    local rc
+    OUT=$(mh_sctl share "$MH_LN_VM" --to dest-example --to third-example --attach libnfs --json 2>&1); rc=$?
+    ((rc == 0)) || fail "share --attach libnfs: exit $rc: $(tr '\n' ' ' <<<"$OUT" | cut -c1-600)" || return 1
     python3 - "$OUT" <<'PY' || { fail "share --attach libnfs: $(tr '\n' ' ' <<<"$OUT" | cut -c1-600)"; return 1; }
 import json, sys
 r = json.loads(sys.argv[1])
