@@ -18,7 +18,10 @@ MH_LN_COPY=$EXPORT_ROOT/roamer1/roamer1.qcow2
 # mh_has WORD...: the last line of OUT has every WORD (e.g. OK, format=qcow2) as a field
 mh_has() { local w; for w; do tail -n1 <<<"$OUT" | tr ' ' '\n' | grep -qxF -- "$w" || return 1; done; }
 
-mh_sctl() { on source-example "$(lab_bin)/storagectl" "$@" --config /run/lab/storagectl.conf; }
+# MH_CONF: the inventory inside source-example (the libnfs test uses one with a pool name
+# of its own: a libnfs-mode share refuses the mount-mode pool shared-images of test 1)
+MH_CONF=/run/lab/storagectl.conf
+mh_sctl() { on source-example "$(lab_bin)/storagectl" "$@" --config "$MH_CONF"; }
 
 # mh_status_ready VM HOST...: storagectl status VM --json says READY, and each HOST is an
 # export client that sees every shared disk and can run the VM
@@ -110,6 +113,8 @@ t_mh_share_two_destinations() {
 
 LN_READY=""
 t_mh_libnfs_share() {
+    must "libnfs inventory" on source-example sh -c 'sed "/^nfs-server = /a pool = lab-libnfs" /run/lab/storagectl.conf > /run/lab/storagectl-libnfs.conf' || return 1
+    MH_CONF=/run/lab/storagectl-libnfs.conf
     # roamer1: a copy of wanderer1's local image (boot sector that dirties memory), own name
     must "define roamer1 on source-example" on source-example sh -ec '
         cp --sparse=always /var/lib/libvirt/images/wanderer1.qcow2 "$1"
@@ -138,6 +143,7 @@ PY
     grep -q "^roamer1: READY" <<<"$OUT" || fail "status: $OUT" || return 1
     printf '%s\n' "$OUT" | sed 's/^/#   /'
     LN_READY=1
+    MH_CONF=/run/lab/storagectl.conf
 }
 
 t_mh_libnfs_migrate() {
