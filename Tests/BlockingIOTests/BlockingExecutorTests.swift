@@ -109,7 +109,8 @@ struct BlockingExecutorTests {
         #expect(counter.snapshot.peak >= 2)
     }
 
-    @Test("jobs blocked on the executor leave the cooperative pool free")
+    // A starved pool would hang rather than fail: the time limit turns that into a failure.
+    @Test("jobs blocked on the executor leave the cooperative pool free", .timeLimit(.minutes(1)))
     func doesNotStarveCooperativePool() async throws {
         let blockers = 2 * max(ProcessInfo.processInfo.activeProcessorCount, 2)
         let executor = BlockingExecutor(name: "test-starve", threadCount: blockers)
@@ -131,9 +132,12 @@ struct BlockingExecutorTests {
         }
         // Wait (off the pool) until every executor thread is blocked.
         try await executor.runDetachedWait(started, count: blockers)
-        // More blocked jobs than cores, yet plain async work still runs.
+        // More blocked jobs than cores, yet plain async work still runs, and at once.
+        let start = ContinuousClock.now
         let sum = await Task.detached { (1...100).reduce(0, +) }.value
+        let waited = ContinuousClock.now - start
         #expect(sum == 5050)
+        #expect(waited < .seconds(5), "plain async work waited \(waited) beside blocked executor jobs")
         for _ in 0..<blockers { gate.signal() }
         try await jobs.value
     }

@@ -71,6 +71,7 @@ t_sa_unexport_takes_access_away() {
     local h
     for h in source-example dest-example; do
         if OUT=$(on "$h" nfs-ls "$SA_NFS" 2>&1); then fail "$h can still list after UNEXPORT"; return 1; fi
+        grep -q 'MNT3ERR_ACCES' <<<"$OUT" || fail "$h after UNEXPORT: want MNT3ERR_ACCES, got: $OUT" || return 1
     done
     must "read /etc/exports" on cargo-bay cat /etc/exports || return 1
     if grep -q "storagectl managed block" <<<"$OUT"; then fail "the empty managed block was left behind: $OUT"; return 1; fi

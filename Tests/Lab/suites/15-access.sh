@@ -26,7 +26,7 @@ t_ac_changing_verbs_refused() {
     ac_refused cargo-bay EXPORT "path=$EXPORT_ROOT/intruder" client=source-example || return 1
     ac_refused cargo-bay UNEXPORT "path=$EXPORT_ROOT" || return 1
     local h
-    for h in source-example dest-example; do
+    for h in source-example dest-example third-example; do
         ac_refused "$h" POOL-ENSURE name=intruder server=198.18.0.1 "export=$EXPORT_ROOT" target=/etc/cron.d || return 1
         ac_refused "$h" COPY domain=wanderer1 pool=shared-images || return 1
         ac_refused "$h" ADOPT domain=wanderer1 pool=shared-images || return 1

@@ -72,16 +72,30 @@ t_ca_pool_ensure() {
 
 # poll cargo-bay's directory during a copy: any file under its final name must already
 # have its final size (the engine renames only complete, verified files)
+# "$LAB" exec, not the function on: $! must be the poller itself (lab exec execs nsenter,
+# which execs bash), not a subshell whose kill would leave the poller running and writing
+# into the next poller's log. Returns once the poller has taken its first sample.
 ca_poller_start() {            # ca_poller_start DIR NAME SIZE
-    on cargo-bay bash -c 'while :; do s=$(stat -c %s "$1/$2" 2>/dev/null) && echo "$s"; ls -a "$1" 2>/dev/null | tr "\n" " "; echo; sleep 0.02; done' \
-        _ "$1" "$2" "$3" >"$STATE/logs/ca-poller.log" 2>&1 &
+    local log=$STATE/logs/ca-poller.log i
+    "$LAB" exec cargo-bay bash -c 'while :; do s=$(stat -c %s "$1/$2" 2>/dev/null) && echo "$s"; ls -a "$1" 2>/dev/null | tr "\n" " "; echo; sleep 0.02; done' \
+        _ "$1" "$2" "$3" >"$log" 2>&1 &
     CA_POLLER=$!
+    for i in $(seq 1 250); do [[ -s $log ]] && return 0; sleep 0.02; done
+    note "  the poller took no sample within 5 s"
 }
+# It also fails when the poller did not watch: it must have sampled before the copy
+# started (ca_poller_start waits for that), still run when stopped, and have seen the
+# final file at its final size.
 ca_poller_check() {            # ca_poller_check SIZE
-    kill "$CA_POLLER" 2>/dev/null; wait "$CA_POLLER" 2>/dev/null
-    local bad; bad=$(grep -E '^[0-9]+$' "$STATE/logs/ca-poller.log" | grep -vx "$1" | head -n3)
+    local log=$STATE/logs/ca-poller.log i
+    for i in $(seq 1 100); do grep -aqx "$1" "$log" && break; sleep 0.02; done   # the last samples
+    kill "$CA_POLLER" 2>/dev/null || { wait "$CA_POLLER" 2>/dev/null; fail "the poller had stopped before the check: $(tail -n2 "$log")"; return 1; }
+    wait "$CA_POLLER" 2>/dev/null
+    local bad; bad=$(grep -aE '^[0-9]+$' "$log" | grep -avx "$1" | head -n3)
     [[ -z $bad ]] || fail "a file under the final name had size $bad (want $1)" || return 1
-    grep -q 'storagectl-partial' "$STATE/logs/ca-poller.log" || note "  (the poller never saw the temporary file)"
+    grep -aqvE '^[0-9]+$' "$log" || fail "the poller never listed the directory" || return 1
+    grep -aqx "$1" "$log" || fail "the poller never saw the final file at $1 bytes: $(tail -n2 "$log")" || return 1
+    grep -aq 'storagectl-partial' "$log" || note "  (the poller never saw the temporary file)"
     return 0
 }
 

@@ -42,23 +42,38 @@ sh_reset() {
 }
 
 # sh_share_ctrl_c STEP: run share on source-example and send it SIGINT (Ctrl-C) as soon
-# as it prints the line of STEP; its output is left in $OUT.
+# as it prints the line of STEP; its output is left in $OUT. It fails unless the SIGINT
+# was sent and share died of it (status 130) before saying the VM is ready. When share
+# finished between printing STEP and the signal (a race the test cannot rule out), it
+# starts again from sh_reset, at most three times in all.
 # (set -m: without job control bash starts background jobs with SIGINT ignored)
 sh_share_ctrl_c() {
-    on source-example timeout -s INT 60 bash -c '
-        set -m
-        # empty the file first: the job truncates it only once it runs, and the loop
-        # below must not find the previous run'"'"'s lines in the meantime
-        : > /run/lab/share.out
-        "$1" share "$2" --to dest-example --config /run/lab/storagectl.conf > /run/lab/share.out 2>&1 &
-        pid=$!
-        while kill -0 $pid 2>/dev/null; do
-            grep -q "^ok $3 " /run/lab/share.out && { kill -INT $pid; break; }
-            sleep 0.005
-        done
-        wait $pid; true' _ "$(lab_bin)/storagectl" "$SH_VM" "$1" >/dev/null 2>&1
-    must "read the interrupted output" on source-example cat /run/lab/share.out || return 1
-    grep -q "^ok $1 " <<<"$OUT" || fail "share did not reach $1: $OUT" || return 1
+    local attempt rc
+    for attempt in 1 2 3; do
+        ((attempt == 1)) || { note "  share finished before Ctrl-C after $1 ($rc); again"; sh_reset || return 1; }
+        on source-example timeout -s INT 60 bash -c '
+            set -m
+            # empty the file first: the job truncates it only once it runs, and the loop
+            # below must not find the previous run'"'"'s lines in the meantime
+            : > /run/lab/share.out
+            "$1" share "$2" --to dest-example --config /run/lab/storagectl.conf > /run/lab/share.out 2>&1 &
+            pid=$! sent=no
+            while kill -0 $pid 2>/dev/null; do
+                if grep -q "^ok $3 " /run/lab/share.out; then kill -INT $pid && sent=yes; break; fi
+                sleep 0.005
+            done
+            wait $pid; echo "exit=$? sent=$sent"' _ "$(lab_bin)/storagectl" "$SH_VM" "$1" >"$STATE/logs/share-ctrl-c.rc" 2>&1
+        rc=$(tail -n1 "$STATE/logs/share-ctrl-c.rc")
+        must "read the interrupted output" on source-example cat /run/lab/share.out || return 1
+        grep -q "^ok $1 " <<<"$OUT" || fail "share did not reach $1: $OUT" || return 1
+        if [[ $rc == "exit=130 sent=yes" ]]; then
+            ! grep -q "is ready" <<<"$OUT" || fail "interrupted share still said ready: $OUT" || return 1
+            return 0
+        fi
+        # only "share completed before the signal" may be tried again
+        [[ $rc == "exit=0 sent="* ]] || fail "Ctrl-C after $1: $rc (want exit=130 sent=yes): $OUT" || return 1
+    done
+    fail "Ctrl-C after $1 never interrupted share in 3 attempts ($rc)"
 }
 
 t_share_interrupted_then_resumed() {
@@ -169,15 +184,64 @@ t_share_vm_starts_from_share() {
     must "virsh start" on source-example virsh -c qemu:///system start "$SH_VM" || return 1
     must "domstate" on source-example virsh -c qemu:///system domstate "$SH_VM" || return 1
     [[ $(echo $OUT) == running ]] || fail "wanderer1 is $OUT" || return 1
-    # a running VM is not copied again, and share says what to do
-    if OUT=$(sh_sctl share "$SH_VM" --to dest-example 2>&1); then :; fi
+    # share while it runs (from the share): refused at the copy step, as the agent's COPY
+    # needs the VM shut off (exit 65, invalid-state, names virsh shutdown); nothing is
+    # copied again and nothing changes
+    must "exports before" on cargo-bay cat /etc/exports || return 1
+    local before=$OUT copy; copy="$(hd_of cargo-bay)/var-lib/libvirt/shared-images/wanderer1/wanderer1.qcow2"
+    local stat_before; stat_before=$(stat -c '%i %s %Y' "$copy") || { fail "no shared copy at $copy"; return 1; }
+    OUT=$(sh_sctl share "$SH_VM" --to dest-example --json 2>&1); local rc=$? said
+    said=$OUT
     must "virsh destroy" on source-example virsh -c qemu:///system destroy "$SH_VM" || return 1
+    ((rc == 65)) || fail "share of the running VM: exit $rc, want 65: $said" || return 1
+    python3 - "$said" <<'PY' || { fail "share of the running VM: $said"; return 1; }
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["ready"] is False and r["failed_step"] == "copy" and r["code"] == "invalid-state", r
+assert "virsh shutdown wanderer1" in r["message"], r
+PY
+    must "exports after" on cargo-bay cat /etc/exports || return 1
+    [[ $OUT == "$before" ]] || fail "share of the running VM changed /etc/exports" || return 1
+    [[ $(stat -c '%i %s %Y' "$copy") == "$stat_before" ]] || fail "share of the running VM touched the shared copy" || return 1
+    must "domblklist" on source-example virsh -c qemu:///system domblklist "$SH_VM" || return 1
+    grep -q "vda *$SH_COPY" <<<"$OUT" || fail "wanderer1 disks after the refused share: $OUT" || return 1
+}
+
+t_share_refuses_running_local() {
+    # a running VM whose disk is still local is refused before anything is exported or
+    # copied (exit 65, invalid-state at preflight), and share says how to go on
+    must "exports before" on cargo-bay cat /etc/exports || return 1
+    local before=$OUT
+    must "define and start runner1" on source-example sh -ec '
+        qemu-img create -q -f qcow2 /var/lib/libvirt/images/runner1.qcow2 16M
+        sed -e "s/<name>wanderer1</<name>runner1</" -e "s/wanderer1.qcow2/runner1.qcow2/" /run/lab/wanderer1.xml >/run/lab/runner1.xml
+        virsh -c qemu:///system -q define /run/lab/runner1.xml >/dev/null
+        virsh -c qemu:///system -q start runner1 >/dev/null' || return 1
+    OUT=$(sh_sctl share runner1 --to dest-example --json 2>&1); local rc=$? said
+    said=$OUT
+    on source-example virsh -c qemu:///system -q destroy runner1 >/dev/null 2>&1
+    on source-example virsh -c qemu:///system -q undefine runner1 >/dev/null 2>&1
+    on source-example rm -f /var/lib/libvirt/images/runner1.qcow2
+    ((rc == 65)) || fail "share of a running VM with a local disk: exit $rc, want 65: $said" || return 1
+    python3 - "$said" <<'PY' || { fail "refusal of a running VM: $said"; return 1; }
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["ready"] is False and r["failed_step"] == "preflight" and r["code"] == "invalid-state", r
+assert "shut off" in r["message"] and "virsh shutdown runner1" in r["remedy"], r
+PY
+    must "list the share" on cargo-bay ls -A "$EXPORT_ROOT" || return 1
+    ! grep -qx runner1 <<<"$OUT" || fail "a refused share created $EXPORT_ROOT/runner1" || return 1
+    must "exports after" on cargo-bay cat /etc/exports || return 1
+    [[ $OUT == "$before" ]] || fail "a refused share changed /etc/exports" || return 1
 }
 
 t_share_refusals() {
-    if OUT=$(sh_sctl share ghost-vm 2>&1); then fail "shared a VM that does not exist"; return 1; fi
+    local rc
+    OUT=$(sh_sctl share ghost-vm 2>&1); rc=$?
+    ((rc == 66)) || fail "share of a VM that does not exist: exit $rc, want 66: $OUT" || return 1
     grep -q "not-found" <<<"$OUT" || fail "unexpected: $OUT" || return 1
-    if OUT=$(sh_sctl share "$SH_VM" --to elsewhere-example 2>&1); then fail "accepted a destination outside the inventory"; return 1; fi
+    OUT=$(sh_sctl share "$SH_VM" --to elsewhere-example 2>&1); rc=$?
+    ((rc == 64)) || fail "a destination outside the inventory: exit $rc, want 64: $OUT" || return 1
     grep -q "not a compute host of the inventory" <<<"$OUT" || fail "unexpected: $OUT" || return 1
 }
 
@@ -186,5 +250,6 @@ run "share stopped by Ctrl-C after export, then failing at the pool of a stopped
 run "share interrupted by Ctrl-C after each step in turn, re-run: ready with an identical copy each time (content digest as storagectl digest prints it on both hosts)" t_share_interrupted_at_each_step
 run "share result: exports with no_root_squash for both, pools active, identical copy, domain on it, status READY" t_share_state_is_real
 run "share again changes nothing and says so (--json)" t_share_again_changes_nothing
-run "wanderer1 starts on source-example from the shared copy" t_share_vm_starts_from_share
+run "wanderer1 starts on source-example from the shared copy; share while it runs is refused (65, invalid-state at copy), copies and changes nothing" t_share_vm_starts_from_share
+run "share refuses a running VM with a local disk (exit 65, invalid-state at preflight), exports and copies nothing" t_share_refuses_running_local
 run "share refuses an unknown VM and a destination outside the inventory" t_share_refusals

@@ -12,12 +12,9 @@ us_sctl() { on source-example "$(lab_bin)/storagectl" "$@" --config /run/lab/sto
 
 t_unshare_refuses_running() {
     must "virsh start" on source-example virsh -c qemu:///system start "$US_VM" || return 1
-    if OUT=$(us_sctl unshare "$US_VM" 2>&1); then
-        on source-example virsh -c qemu:///system destroy "$US_VM" >/dev/null 2>&1
-        fail "unshare accepted a running VM: $OUT"; return 1
-    fi
-    local said=$OUT
+    OUT=$(us_sctl unshare "$US_VM" 2>&1); local rc=$? said=$OUT
     must "virsh destroy" on source-example virsh -c qemu:///system destroy "$US_VM" || return 1
+    ((rc == 65)) || fail "unshare of a running VM: exit $rc, want 65 (refused by the current state): $said" || return 1
     grep -q "virsh shutdown $US_VM" <<<"$said" || fail "no remedy in: $said" || return 1
     must "domblklist" on source-example virsh -c qemu:///system domblklist "$US_VM" || return 1
     grep -q "vda *$US_COPY" <<<"$OUT" || fail "a refused unshare changed the disks: $OUT" || return 1
@@ -54,8 +51,10 @@ t_unshare_brings_back() {
         grep -q "$h(" <<<"$line" || fail "$h dropped while mig1 needs it: $line" || return 1
     done
     # nothing partial left behind
-    if on source-example sh -c 'ls -A /var/lib/libvirt/images' | grep -q storagectl-partial; then
-        fail "a partial file is left in /var/lib/libvirt/images"; return 1
+    must "list source-example's images" on source-example ls -A /var/lib/libvirt/images || return 1
+    grep -q "wanderer1.qcow2" <<<"$OUT" || fail "the images directory lacks wanderer1.qcow2: $OUT" || return 1
+    if grep -q storagectl-partial <<<"$OUT"; then
+        fail "a partial file is left in /var/lib/libvirt/images: $OUT"; return 1
     fi
 }
 
