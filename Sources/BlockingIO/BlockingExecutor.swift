@@ -75,6 +75,14 @@ public final class BlockingExecutor: Sendable {
         }
     }
 
+    /// Queues `job` without waiting for it (for callers that race it against a deadline
+    /// and must not wait for a blocking call that never returns). Returns false after
+    /// ``shutdown()``.
+    @discardableResult
+    public func submit(_ job: @escaping @Sendable () -> Void) -> Bool {
+        queue.enqueue(job)
+    }
+
     /// Stops accepting jobs; the threads finish the jobs already queued, then exit.
     /// Idempotent. Later ``run(_:)`` calls throw ``BlockingExecutorError/shutDown``.
     public func shutdown() {

@@ -55,7 +55,12 @@ struct Adoption: Sendable {
         let previous = try lv { try domain.xmlDesc(flags: [.inactive, .secure]) }
         let rewritten = try DomainDefinition.rewrite(previous, placements: placements)
         let identity = try DomainDefinition.identity(previous)
-        try state.write("domains", Self.savedName(identity.uuid), Data(previous.utf8))
+        // The first ADOPT's saved definition is the original (local disks); a later ADOPT
+        // (another share, a disk added since) must not replace it with an adopted one:
+        // it stays until RESTORE or LOCALIZE uses it up.
+        if try state.read("domains", Self.savedName(identity.uuid)) == nil {
+            try state.write("domains", Self.savedName(identity.uuid), Data(previous.utf8))
+        }
         let c = try session.connection()
         _ = try lv { try c.defineXML(rewritten) }
         return Outcome(changed: true, moved: moved, saved: state.path("domains", Self.savedName(identity.uuid)))
@@ -117,6 +122,7 @@ enum SharedFiles {
             nfs.setUID(0)
             nfs.setGID(0)
             nfs.setTimeout(milliseconds: 10_000)
+            try nfs.setVersion(3)
             try nfs.mount(server: share.server, export: share.export)
         } catch {
             throw AgentError(.unavailable, "cannot mount \(share.server):\(share.export) through libnfs: \(error)")

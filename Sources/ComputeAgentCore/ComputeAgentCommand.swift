@@ -39,9 +39,34 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
         valueName: "mode"))
     public var copyVerify: String?
 
+    @Option(name: .customLong("share-root"), help: ArgumentHelp(
+        "A directory under which shares may be attached: POOL-ENSURE target=, ADOPT pool-target= and VERIFY path= must be at or below one (repeatable; default /var/lib/libvirt/shared-images).",
+        valueName: "path"))
+    public var shareRoot: [String] = []
+
+    @Option(name: .customLong("images-root"), help: ArgumentHelp(
+        "The directory LOCALIZE copies disks back into (dir= must be at or below it; default /var/lib/libvirt/images).",
+        valueName: "path"))
+    public var imagesRoot: String?
+
+    @Option(name: .customLong("nfs-server"), help: ArgumentHelp(
+        "An NFS server requests may name with server= (COPY, ADOPT, VERIFY, LOCALIZE in libnfs mode) besides the servers of this host's pools and libnfs shares (repeatable).",
+        valueName: "host"))
+    public var nfsServer: [String] = []
+
     public init() {}
 
-    static let sectionKeys: Set<String> = ["libvirt-uri", "state-dir", "copy-verify"]
+    static let sectionKeys: Set<String> = ["libvirt-uri", "state-dir", "copy-verify", "share-root", "images-root", "nfs-server"]
+
+    /// An absolute, normalised directory other than / (a root the agent confines paths to).
+    static func root(_ v: String, option: String) throws -> String {
+        var path = v
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        guard (try? Validation.absolutePath(path, key: option)) != nil else {
+            throw ValidationError("\(option) '\(v)' must be an absolute, normalised directory path other than / (only A-Z a-z 0-9 . _ + ~ @ - and '/')")
+        }
+        return path
+    }
 
     public func resolved(_ file: ConfigFile?) throws -> ComputeAgentConfiguration {
         var c = ComputeAgentConfiguration()
@@ -61,6 +86,16 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
             var path = v
             while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
             c.stateDir = path
+        }
+        let shareRoots = shareRoot.isEmpty ? (section?.values("share-root") ?? []) : shareRoot
+        if !shareRoots.isEmpty { c.shareRoots = try shareRoots.map { try Self.root($0, option: "share-root") } }
+        if let v = imagesRoot ?? section?.value("images-root") { c.imagesRoot = try Self.root(v, option: "images-root") }
+        let servers = nfsServer.isEmpty ? (section?.values("nfs-server") ?? []) : nfsServer
+        c.nfsServers = try servers.map { v in
+            guard let s = try? Validation.server(v) else {
+                throw ValidationError("nfs-server '\(v)' is not a host name or IPv4 address")
+            }
+            return s
         }
         if let v = copyVerify ?? section?.value("copy-verify") {
             switch v {

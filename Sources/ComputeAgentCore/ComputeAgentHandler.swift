@@ -21,6 +21,9 @@ public struct ComputeAgentHandler: RequestHandler {
     let session: LibvirtSession
     let state: StateStore
     let jobs: CopyJobs
+    /// One changing request per domain at a time (docs/compute-agent.md).
+    let locks = DomainLocks()
+    var confinement: Confinement { Confinement(configuration) }
 
     public init(configuration: ComputeAgentConfiguration, hypervisor: any HypervisorProbe) {
         self.configuration = configuration
@@ -37,6 +40,16 @@ public struct ComputeAgentHandler: RequestHandler {
     }
 
     var pools: Pools { Pools(session: session, state: state, checkMountOptions: configuration.driverKeepsMountOptions) }
+
+    /// Runs a changing request's work holding `domain` (``DomainLocks``).
+    func exclusive<T: Sendable>(_ domain: String, _ body: @Sendable () async throws -> T) async throws -> T {
+        try await locks.withDomain(domain, wait: configuration.domainWait, body)
+    }
+
+    /// Runs libnfs work of a request on ``RemoteWork`` with the configured deadline.
+    func remote<T: Sendable>(_ what: String, _ body: @escaping @Sendable () throws -> T) async throws(AgentError) -> T {
+        try await RemoteWork.run(timeout: configuration.nfsRequestTimeout, what: what, body)
+    }
 
     public func handle(_ request: Request, context: RequestContext, reply: ReplyStream) async throws -> Fields {
         switch request.verb {
@@ -104,9 +117,22 @@ public struct ComputeAgentHandler: RequestHandler {
 
     func poolEnsure(_ request: PoolEnsureRequest) async throws -> PoolEnsureRequest.Answer {
         let spec = try Self.poolSpec(request)
-        let pools = self.pools
+        var pools = self.pools
+        if let target = spec.target {
+            let root = try confinement.shareRoot(of: target, key: "target")
+            _ = try await ComputeWork.run { () throws -> Bool in try Confinement.requireRealDirectories(target, under: root, key: "target") }
+            let mustExist = configuration.driverBuildsTargets
+            pools.checkBuiltTarget = { (t: String) throws(AgentError) in
+                let exists = try Confinement.requireRealDirectories(t, under: root, key: "target")
+                if mustExist && !exists {
+                    throw AgentError(.invalidState, "the target \(t) of pool \(spec.name) is not a directory after libvirt built it; it was not mounted")
+                }
+            }
+        }
+        let checked = pools
         let outcome = try await ComputeWork.run { () throws -> Pools.Outcome in
-            spec.attach == .mount ? try pools.ensureMount(spec) : try pools.ensureLibNFS(spec)
+            let pools = checked
+            return spec.attach == .mount ? try pools.ensureMount(spec) : try pools.ensureLibNFS(spec)
         }
         return PoolEnsureRequest.Answer(
             name: spec.name, attach: spec.attach, server: spec.server, export: spec.export, target: spec.target,
@@ -124,17 +150,26 @@ public struct ComputeAgentHandler: RequestHandler {
         switch ref {
         case .pool(let pool):
             let name = try Validation.poolName(pool, key: "pool")
-            return try await ComputeWork.run { () throws -> Share in try pools.resolve(name) }
+            let share = try await ComputeWork.run { () throws -> Share in try pools.resolve(name) }
+            if let target = share.target { _ = try confinement.shareRoot(of: target, key: "the target of pool \(name), target") }
+            return share
         case .poolTarget(let target):
             let path = try Validation.absolutePath(target, key: "pool-target")
+            _ = try confinement.shareRoot(of: path, key: "pool-target")
             let found = try await ComputeWork.run { () throws -> Share? in try pools.share(containing: path + "/x") }
             guard let found, found.target == path else {
                 throw AgentError(.notFound, "no netfs pool on this host has the target path \(path); create it with POOL-ENSURE")
             }
             return found
         case .nfs(let server, let export):
-            return Share(pool: nil, server: try Validation.server(server), export: try Validation.absolutePath(export, key: "export"),
-                         attach: .libnfs, target: nil)
+            let server = try Validation.server(server)
+            let export = try Validation.absolutePath(export, key: "export")
+            // A request must not make this host mount, as root, a server it does not use.
+            if !configuration.nfsServers.contains(server) {
+                let known = try await ComputeWork.run { () throws -> Set<String> in try pools.knownServers() }
+                try confinement.requireServer(server, known: known)
+            }
+            return Share(pool: nil, server: server, export: export, attach: .libnfs, target: nil)
         }
     }
 
@@ -146,16 +181,22 @@ public struct ComputeAgentHandler: RequestHandler {
         let name = try Validation.domainName(request.domain)
         let share = try await share(request.share)
         let session = self.session
-        // A running job is attached to whatever state the domain is in now.
-        let verb: String? = await jobs.isRunning(name) ? nil : "COPY"
-        let plan = try await ComputeWork.run { () throws -> CopyPlan in
-            try CopyPlan.make(session, domain: name, share: share, requireShutOff: verb)
-        }
-        var start = try await jobs.start(plan, share: share)
-        // A finished record is only as good as the share: if a copy it names is gone or
-        // has another size (removed on the server, say), copy again.
-        if case .finished = start, !(await Self.copiesPresent(plan, share: share)) {
-            start = try await jobs.start(plan, share: share, trustFinished: false)
+        let jobs = self.jobs
+        let timeout = configuration.nfsRequestTimeout
+        // Starting (or attaching to) the job holds the domain; streaming it does not.
+        let (plan, start) = try await exclusive(name) { () async throws -> (CopyPlan, CopyJobs.Start) in
+            // A running job is attached to whatever state the domain is in now.
+            let verb: String? = await jobs.isRunning(name) ? nil : "COPY"
+            let plan = try await ComputeWork.run { () throws -> CopyPlan in
+                try CopyPlan.make(session, domain: name, share: share, requireShutOff: verb)
+            }
+            var start = try await jobs.start(plan, share: share)
+            // A finished record is only as good as the share: if a copy it names is gone or
+            // has another size (removed on the server, say), copy again.
+            if case .finished = start, !(await Self.copiesPresent(plan, share: share, timeout: timeout)) {
+                start = try await jobs.start(plan, share: share, trustFinished: false)
+            }
+            return (plan, start)
         }
         switch start {
         case .finished(let record):
@@ -193,7 +234,18 @@ public struct ComputeAgentHandler: RequestHandler {
             }
         }
         let adoption = Adoption(session: session, state: state)
-        let outcome = try await ComputeWork.run { () throws -> Adoption.Outcome in try adoption.adopt(domain: name, share: share) }
+        let outcome = try await exclusive(name) { () async throws -> Adoption.Outcome in
+            guard await !jobs.isRunning(name) else {
+                throw AgentError(.busy, "a COPY of \(name) is running; ADOPT after it has finished")
+            }
+            // libnfs mode stats the copies through libnfs: on the NFS threads, bounded.
+            if share.attach == .libnfs {
+                return try await remote("ADOPT of \(name) (reading \(share.server):\(share.export))") { () throws -> Adoption.Outcome in
+                    try adoption.adopt(domain: name, share: share)
+                }
+            }
+            return try await ComputeWork.run { () throws -> Adoption.Outcome in try adoption.adopt(domain: name, share: share) }
+        }
         return AdoptRequest.Answer(moved: outcome.moved.map { MovedDisk(disk: $0.target, from: $0.from, to: $0.to) },
                                    domain: name, share: share.facts, changed: outcome.changed, saved: outcome.saved)
     }
@@ -204,21 +256,26 @@ public struct ComputeAgentHandler: RequestHandler {
             throw AgentError(.busy, "a COPY of \(name) is running; RESTORE after it has finished")
         }
         let adoption = Adoption(session: session, state: state)
-        let outcome = try await ComputeWork.run { () throws -> (Bool, String?) in try adoption.restore(domain: name) }
+        let jobs = self.jobs
+        let outcome = try await exclusive(name) { () async throws -> (Bool, String?) in
+            guard await !jobs.isRunning(name) else {
+                throw AgentError(.busy, "a COPY of \(name) is running; RESTORE after it has finished")
+            }
+            return try await ComputeWork.run { () throws -> (Bool, String?) in try adoption.restore(domain: name) }
+        }
         return RestoreRequest.Answer(domain: name, changed: outcome.0, from: outcome.1)
     }
 
     // MARK: - LOCALIZE / DOMAINS
 
-    /// Where LOCALIZE puts the local copies unless `dir=` says otherwise.
-    static let defaultLocalDirectory = "/var/lib/libvirt/images"
-
     /// `LOCALIZE domain=D (pool=P | server=S export=E) [dir=PATH]`: copies every disk
-    /// of the shut-off domain that is on the share to `DIR/<file name>` (content-digest
-    /// verified) and redefines the domain onto the local copies; see docs/protocol.md.
+    /// of the shut-off domain that is on the share to `DIR/<domain dir>/<file name>`
+    /// (content-digest verified; `DIR`: `dir=`, under `--images-root`, which is the
+    /// default) and redefines the domain onto the local copies; see docs/protocol.md.
     func localize(_ request: LocalizeRequest, reply: ReplyStream) async throws -> Fields {
         let name = try Validation.domainName(request.domain)
-        let dir = try Validation.absolutePath(request.dir ?? Self.defaultLocalDirectory, key: "dir")
+        let dir = try Validation.absolutePath(request.dir ?? configuration.imagesRoot, key: "dir")
+        try confinement.imagesDirectory(dir, key: "dir")
         let share = try await share(request.share)
         if share.attach == .mount, share.pool != nil {
             let pools = self.pools
@@ -227,19 +284,26 @@ public struct ComputeAgentHandler: RequestHandler {
             }
         }
         // A running LOCALIZE of the domain is attached to; else a new job (or nothing to do).
-        let job: LocalizeJob, attached: Bool
-        if let running = try await jobs.runningLocalize(name, share: share, dir: dir) {
-            (job, attached) = (running, true)
-        } else {
-            let localization = Localization(session: session, state: state)
-            guard let plan = try await ComputeWork.run({ () throws -> LocalizePlan? in try localization.prepare(domain: name, share: share, dir: dir) }) else {
-                return try await reply.answer(LocalizeRequest.self, LocalizeRequest.Answer(
-                    moved: [], domain: name, share: share.facts, dir: dir, changed: false, restored: nil))
-            }
-            (job, attached) = try await jobs.startLocalize(plan) { moved in
+        // Planning and starting hold the domain; streaming the job does not.
+        let jobs = self.jobs
+        let localization = Localization(session: session, state: state, imagesRoot: configuration.imagesRoot)
+        let started = try await exclusive(name) { () async throws -> (LocalizeJob, Bool)? in
+            if let running = try await jobs.runningLocalize(name, share: share, dir: dir) { return (running, true) }
+            let prepare = { @Sendable () throws -> LocalizePlan? in try localization.prepare(domain: name, share: share, dir: dir) }
+            let plan = share.attach == .libnfs
+                ? try await remote("LOCALIZE of \(name) (reading \(share.server):\(share.export))", prepare)
+                : try await ComputeWork.run(prepare)
+            guard let plan else { return nil }
+            let (job, attached) = try await jobs.startLocalize(plan) { moved in
                 try await ComputeWork.run { () throws -> String? in try localization.redefine(domain: name, moved: moved, dir: dir) }
             }
+            return (job, attached)
         }
+        guard let started else {
+            return try await reply.answer(LocalizeRequest.self, LocalizeRequest.Answer(
+                moved: [], domain: name, share: share.facts, dir: dir, changed: false, restored: nil))
+        }
+        let (job, attached) = started
         let record = try await JobStreaming.awaitJob(job, every: configuration.progressInterval, reply: reply)
         let moved = try record.images()
         if let last = record.finalProgress { try await reply.progress(last) }
@@ -282,10 +346,12 @@ public struct ComputeAgentHandler: RequestHandler {
                 guard try await ComputeWork.run({ () throws -> Bool in try pools.isActive(share) }) else {
                     throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted here); run POOL-ENSURE")
                 }
-                outcome = try await ComputeWork.run { () throws -> Verification.Outcome in try Verification.local(path: abs, nonce: nonce) }
+                outcome = try await remote("VERIFY of \(abs)") { () throws -> Verification.Outcome in
+                    try Verification.local(path: abs, root: target, nonce: nonce)
+                }
                 answer = VerifyRequest.Answer(path: abs, via: .mount, size: outcome.size, format: outcome.header.format)
             } else {
-                outcome = try await ComputeWork.run { () throws -> Verification.Outcome in
+                outcome = try await remote("VERIFY of \(share.server):\(share.export)/\(relative)") { () throws -> Verification.Outcome in
                     try Verification.remote(share: share, relative: relative, nonce: nonce)
                 }
                 answer = VerifyRequest.Answer(path: relative, via: .libnfs, server: share.server, export: share.export,
@@ -294,13 +360,18 @@ public struct ComputeAgentHandler: RequestHandler {
         } else {
             // Mount mode: an absolute path under the target of a netfs pool of this host.
             let abs = try Validation.absolutePath(request.path, key: "path")
+            _ = try confinement.shareRoot(of: abs, key: "path")
             guard let share = try await ComputeWork.run({ () throws -> Share? in try pools.share(containing: abs) }) else {
                 throw AgentError(.invalidArgument, "\(abs) is not under the target path of a netfs pool of this host; VERIFY reads shared copies only")
             }
             guard try await ComputeWork.run({ () throws -> Bool in try pools.isActive(share) }) else {
                 throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted here); run POOL-ENSURE")
             }
-            outcome = try await ComputeWork.run { () throws -> Verification.Outcome in try Verification.local(path: abs, nonce: nonce) }
+            let target = share.target ?? abs
+            _ = try confinement.shareRoot(of: target, key: "the target of pool \(share.pool ?? ""), target")
+            outcome = try await remote("VERIFY of \(abs)") { () throws -> Verification.Outcome in
+                try Verification.local(path: abs, root: target, nonce: nonce)
+            }
             answer = VerifyRequest.Answer(path: abs, via: .mount, pool: share.pool, size: outcome.size, format: outcome.header.format)
         }
         answer.allocated = outcome.allocated
@@ -315,17 +386,15 @@ public struct ComputeAgentHandler: RequestHandler {
 extension ComputeAgentHandler {
     /// True when every planned copy exists on the share with the source's size (libnfs
     /// stat, as root, on a blocking thread). Any failure to ask counts as absent.
-    static func copiesPresent(_ plan: CopyPlan, share: Share) async -> Bool {
-        let target = share.nfsTarget
+    static func copiesPresent(_ plan: CopyPlan, share: Share, timeout: Duration) async -> Bool {
         let disks = plan.disks.map { ("/" + $0.relativePath, $0.size) }
-        return (try? await ComputeWork.run { () throws -> Bool in
-            let nfs = try NFSContext()
-            try nfs.setVersion(3)
-            try nfs.mount(server: target.server, export: target.exportPath)
-            for (path, size) in disks {
-                guard let st = try? nfs.stat(path), st.size == size else { return false }
+        return (try? await RemoteWork.run(timeout: timeout, what: "checking the copies on \(share.server):\(share.export)") { () throws -> Bool in
+            try SharedFiles.withNFS(share) { nfs throws(AgentError) -> Bool in
+                for (path, size) in disks {
+                    guard let st = try? nfs.stat(path), st.size == size else { return false }
+                }
+                return true
             }
-            return true
         }) ?? false
     }
 }

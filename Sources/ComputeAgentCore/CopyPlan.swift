@@ -55,7 +55,7 @@ struct CopyPlan: Sendable {
             if let share, let target = share.target, share.attach == .mount, Validation.isWithin(path, root: target) {
                 plan.skipped.append((disk.target, path, "already-shared")); continue
             }
-            let facts = try ImageInspection.facts(path: path)
+            let facts = try ImageInspection.facts(path: path, driverFormat: disk.format)
             let chain = facts.backing.isEmpty ? disk.backingStore : facts.backing
             if !chain.isEmpty {
                 throw AgentError(.invalidState, "disk \(disk.target) of \(name) (\(path)) has a backing chain (\(chain.joined(separator: " <- "))); its copy would still point at local storage. storagectl copies single images only: flatten it first (with the domain shut off: qemu-img convert -O qcow2 \(path) NEW.qcow2, then point the disk at NEW.qcow2)")
@@ -70,7 +70,7 @@ struct CopyPlan: Sendable {
                 throw AgentError(.invalidState, "two disks of \(name) are called \(file); their copies would collide in \(dir)/ on the share: rename one image first")
             }
             plan.disks.append(PlannedDisk(target: disk.target, source: path, relativePath: "\(dir)/\(file)",
-                                          size: UInt64(st.st_size), mtime: Int64(st.st_mtim.tv_sec)))
+                                          size: UInt64(max(0, st.st_size)), mtime: Int64(st.st_mtim.tv_sec)))
         }
         return plan
     }

@@ -21,15 +21,26 @@ enum ImageInspection {
     /// Longest backing chain followed (a loop or a pathological chain stops here).
     static let maxChain = 16
 
-    /// stat + qcow2 header (+ the backing chain from each header). Blocking.
-    static func facts(path: String) throws(AgentError) -> ImageFacts {
+    /// stat, and for a disk libvirt opens as qcow2 (`<driver type='qcow2'>`) its header
+    /// and the backing chain of the headers. Any other disk is raw: virtual size = file
+    /// size, no chain, and its bytes are never parsed (a raw disk's first bytes are the
+    /// guest's: a guest must not be able to fake a header, a chain, or crash the agent
+    /// with a hostile one). Blocking.
+    static func facts(path: String, driverFormat: String?) throws(AgentError) -> ImageFacts {
         var st = stat()
         guard stat(path, &st) == 0 else {
             let e = errno
             throw AgentError(e == ENOENT ? .notFound : .internal, "cannot stat \(path): \(String(cString: strerror(e)))")
         }
-        var facts = ImageFacts(format: nil, virtualSize: nil, fileSize: UInt64(st.st_size),
-                               allocated: UInt64(st.st_blocks) * 512, backing: [])
+        let fileSize = UInt64(max(0, st.st_size))
+        let (allocated, overflow) = UInt64(max(0, st.st_blocks)).multipliedReportingOverflow(by: 512)
+        var facts = ImageFacts(format: nil, virtualSize: nil, fileSize: fileSize,
+                               allocated: overflow ? fileSize : allocated, backing: [])
+        guard driverFormat == "qcow2" else {
+            facts.format = driverFormat ?? "raw"
+            facts.virtualSize = facts.format == "raw" ? fileSize : nil
+            return facts
+        }
         // An unreadable or malformed header leaves format and virtual size unknown.
         let header: QCOW2Header?
         do { header = try QCOW2Header.read(path: path) } catch { return facts }
@@ -39,7 +50,7 @@ enum ImageInspection {
             facts.backing = chain(from: h, at: path)
         } else {
             facts.format = "raw"
-            facts.virtualSize = UInt64(st.st_size)
+            facts.virtualSize = fileSize
         }
         return facts
     }
@@ -55,7 +66,9 @@ enum ImageInspection {
                 : ((currentPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent(name)
             if result.contains(resolved) || resolved == path { break }
             result.append(resolved)
-            guard let next = (try? QCOW2Header.read(path: resolved)) ?? nil else { break }
+            // Only a backing file the header says is qcow2 is read as qcow2: a raw one
+            // holds guest bytes (and without a format QEMU would not probe it either).
+            guard current.backingFormat == "qcow2", let next = (try? QCOW2Header.read(path: resolved)) ?? nil else { break }
             current = next
             currentPath = resolved
         }
@@ -83,7 +96,7 @@ struct DomainReport: Sendable {
                 name: try domain.name, uuid: try domain.uuidString, state: state, persistent: try domain.isPersistent,
                 disks: disks.map { d in
                     guard d.type == "file", let src = d.source else { return (d, nil) }
-                    return (d, try? ImageInspection.facts(path: src))
+                    return (d, try? ImageInspection.facts(path: src, driverFormat: d.format))
                 })
         }
     }

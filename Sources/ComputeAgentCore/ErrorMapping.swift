@@ -85,7 +85,7 @@ enum ErrorMapping {
         switch (e, e.systemErrno) {
         case (.invalidPath, _), (.sourceNotRegularFile, _): code = .invalidArgument
         case (.sourceChanged, _), (.targetNotRegularFile, _): code = .conflict
-        case (.targetExists, _): code = .exists
+        case (.targetExists, _), (.localTargetExists, _): code = .exists
         case (.targetNotFound, _): code = .notFound
         case (.verificationFailed, _): code = .internal
         case (.cancelled, _), (.serverRestarted, _): code = .unavailable

@@ -10,7 +10,8 @@ import Glibc
 #endif
 
 /// LOCALIZE: the way back from the share. Plans which disks of a shut-off domain live
-/// on the share and where their local copies go (`DIR/<file name>`); the copies are a
+/// on the share and where their local copies go (`DIR/<domain dir>/<file name>`, a
+/// directory of the domain's own, so two domains' `disk.qcow2` never meet); the copies are a
 /// job of `CopyJobs` made by the copy engine (`ImageCopier.copyToLocal`: holes kept,
 /// content digest of what was read compared with the written file, renamed only when
 /// verified); then the domain is redefined onto the local files. Blocking: run
@@ -18,6 +19,8 @@ import Glibc
 struct Localization: Sendable {
     let session: LibvirtSession
     let state: StateStore
+    /// `--images-root`: `dir` is opened from it without following a symbolic link.
+    var imagesRoot: String = "/var/lib/libvirt/images"
 
     /// One disk that is on the share, and where its local copy goes.
     struct Planned: Sendable {
@@ -33,7 +36,8 @@ struct Localization: Sendable {
 
     /// The disks of `xml` that are on `share`: files under the pool's target (mount
     /// mode) or NFS network disks of the share's server and export. Pure.
-    static func plan(_ xml: String, share: Share, dir: String, domain: String) throws(AgentError) -> [Planned] {
+    static func plan(_ xml: String, share: Share, dir: String, domain: String, uuid: String) throws(AgentError) -> [Planned] {
+        let own = dir + "/" + Validation.shareDirectory(domain: domain, uuid: uuid.lowercased())
         var planned: [Planned] = []
         var names = Set<String>()
         for disk in try DomainDefinition.disks(xml) where disk.device == "disk" {
@@ -60,7 +64,7 @@ struct Localization: Sendable {
             guard names.insert(file).inserted else {
                 throw AgentError(.invalidState, "two disks of \(domain) on the share are called \(file); their local copies would collide in \(dir): rename one image first")
             }
-            planned.append(Planned(target: disk.target, from: from, source: source, to: dir + "/" + file))
+            planned.append(Planned(target: disk.target, from: from, source: source, to: own + "/" + file))
         }
         return planned
     }
@@ -74,7 +78,7 @@ struct Localization: Sendable {
             let s = try domain.state
             return (s, try domain.isPersistent, try domain.uuidString, try domain.xmlDesc(flags: s == .shutoff ? [.inactive, .secure] : [.secure]))
         }
-        let planned = try Self.plan(xml, share: share, dir: dir, domain: name)
+        let planned = try Self.plan(xml, share: share, dir: dir, domain: name, uuid: uuid)
         guard !planned.isEmpty else { return nil }
         guard s == .shutoff else {
             throw AgentError(.invalidState, "\(name) is \(s) (\(s.wire)); LOCALIZE needs it shut off: shut it down first (virsh shutdown \(name)), or wait until it has stopped",
@@ -83,20 +87,89 @@ struct Localization: Sendable {
         guard persistent else {
             throw AgentError(.invalidState, "\(name) is transient; LOCALIZE redefines persistent domains only")
         }
-        var st = stat()
-        guard stat(dir, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
-            throw AgentError(.invalidState, "\(dir) is not a directory on this host; create it or give another dir=")
+        // A path another disk of this host uses is never a target (the copy would
+        // become that disk): refused before anything is written.
+        let targets = Set(planned.map(\.to))
+        for (user, path) in try Self.diskPaths(session, except: uuid.lowercased(), xml: xml, moving: Set(planned.map(\.target)))
+        where targets.contains(path) {
+            throw AgentError(.conflict, "\(path), where LOCALIZE would put a disk of \(name), is a disk of \(user); it is never overwritten: move that disk or give another dir=",
+                             details: ["domain": user])
         }
+        let own = try Self.domainDirectory(dir, under: imagesRoot, name: (planned[0].to as NSString).deletingLastPathComponent)
+        defer { close(own) }
         var disks: [LocalizePlan.Disk] = []
+        var needed: UInt64 = 0
         for p in planned {
             let source: ShareSource
             switch p.source {
             case .file(let path): source = .mounted(path: path, root: share.target ?? "/")
             case .nfs(let relative): source = .nfs(share.nfsTarget, relativePath: relative)
             }
-            disks.append(.init(target: p.target, from: p.from, to: p.to, size: try Self.size(of: p, share: share), source: source))
+            let (size, allocated) = try Self.size(of: p, share: share)
+            disks.append(.init(target: p.target, from: p.from, to: p.to, size: size, source: source))
+            needed = needed.addingReportingOverflow(min(size, allocated)).overflow ? .max : needed + min(size, allocated)
+        }
+        var fs = statvfs()
+        if fstatvfs(own, &fs) == 0 {
+            let (free, overflow) = UInt64(fs.f_bavail).multipliedReportingOverflow(by: UInt64(fs.f_frsize))
+            try Self.requireSpace(needed: needed, free: overflow ? .max : free, dir: dir)
         }
         return LocalizePlan(domain: name, uuid: uuid.lowercased(), share: share, dir: dir, disks: disks)
+    }
+
+    /// Refuses a copy of `needed` bytes (the shared images' allocated bytes) into a file
+    /// system with `free` bytes available. Pure.
+    static func requireSpace(needed: UInt64, free: UInt64, dir: String) throws(AgentError) {
+        guard needed <= free else {
+            throw AgentError(.invalidState, "the local copies need \(needed) bytes and the file system of \(dir) has \(free) bytes free; free some space (or give another dir=) and run LOCALIZE again")
+        }
+    }
+
+    /// Opens `dir` from `root` without following a symbolic link, creates the domain's
+    /// own directory `own` in it (mode 0755) when it is missing, and returns it open.
+    /// Blocking.
+    static func domainDirectory(_ dir: String, under root: String, name own: String) throws(AgentError) -> Int32 {
+        let parent: Int32
+        do { parent = try RootedPath.openDirectory(dir, under: root) } catch {
+            throw AgentError(.invalidState, "\(dir) is not a directory on this host reached without symbolic links (\(error.description)); create it or give another dir=")
+        }
+        defer { close(parent) }
+        let leaf = (own as NSString).lastPathComponent
+        if mkdirat(parent, leaf, 0o755) == 0 {
+            _ = fchmodat(parent, leaf, 0o755, 0)   // exactly 0755, whatever the umask
+        } else if errno != EEXIST {
+            throw AgentError(.unavailable, "cannot create \(own): \(String(cString: strerror(errno)))")
+        }
+        let fd = openat(parent, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw AgentError(.invalidState, "\(own) is not a directory (a symbolic link or a file is there: \(String(cString: strerror(errno)))); move it away and run LOCALIZE again")
+        }
+        return fd
+    }
+
+    /// (domain name, path) of every file a disk of this host's domains uses (sources
+    /// and libvirt's backing chains), except the disks `moving` of the domain `except`
+    /// (whose definition is `xml`). Blocking.
+    static func diskPaths(_ session: LibvirtSession, except uuid: String, xml: String, moving: Set<String>) throws(AgentError) -> [(String, String)] {
+        var result: [(String, String)] = []
+        func add(_ owner: String, _ disks: [DomainDisk], skip: Set<String>) {
+            for d in disks where !skip.contains(d.target) {
+                if d.type == "file" || d.type == "block", let s = d.source { result.append((owner, s)) }
+                for b in d.backingStore { result.append((owner, b)) }
+            }
+        }
+        let c = try session.connection()
+        let others = try lv { () throws -> [(String, String)] in
+            try c.listAllDomains().compactMap { d -> (String, String)? in
+                guard try d.uuidString.lowercased() != uuid else { return nil }
+                let s = try d.state
+                // Both definitions of a running persistent domain count.
+                return (try d.name, try d.xmlDesc(flags: s == .shutoff ? [.inactive] : []))
+            }
+        }
+        for (owner, other) in others { add(owner, try DomainDefinition.disks(other), skip: []) }
+        add("this domain (another disk)", try DomainDefinition.disks(xml), skip: moving)
+        return result
     }
 
     /// Defines `name` onto the verified local copies: from the definition ADOPT saved
@@ -129,7 +202,8 @@ struct Localization: Sendable {
         return restoredFrom
     }
 
-    static func size(of p: Planned, share: Share) throws(AgentError) -> UInt64 {
+    /// (logical size, allocated bytes) of a disk on the share.
+    static func size(of p: Planned, share: Share) throws(AgentError) -> (UInt64, UInt64) {
         switch p.source {
         case .file(let path):
             var st = stat()
@@ -137,10 +211,11 @@ struct Localization: Sendable {
                 let e = errno
                 throw AgentError(e == ENOENT ? .notFound : .unavailable, "cannot stat \(path) (disk \(p.target)): \(String(cString: strerror(e))); is the pool active (mounted)?")
             }
-            return UInt64(st.st_size)
+            let (allocated, overflow) = UInt64(max(0, st.st_blocks)).multipliedReportingOverflow(by: 512)
+            return (UInt64(st.st_size), overflow ? .max : allocated)
         case .nfs(let relative):
-            return try SharedFiles.withNFS(share) { nfs throws(AgentError) -> UInt64 in
-                do { return try nfs.stat("/" + relative).size } catch {
+            return try SharedFiles.withNFS(share) { nfs throws(AgentError) -> (UInt64, UInt64) in
+                do { let st = try nfs.stat("/" + relative); return (st.size, st.used) } catch {
                     throw AgentError(.unavailable, "cannot stat \(relative) on \(share.server):\(share.export) (disk \(p.target)): \(error)")
                 }
             }

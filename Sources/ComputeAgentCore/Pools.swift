@@ -28,6 +28,9 @@ struct Pools: Sendable {
     let session: LibvirtSession
     let state: StateStore
     let checkMountOptions: Bool
+    /// Checks the target again after the pool is built, before it is mounted (libvirt
+    /// and the kernel resolve it then): a real directory under its share root.
+    var checkBuiltTarget: @Sendable (String) throws(AgentError) -> Void = { _ throws(AgentError) in }
 
     struct Outcome: Sendable {
         var changed: Bool
@@ -79,6 +82,7 @@ struct Pools: Sendable {
             // build (mkdir -p of the target) is harmless on an existing directory.
             try lv { try pool.build() }
             if match == nil { actions.append("built") }
+            if let target = spec.target { try checkBuiltTarget(target) }
             try lv(.startingPool(name: spec.name, mount: "\(spec.server):\(spec.export) at \(spec.target ?? "")")) { try pool.create() }
             actions.append("started")
         }
@@ -129,6 +133,20 @@ struct Pools: Sendable {
         } catch {
             throw AgentError(.unavailable, "cannot reach \(server):\(export) through libnfs: \(error)")
         }
+    }
+
+    /// The NFS servers of this host's shares: netfs pools' hosts and libnfs share records.
+    func knownServers() throws(AgentError) -> Set<String> {
+        let c = try session.connection()
+        var servers = Set<String>()
+        for pool in try lv({ try c.listAllStoragePools() }) {
+            let p = try describe(pool)
+            if p.type == "netfs" { servers.formUnion(p.hosts) }
+        }
+        for record in state.list("shares") {
+            if let s = state.readJSON(PoolSpec.self, "shares", record) { servers.insert(s.server) }
+        }
+        return servers
     }
 
     /// `pool=NAME`: a libvirt netfs pool (mount mode) or a recorded libnfs share.

@@ -22,8 +22,14 @@ enum SafeXML {
             let reason = (parser.parserError ?? delegate.error).map { "\($0.localizedDescription)" } ?? "no root element"
             throw AgentError(.internal, "\(what) is not well-formed XML: \(reason)")
         }
+        // A document type declaration can declare entities, and an external one makes
+        // libxml2 read a file or URL into the document (XXE). libvirt never writes one:
+        // refuse it outright, and tell XMLDocument never to load external entities.
+        if text.utf8.firstRange(of: "<!DOCTYPE".utf8) != nil {
+            throw AgentError(.internal, "\(what) holds a document type declaration (<!DOCTYPE), which is refused")
+        }
         do {
-            return try XMLDocument(data: data, options: [.nodePreserveWhitespace])
+            return try XMLDocument(data: data, options: [.nodePreserveWhitespace, .nodeLoadExternalEntitiesNever])
         } catch {
             throw AgentError(.internal, "\(what) cannot be read as XML: \(error)")
         }

@@ -2,6 +2,7 @@ import AgentProtocol
 import Foundation
 import ImageCopy
 import LibNFS
+import SafeFiles
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -57,28 +58,27 @@ enum Verification {
         return (0..<4).map { _ in String(format: "%08x", UInt32.random(in: .min ... .max, using: &g)) }.joined()
     }
 
-    /// Mount mode: the file at `path` through this host's mount of the share.
-    static func local(path: String, nonce: Nonce) throws(AgentError) -> Outcome {
+    /// Mount mode: the file at `path` through this host's mount of the share, opened
+    /// from the pool's target `root` without following a symbolic link (`RootedPath`);
+    /// the nonce file beside it likewise.
+    static func local(path: String, root: String, nonce: Nonce) throws(AgentError) -> Outcome {
+        let fd = try openRooted(path, root: root, directory: false)
+        defer { close(fd) }
         var st = stat()
-        guard stat(path, &st) == 0 else {
-            let e = errno
-            throw AgentError(e == ENOENT ? .notFound : .unavailable, "this host does not see \(path): \(String(cString: strerror(e)))")
-        }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw AgentError(.invalidState, "\(path) is not a regular file") }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw AgentError(.unavailable, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fstat(fd, &st) == 0 else { throw AgentError(.unavailable, "cannot stat \(path): \(String(cString: strerror(errno)))") }
         var buffer = [UInt8](repeating: 0, count: 65536)
         let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        close(fd)
-        let header = HeaderFacts.parse(Array(buffer.prefix(max(0, n))), fileSize: UInt64(st.st_size))
-        let dir = (path as NSString).deletingLastPathComponent
+        let header = HeaderFacts.parse(Array(buffer.prefix(max(0, n))), fileSize: UInt64(max(0, st.st_size)))
+        let dirPath = (path as NSString).deletingLastPathComponent
         var fields = NonceOutcome()
         switch nonce {
         case .none: break
         case .write(let name):
-            let file = dir + "/.storagectl-nonce-" + name
+            let dir = try openRooted(dirPath, root: root, directory: true)
+            defer { close(dir) }
+            let file = dirPath + "/.storagectl-nonce-" + name
             let value = randomValue()
-            let wfd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            let wfd = openat(dir, ".storagectl-nonce-" + name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
             guard wfd >= 0 else { throw AgentError(.unavailable, "cannot write \(file): \(String(cString: strerror(errno)))") }
             let bytes = Array((value + "\n").utf8)
             let w = bytes.withUnsafeBytes { write(wfd, $0.baseAddress, $0.count) }
@@ -87,14 +87,39 @@ enum Verification {
             guard w == bytes.count, synced else { throw AgentError(.unavailable, "cannot write \(file)") }
             fields = NonceOutcome(name: name, value: value)
         case .read(let name, let value):
-            let file = dir + "/.storagectl-nonce-" + name
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            let dir = try openRooted(dirPath, root: root, directory: true)
+            defer { close(dir) }
+            let file = dirPath + "/.storagectl-nonce-" + name
+            let rfd = openat(dir, ".storagectl-nonce-" + name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+            guard rfd >= 0 else {
                 throw AgentError(.notFound, "this host does not see the nonce file \(file) the other host wrote: it does not see the same storage")
             }
-            fields = try compare(text, value, name: name, file: file)
-            unlink(file)
+            var text = [UInt8](repeating: 0, count: 4096)
+            let got = text.withUnsafeMutableBytes { read(rfd, $0.baseAddress, $0.count) }
+            close(rfd)
+            fields = try compare(String(decoding: text.prefix(max(0, got)), as: UTF8.self), value, name: name, file: file)
+            unlinkat(dir, ".storagectl-nonce-" + name, 0)
         }
-        return Outcome(size: UInt64(st.st_size), allocated: UInt64(st.st_blocks) * 512, header: header, nonce: fields)
+        let (allocated, overflow) = UInt64(max(0, st.st_blocks)).multipliedReportingOverflow(by: 512)
+        return Outcome(size: UInt64(max(0, st.st_size)), allocated: overflow ? nil : allocated, header: header, nonce: fields)
+    }
+
+    /// `path` (a regular file, or a directory) below `root`, through `RootedPath`.
+    private static func openRooted(_ path: String, root: String, directory: Bool) throws(AgentError) -> Int32 {
+        do {
+            return directory ? try RootedPath.openDirectory(path, under: root)
+                             : try RootedPath.open(path, under: root, flags: O_RDONLY | O_NONBLOCK, regularFile: true)
+        } catch .system(_, _, let code) where code == ENOENT {
+            throw AgentError(.notFound, "this host does not see \(path): \(String(cString: strerror(code)))")
+        } catch .notRegularFile {
+            throw AgentError(.invalidState, "\(path) is not a regular file")
+        } catch .symbolicLink(let link) {
+            throw AgentError(.invalidArgument, "\(link) is a symbolic link; VERIFY does not follow links on the share")
+        } catch .outsideRoot {
+            throw AgentError(.invalidArgument, "\(path) is not under the pool's target \(root)")
+        } catch {
+            throw AgentError(.unavailable, "this host does not see \(path): \(error.description)")
+        }
     }
 
     /// libnfs mode: `relative` under the share's export, read through libnfs.

@@ -86,6 +86,9 @@ public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible 
     case sourceChanged(String)
     /// The target exists with other content (size/digest of what is there). Never overwritten.
     case targetExists(path: String, size: UInt64, digest: String?)
+    /// The local target of a copy back from the share exists with other content (its
+    /// size and digest). Never overwritten.
+    case localTargetExists(path: String, size: UInt64, digest: String?)
     /// The target path exists and is not a regular file.
     case targetNotRegularFile(String)
     /// The file under `relativePath` does not exist on the export.
@@ -114,6 +117,8 @@ public enum ImageCopyError: Error, Sendable, Equatable, CustomStringConvertible 
             return "\(path) changed while it was being copied; shut off the domain and retry"
         case .targetExists(let path, let size, let digest):
             return "\(path) already exists on the share with other content (size \(size)\(digest.map { ", digest \($0)" } ?? "")); it is never overwritten: remove or rename it first"
+        case .localTargetExists(let path, let size, let digest):
+            return "\(path) already exists on this host with other content (size \(size)\(digest.map { ", digest \($0)" } ?? "")); it is never overwritten: remove or rename it first"
         case .targetNotRegularFile(let path):
             return "\(path) exists on the share and is not a regular file"
         case .targetNotFound(let path):

@@ -33,9 +33,12 @@ extension ImageCopier {
     ///   A source that changed meanwhile (size, mtime) is ``ImageCopyError/sourceChanged(_:)``.
     /// - Permission bits are the source's without setuid, setgid and sticky bits.
     /// - Only then is it renamed to `destination` and the directory synced
-    ///   (`AtomicFile.publish`). An existing regular file there (the stale original
-    ///   COPY left behind) is replaced; anything else there (a symbolic link, a
-    ///   directory) is ``ImageCopyError/targetNotRegularFile(_:)`` and left alone.
+    ///   (`AtomicFile.publish`). A regular file already there with the same size and
+    ///   content digest is success (`alreadyPresent`: an earlier run made it; the
+    ///   temporary file is removed); with other content it is
+    ///   ``ImageCopyError/localTargetExists(path:size:digest:)`` and never overwritten;
+    ///   anything else there (a symbolic link, a directory) is
+    ///   ``ImageCopyError/targetNotRegularFile(_:)`` and left alone.
     /// - On failure or cancellation the temporary file is removed and `destination` is
     ///   untouched; the source is never written.
     ///
@@ -135,6 +138,13 @@ struct LocalCopySession {
         }
         let verifySeconds = monotonicSeconds() - verifyStart
         try requireRegularOrAbsent(name, in: dir)
+        if let existing = try existingDigest(in: dir) {
+            guard existing.size == size, existing.digest == digest else {
+                throw .localTargetExists(path: destination, size: existing.size, digest: existing.digest)
+            }
+            return CopyResult(size: size, dataBytes: dataBytes, digest: digest, elapsedSeconds: monotonicSeconds() - start,
+                              alreadyPresent: true, verifySeconds: verifySeconds)
+        }
         do {
             try AtomicFile.publish(temporary: temporary, as: name, in: dir, directoryPath: directory)
         } catch {
@@ -143,6 +153,23 @@ struct LocalCopySession {
         published = true
         return CopyResult(size: size, dataBytes: dataBytes, digest: digest, elapsedSeconds: monotonicSeconds() - start,
                           alreadyPresent: false, verifySeconds: verifySeconds)
+    }
+
+    /// Size and content digest of the regular file `name` in `dir`, or nil when there is none.
+    private func existingDigest(in dir: Int32) throws(ImageCopyError) -> (size: UInt64, digest: String)? {
+        let fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw .targetNotRegularFile(destination)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw .targetNotRegularFile(destination) }
+        do {
+            return (UInt64(st.st_size), try ContentDigest.ofFile(fd: fd, size: UInt64(st.st_size)))
+        } catch {
+            throw .nfs(operation: "read \(destination)", errno: error.errno, message: error.message)
+        }
     }
 
     /// `name` in `dir` is absent or a regular file (never a link, directory or device).

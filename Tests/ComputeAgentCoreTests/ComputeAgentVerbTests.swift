@@ -95,7 +95,7 @@ struct ComputeAgentVerbTests {
         let host = try await SimHost(pools: """
             <pool type='dir'><name>default</name><uuid>35bb2ad9-388a-cdfe-461a-b8907f6e53fe</uuid>
               <source/><target><path>/var/lib/libvirt/images</path></target></pool>
-            """)
+            """, configure: { $0.shareRoots += ["/srv", "/var/lib/libvirt/images"] })
         _ = try await #require(host.ask(Self.ensure).result.ok)
         let e = await host.ask(line).result.error
         #expect(e?.code == .conflict, "\(String(describing: e))")

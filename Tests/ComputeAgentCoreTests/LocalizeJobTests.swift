@@ -23,7 +23,7 @@ struct LocalizeJobTests {
     @Test("a second LOCALIZE of the domain attaches to the running job and answers its result (attached=yes)")
     func attaches() async throws {
         let (host, copy) = try await LocalizeVerbTests.adopted()
-        let localization = Localization(session: host.handler.session, state: host.handler.state)
+        let localization = Localization(session: host.handler.session, state: host.handler.state, imagesRoot: host.images)
         let share = try await host.handler.share(.pool("shared"))
         let plan = try #require(try await ComputeWork.run { () throws -> LocalizePlan? in
             try localization.prepare(domain: "wanderer1", share: share, dir: host.images)
@@ -73,14 +73,15 @@ struct LocalizeJobTests {
         let resolved = try await host.handler.share(.pool("shared"))
         try #require(resolved == share, "the record names the share LOCALIZE resolves: \(resolved)")
         try state.writeJSON(interrupted, "jobs", Self.uuid + ".localize.json")
-        let partial = host.images + "/.wanderer1.qcow2.storagectl-partial"
+        try FileManager.default.createDirectory(atPath: host.images + "/wanderer1", withIntermediateDirectories: true)
+        let partial = host.images + "/wanderer1/.wanderer1.qcow2.storagectl-partial"
         try Data("half a copy".utf8).write(to: URL(fileURLWithPath: partial))
 
         let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)")
         let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
         #expect(ok["restarted"] == "yes" && ok["attached"] == "no" && ok["changed"] == "yes")
         #expect(!FileManager.default.fileExists(atPath: partial), "the leftover partial file was replaced")
-        #expect(try await LocalizeVerbTests.contentDigest(host.images + "/wanderer1.qcow2") == (try await LocalizeVerbTests.contentDigest(copy)))
+        #expect(try await LocalizeVerbTests.contentDigest(host.images + "/wanderer1/wanderer1.qcow2") == (try await LocalizeVerbTests.contentDigest(copy)))
         let stored = try #require(state.readJSON(LocalizeJobRecord.self, "jobs", Self.uuid + ".localize.json"))
         #expect(stored.phase == .done && stored.attempts == 2)
 
@@ -100,7 +101,7 @@ struct LocalizeJobTests {
         let e = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)").result.error
         #expect(e != nil)
         #expect(try Data(contentsOf: URL(fileURLWithPath: local)) == before, "the original is untouched")
-        #expect(!FileManager.default.fileExists(atPath: host.images + "/.wanderer1.qcow2.storagectl-partial"))
+        #expect(!FileManager.default.fileExists(atPath: host.images + "/wanderer1/.wanderer1.qcow2.storagectl-partial"))
         let stored = try #require(host.handler.state.readJSON(LocalizeJobRecord.self, "jobs", Self.uuid + ".localize.json"))
         #expect(stored.phase == .failed && stored.errorMessage?.contains("symbolic link") == true)
     }

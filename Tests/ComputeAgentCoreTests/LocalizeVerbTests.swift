@@ -42,8 +42,11 @@ struct LocalizeVerbTests {
     @Test("LOCALIZE copies the shared image to DIR/<file>, verified, and restores the saved definition onto it")
     func localizeRestores() async throws {
         let (host, copy) = try await Self.adopted()
-        let local = host.images + "/wanderer1.qcow2"
-        #expect(try Data(contentsOf: URL(fileURLWithPath: local)) != Data(contentsOf: URL(fileURLWithPath: copy)), "the original is stale")
+        let original = host.images + "/wanderer1.qcow2"
+        let before = try Data(contentsOf: URL(fileURLWithPath: original))
+        #expect(before != (try Data(contentsOf: URL(fileURLWithPath: copy))), "the original is stale")
+        // the domain's own directory under the images root
+        let local = host.images + "/wanderer1/wanderer1.qcow2"
         let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)")
         let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
         #expect(ok["changed"] == "yes" && ok["disks"] == "1" && ok["dir"] == host.images)
@@ -57,7 +60,10 @@ struct LocalizeVerbTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: local)) == Data(contentsOf: URL(fileURLWithPath: copy)), "the local file is the shared copy")
         #expect(answer.lines.contains { if case .progress(let f) = $0 { return f["done"] == f["total"] && f["disk"] == "vda" } else { return false } })
         #expect(FileManager.default.fileExists(atPath: copy), "the copy on the share is kept")
-        #expect(!FileManager.default.fileExists(atPath: host.images + "/.wanderer1.qcow2.storagectl-partial"))
+        #expect(!FileManager.default.fileExists(atPath: host.images + "/wanderer1/.wanderer1.qcow2.storagectl-partial"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: original)) == before, "the stale original is not overwritten")
+        var st = stat()
+        #expect(stat(host.images + "/wanderer1", &st) == 0 && st.st_mode & 0o7777 == 0o755)
         #expect(!FileManager.default.fileExists(atPath: ok["restored"] ?? "/"), "the saved definition is used up")
         let disks = await host.ask("DOMAIN name=wanderer1").lines.data
         #expect(disks.first { $0["disk"] == "vda" }?["source"] == local)
@@ -74,16 +80,16 @@ struct LocalizeVerbTests {
         let (host, copy) = try await Self.adopted()
         let saved = host.state + "/domains/6695eb01-f6a4-8304-79aa-97f2502e193f.previous.xml"
         try FileManager.default.removeItem(atPath: saved)
-        let local = host.share + "-local"
+        let local = host.images + "/elsewhere"
         try FileManager.default.createDirectory(atPath: local, withIntermediateDirectories: true)
         let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(local)")
         let ok = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
         #expect(ok["changed"] == "yes" && ok["restored"] == nil)
         let copyDigest = try await Self.contentDigest(copy)
-        #expect(try await Self.contentDigest(local + "/wanderer1.qcow2") == copyDigest)
+        #expect(try await Self.contentDigest(local + "/wanderer1/wanderer1.qcow2") == copyDigest)
         #expect(answer.lines.data.first?["digest"] == copyDigest)
         let disks = await host.ask("DOMAIN name=wanderer1").lines.data
-        #expect(disks.first { $0["disk"] == "vda" }?["source"] == local + "/wanderer1.qcow2")
+        #expect(disks.first { $0["disk"] == "vda" }?["source"] == local + "/wanderer1/wanderer1.qcow2")
         #expect(disks.first { $0["disk"] == "vda" }?["cache"] == "none", "the rest of the disk is kept")
     }
 
@@ -100,7 +106,7 @@ struct LocalizeVerbTests {
         try h.close()
         let answer = await host.ask("LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)")
         _ = try #require(answer.result.ok, "\(String(describing: answer.result.error))")
-        let local = host.images + "/wanderer1.qcow2"
+        let local = host.images + "/wanderer1/wanderer1.qcow2"
         let copyDigest = try await Self.contentDigest(copy)
         #expect(answer.lines.data.first?["digest"] == copyDigest)
         #expect(try Data(contentsOf: URL(fileURLWithPath: local)) == Data(contentsOf: URL(fileURLWithPath: copy)))
@@ -113,16 +119,15 @@ struct LocalizeVerbTests {
 
     @Test("LOCALIZE refuses a running domain on the share, naming its state and the remedy")
     func localizeRunning() async throws {
-        let probe = try await SimHost()
-        let host = try await SimHost(extraDomains: SimHost.domain("live", "0b5b3c1e-2d4f-4a6b-8c9d-0e1f2a3b4c5d", shutoff: false, disks: """
+        let host = try await SimHost(placed: { dir in SimHost.domain("live", "0b5b3c1e-2d4f-4a6b-8c9d-0e1f2a3b4c5d", shutoff: false, disks: """
             <disk type='file' device='disk'>
               <driver name='qemu' type='qcow2'/>
-              <source file='\(probe.dir)/share/live/live.qcow2'/>
+              <source file='\(dir)/share/live/live.qcow2'/>
               <target dev='vda' bus='virtio'/>
             </disk>
-            """))
-        // the pool's target is this host's share; put the running domain's disk under it
-        _ = try #require(await host.ask("POOL-ENSURE name=shared server=198.18.0.1 export=/var/lib/libvirt/shared-images target=\(probe.dir)/share").result.ok)
+            """) })
+        // the pool's target is this host's share; the running domain's disk is under it
+        _ = try #require(await host.ask(ComputeAgentVerbTests.ensureHere(host)).result.ok)
         let e = await host.ask("LOCALIZE domain=live pool=shared dir=\(host.images)").result.error
         #expect(e?.code == .invalidState && e?.details["state"] == "running")
         #expect(e?.message.contains("virsh shutdown live") == true)

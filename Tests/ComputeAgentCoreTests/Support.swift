@@ -18,7 +18,11 @@ final class SimHost: @unchecked Sendable {
     var state: String { dir + "/state" }
     let handler: ComputeAgentHandler
 
-    init(extraDomains: String = "", pools: String = "") async throws {
+    /// `placed`: more domains, given the host's directory (for disks under its share);
+    /// `configure`: changes to the agent's configuration (share roots: the share and
+    /// /var/lib/libvirt/shared-images; images root: the images directory).
+    init(extraDomains: String = "", pools: String = "", placed: (String) -> String = { _ in "" },
+         configure: (inout ComputeAgentConfiguration) -> Void = { _ in }) async throws {
         var template = Array("/tmp/sctl-cac-XXXXXX".utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw AgentError(.internal, "mkdtemp failed")
@@ -61,6 +65,7 @@ final class SimHost: @unchecked Sendable {
                 </disk>
                 """))
               \(extraDomains)
+              \(placed(dir))
               \(pools)
             </node>
             """
@@ -72,6 +77,9 @@ final class SimHost: @unchecked Sendable {
         c.libvirtURI = uri
         c.stateDir = state
         c.progressInterval = .milliseconds(50)
+        c.shareRoots = [share, "/var/lib/libvirt/shared-images"]
+        c.imagesRoot = images
+        configure(&c)
         self.handler = ComputeAgentHandler(configuration: c, hypervisor: NoProbe())
     }
 

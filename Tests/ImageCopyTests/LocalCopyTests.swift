@@ -25,7 +25,7 @@ struct LocalCopyTests {
         return stat(path, &st) == 0 ? Int64(st.st_blocks) * 512 : -1
     }
 
-    @Test("the copy has the source's bytes and digest, keeps holes, replaces the stale file, and drops setuid/setgid", arguments: [1, 2])
+    @Test("the copy has the source's bytes and digest, keeps holes, and drops setuid/setgid", arguments: [1, 2])
     func copies(hashThreads: Int) async throws {
         let dir = try TempDir()
         let (root, source) = try Self.sparseShare(dir)
@@ -33,7 +33,6 @@ struct LocalCopyTests {
         let local = dir.file("local")
         try FileManager.default.createDirectory(atPath: local, withIntermediateDirectories: true)
         let destination = local + "/w1.img"
-        try Data("stale original".utf8).write(to: URL(fileURLWithPath: destination))
         try Data("leftover".utf8).write(to: URL(fileURLWithPath: local + "/.w1.img.storagectl-partial"))
 
         let reports = ProgressLog()
@@ -49,6 +48,29 @@ struct LocalCopyTests {
         #expect(stat(destination, &st) == 0 && st.st_mode & 0o7777 == 0o755, "mode \(String(st.st_mode & 0o7777, radix: 8))")
         #expect(try FileManager.default.contentsOfDirectory(atPath: local) == ["w1.img"], "no temporary file is left")
         #expect(reports.last?.done == result.size)
+    }
+
+    @Test("a file at the destination is never overwritten: identical content is success, other content is localTargetExists")
+    func destinationExists() async throws {
+        let dir = try TempDir()
+        let (root, source) = try Self.sparseShare(dir)
+        let local = dir.file("local")
+        try FileManager.default.createDirectory(atPath: local, withIntermediateDirectories: true)
+        let destination = local + "/w1.img"
+        try Data("another VM's disk".utf8).write(to: URL(fileURLWithPath: destination))
+        let error = await #expect(throws: ImageCopyError.self) {
+            _ = try await ImageCopier().copyToLocal(from: .mounted(path: source, root: root), to: destination) { _ in }
+        }
+        guard case .localTargetExists(let path, _, _)? = error else { Issue.record("\(String(describing: error))"); return }
+        #expect(path.hasSuffix("/local/w1.img"))
+        #expect(try String(contentsOfFile: destination, encoding: .utf8) == "another VM's disk")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: local) == ["w1.img"], "no temporary file is left")
+
+        try FileManager.default.removeItem(atPath: destination)
+        let first = try await ImageCopier().copyToLocal(from: .mounted(path: source, root: root), to: destination) { _ in }
+        let again = try await ImageCopier().copyToLocal(from: .mounted(path: source, root: root), to: destination) { _ in }
+        #expect(!first.alreadyPresent && again.alreadyPresent && again.digest == first.digest)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: local) == ["w1.img"])
     }
 
     @Test("a symbolic link on the share is never followed: not in the middle, not at the end")

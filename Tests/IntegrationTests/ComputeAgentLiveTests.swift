@@ -26,7 +26,7 @@ struct ComputeAgentLiveTests {
         let dir = try TestSupport.temporaryDirectory("ca")
         defer { TestSupport.removeTree(dir) }
         try Self.node.write(toFile: dir + "/host.xml", atomically: true, encoding: .utf8)
-        try "[compute-agent]\nstate-dir = \(dir)/state\nlibvirt-uri = test://\(dir)/host.xml\n"
+        try "[compute-agent]\nstate-dir = \(dir)/state\nlibvirt-uri = test://\(dir)/host.xml\nshare-root = \(dir)\n"
             .write(toFile: dir + "/agent.conf", atomically: true, encoding: .utf8)
         let socket = dir + "/ca.sock"
         let child = try ChildProcess(try TestSupport.binary("compute-agent"),

@@ -5,7 +5,7 @@
 # while it is defined, both hosts stay export clients.
 
 US_VM=wanderer1
-US_LOCAL=/var/lib/libvirt/images/wanderer1.qcow2
+US_LOCAL=/var/lib/libvirt/images/wanderer1/wanderer1.qcow2   # LOCALIZE: the domain's own directory
 US_COPY=$EXPORT_ROOT/wanderer1/wanderer1.qcow2
 
 us_sctl() { on source-example "$(lab_bin)/storagectl" "$@" --config /run/lab/storagectl.conf; }
@@ -31,7 +31,7 @@ t_unshare_brings_back() {
     grep -q "vda *$US_LOCAL" <<<"$OUT" || fail "wanderer1 disks: $OUT" || return 1
     # the local image is the shared copy (which the VM wrote to while it ran from the share)
     local local_ copy
-    local_="$(hd_of source-example)/var-lib/libvirt/images/wanderer1.qcow2"
+    local_="$(hd_of source-example)/var-lib/libvirt/images/wanderer1/wanderer1.qcow2"
     copy="$(hd_of cargo-bay)/var-lib/libvirt/shared-images/wanderer1/wanderer1.qcow2"
     must "qemu-img compare" qemu-img compare -q "$local_" "$copy" || return 1
     must "cmp" cmp "$local_" "$copy" || return 1
@@ -51,7 +51,7 @@ t_unshare_brings_back() {
         grep -q "$h(" <<<"$line" || fail "$h dropped while mig1 needs it: $line" || return 1
     done
     # nothing partial left behind
-    must "list source-example's images" on source-example ls -A /var/lib/libvirt/images || return 1
+    must "list source-example's images" on source-example ls -AR /var/lib/libvirt/images || return 1
     grep -q "wanderer1.qcow2" <<<"$OUT" || fail "the images directory lacks wanderer1.qcow2: $OUT" || return 1
     if grep -q storagectl-partial <<<"$OUT"; then
         fail "a partial file is left in /var/lib/libvirt/images: $OUT"; return 1
