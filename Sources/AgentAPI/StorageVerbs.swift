@@ -177,9 +177,15 @@ public struct ExportRecord: Sendable, Equatable, AgentRecord {
     /// A foreign entry exports a path of ours (or ours one of theirs).
     public var conflict: Bool
     public var text: String
+    /// How many clients (and bytes of `text`) were left out to keep the line within the
+    /// protocol's limit (a foreign entry with hundreds of clients).
+    public var clientsOmitted: Int?
+    public var textTruncated: Bool
 
     public init(owner: Owner, path: String, line: Int, clients: [String], fsid: String? = nil, invalid: String? = nil,
-                conflict: Bool = false, text: String) {
+                conflict: Bool = false, text: String, clientsOmitted: Int? = nil, textTruncated: Bool = false) {
+        self.clientsOmitted = clientsOmitted
+        self.textTruncated = textTruncated
         self.owner = owner
         self.path = path
         self.line = line
@@ -199,6 +205,28 @@ public struct ExportRecord: Sendable, Equatable, AgentRecord {
         invalid = try r.optional("invalid")
         conflict = try r.bool("conflict", default: false)
         text = try r.optional("text") ?? ""
+        clientsOmitted = try r.optionalUInt64("clients-omitted").map { Int($0) }
+        textTruncated = try r.bool("text-truncated", default: false)
+    }
+
+    /// The same record cut to fit in one protocol line: `text` to 1 KiB, then clients
+    /// dropped from the end (counted in `clients-omitted`) until it fits.
+    public func fitted(limit: Int = Wire.maxLineBytes) -> ExportRecord {
+        func size(_ r: ExportRecord) -> Int { ResponseLine.data(r.encoded()).line.utf8.count }
+        guard size(self) > limit else { return self }
+        var r = self
+        if r.text.utf8.count > 1024 {
+            r.text = String(decoding: Array(r.text.utf8.prefix(1024)), as: UTF8.self)
+            r.textTruncated = true
+        }
+        var dropped = 0
+        while size(r) > limit, !r.clients.isEmpty {
+            let cut = max(1, r.clients.count / 8)
+            r.clients.removeLast(cut)
+            dropped += cut
+            r.clientsOmitted = dropped
+        }
+        return r
     }
 
     public func encode(into w: inout FieldWriter) {
@@ -210,6 +238,8 @@ public struct ExportRecord: Sendable, Equatable, AgentRecord {
         w.add("invalid", invalid)
         if conflict { w.add("conflict", true) }
         w.add("text", text)
+        w.add("clients-omitted", clientsOmitted.map(UInt64.init))
+        if textTruncated { w.add("text-truncated", true) }
     }
 }
 

@@ -42,7 +42,8 @@ public struct ServerLimits: Sendable {
     public var maxLineBytes = Wire.maxLineBytes
     /// A connection that sends nothing for this long outside a request is closed.
     public var readTimeout: TimeAmount = .seconds(30)
-    /// Connections above this get `ERR busy` and are closed.
+    /// Connections of one listener above this get `ERR busy` and are closed (each
+    /// listener has its own budget: TCP clients cannot use up the unix socket's).
     public var maxConnections = 1024
     /// Exit after this long with no connection (socket activation brings us back).
     public var idleExit: Duration?
@@ -119,8 +120,8 @@ public final class AgentServer: Service, Sendable {
                 // The timers run until every connection is done, then are cancelled.
                 timers.addTask { await self.timerLoop() }
                 try await withThrowingDiscardingTaskGroup { group in
-                    for (server, transport) in bound {
-                        group.addTask { try await self.acceptLoop(server, transport: transport) }
+                    for (index, (server, transport)) in bound.enumerated() {
+                        group.addTask { try await self.acceptLoop(server, transport: transport, budget: index) }
                     }
                 }
                 timers.cancelAll()
@@ -175,12 +176,14 @@ public final class AgentServer: Service, Sendable {
         }
     }
 
-    private func acceptLoop(_ server: NIOAsyncChannel<Accepted, Never>, transport: Transport) async throws {
+    /// Accepts on one listener; `budget` names its own connection budget
+    /// (`limits.maxConnections` for each listener).
+    private func acceptLoop(_ server: NIOAsyncChannel<Accepted, Never>, transport: Transport, budget: Int) async throws {
         try await server.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await accepted in inbound {
                     acceptedCount.withLockedValue { $0 += 1 }
-                    guard let id = tracker.register(accepted.entry, limit: limits.maxConnections) else {
+                    guard let id = tracker.register(accepted.entry, limit: limits.maxConnections, budget: budget) else {
                         group.addTask { await self.reject(accepted.connection) }
                         continue
                     }
@@ -220,6 +223,31 @@ public final class AgentServer: Service, Sendable {
             if exit, let idleExit { beginShutdown(reason: "idle for \(idleExit)") }
             lastTimerCheck.withLockedValue { $0 = now }
             do { try await clock.sleep(now + tick) } catch { return }
+        }
+    }
+
+    /// Guards one request's answer: zero or more information lines, then exactly one
+    /// terminal line. A `DATA` or `PROGRESS` line over the line limit cannot be sent (a
+    /// client would lose the framing, or take a stand-in `ERR` for the answer and read the
+    /// real `OK` as the answer to its next request): the request is stopped there, every
+    /// later write of the handler fails, and the terminal line is one `ERR` naming why.
+    final class AnswerStream: Sendable {
+        private let state = NIOLockedValueBox<AgentError?>(nil)
+
+        var stopped: AgentError? { state.withLockedValue { $0 } }
+
+        func admit(_ line: ResponseLine) throws(AgentError) {
+            if let stopped { throw stopped }
+            let size = line.line.utf8.count
+            guard size > Wire.maxLineBytes else { return }
+            let kind: String
+            switch line {
+            case .progress: kind = "PROGRESS"
+            default: kind = "DATA"
+            }
+            let error = AgentError(.internal, "a \(kind) line of this answer would be \(size) bytes, over the protocol's \(Wire.maxLineBytes)-byte limit; the request was stopped there (please report it: the agent should have split it)")
+            state.withLockedValue { $0 = error }
+            throw error
         }
     }
 
@@ -263,11 +291,17 @@ public final class AgentServer: Service, Sendable {
                 for try await event in inbound {
                     // A line arrived, so a TLS handshake is complete: the certificate is known.
                     if client == nil { client = await peerIdentity(connection.channel, transport: transport, uid: uid) }
-                    let terminal = await answer(event, peer: peer, client: client!, transport: transport, version: &version) { line in
-                        try await outbound.write(Self.buffer(line))
+                    // One request's lines: an information line too long for the protocol
+                    // stops the request; nothing more of it is sent but one terminal ERR.
+                    let stream = AnswerStream()
+                    let tracker = self.tracker
+                    var terminal = await answer(event, peer: peer, client: client!, transport: transport, version: &version) { line in
+                        try stream.admit(line)
+                        try await tracker.writing(entry) { try await outbound.write(Self.buffer(line)) }
                     }
+                    if let stopped = stream.stopped { terminal = .err(stopped) }
                     if let terminal {
-                        try await outbound.write(Self.buffer(terminal))
+                        try await tracker.writing(entry) { try await outbound.write(Self.buffer(terminal)) }
                     }
                     tracker.answered(entry)
                     if tracker.isShuttingDown { break }

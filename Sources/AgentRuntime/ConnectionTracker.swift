@@ -24,8 +24,18 @@ struct ReadTimeoutState: Sendable, Equatable {
         idleSince = now
     }
 
+    /// When a write of an answer line started waiting for the client to read (nil when
+    /// no write waits).
+    private(set) var writeWaitingSince: Duration?
+
+    mutating func writeStarted(at now: Duration) { writeWaitingSince = now }
+    mutating func writeFinished() { writeWaitingSince = nil }
+
+    /// Expired: idle past `timeout` outside a request, or a client that has not read
+    /// an answer line for `timeout` (it pipelines and never reads: its slot is freed).
     func isExpired(at now: Duration, timeout: Duration) -> Bool {
-        !isBusy && now - idleSince >= timeout
+        if let since = writeWaitingSince, now - since >= timeout { return true }
+        return !isBusy && now - idleSince >= timeout
     }
 }
 
@@ -65,6 +75,8 @@ final class ConnectionTracker: Sendable {
     private struct State {
         var next = 0
         var entries: [Int: Entry] = [:]
+        /// Which budget each entry counts against (its listener's).
+        var budgets: [Int: Int] = [:]
         var shuttingDown = false
         var idle: IdleExitState
     }
@@ -85,13 +97,17 @@ final class ConnectionTracker: Sendable {
     /// A new entry for `channel`, idle from now.
     func makeEntry(_ channel: any Channel) -> Entry { Entry(channel: channel, openedAt: clock.now()) }
 
-    /// Registers a connection; nil if the server is shutting down or at `limit`.
-    func register(_ entry: Entry, limit: Int) -> Int? {
+    /// Registers a connection of listener `budget`; nil if the server is shutting down or
+    /// that listener already has `limit` connections. Each listener has a budget of its
+    /// own, so clients of one (slow TCP clients, say) cannot use up another's (root's
+    /// unix socket).
+    func register(_ entry: Entry, limit: Int, budget: Int = 0) -> Int? {
         let now = clock.now()
         return state.withLockedValue { s in
-            guard !s.shuttingDown, s.entries.count < limit else { return nil }
+            guard !s.shuttingDown, s.budgets.values.filter({ $0 == budget }).count < limit else { return nil }
             s.next += 1
             s.entries[s.next] = entry
+            s.budgets[s.next] = budget
             s.idle.opened(at: now)
             return s.next
         }
@@ -100,8 +116,18 @@ final class ConnectionTracker: Sendable {
     func unregister(_ id: Int) {
         let now = clock.now()
         state.withLockedValue { s in
+            s.budgets[id] = nil
             if s.entries.removeValue(forKey: id) != nil { s.idle.closed(at: now) }
         }
+    }
+
+    /// Runs `write` (one line to `entry`'s client), counting how long it waits for the
+    /// client to read.
+    func writing(_ entry: Entry, _ write: () async throws -> Void) async throws {
+        let now = clock.now()
+        entry.timing.withLockedValue { $0.writeStarted(at: now) }
+        defer { entry.timing.withLockedValue { $0.writeFinished() } }
+        try await write()
     }
 
     /// A request of `entry` was answered.

@@ -202,7 +202,9 @@ public struct StorageAgentHandler: RequestHandler {
                     record.invalid = error.description
                 }
             }
-            records.append(record)
+            // A foreign line may list hundreds of clients: its record is cut to fit in
+            // one protocol line (docs/protocol.md, EXPORTS).
+            records.append(record.fitted())
         }
         return records
     }

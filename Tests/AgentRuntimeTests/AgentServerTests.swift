@@ -8,7 +8,7 @@ import TestSupport
 
 /// A handler with verbs whose timing the tests control.
 struct ScriptedHandler: RequestHandler {
-    var verbs: [String] { ["SLOW", "ECHO", "STREAM"] }
+    var verbs: [String] { ["SLOW", "ECHO", "STREAM", "LONG", "FLOOD"] }
     /// SLOW sleeps on this clock when set, else in real time.
     var clock: TestClock?
 
@@ -24,6 +24,15 @@ struct ScriptedHandler: RequestHandler {
             return ["slept": String(ms)]
         case "ECHO":
             return request.fields
+        case "FLOOD":
+            // More than any socket buffer holds: a client that does not read blocks it.
+            for _ in 0..<4000 { try await reply.data(["blob": String(repeating: "y", count: 4000)]) }
+            return ["rows": "4000"]
+        case "LONG":
+            // A DATA line over the limit, then (if the handler ignores the failure) more.
+            try? await reply.data(["blob": String(repeating: "x", count: 9000)])
+            try? await reply.data(["row": "after"])
+            return ["rows": "2"]
         case "STREAM":
             for i in 0..<3 { try await reply.progress(["done": String(i), "total": "3"]) }
             try await reply.data(["row": "last"])
@@ -105,6 +114,17 @@ struct AgentServerTests {
         await s.stop()
     }
 
+    @Test("an information line over 8 KiB stops the request with exactly one ERR; the next request gets its own answer")
+    func longLineKeepsTheStream() async throws {
+        let server = try await RunningServer()
+        let c = try await server.client()
+        await c.send("LONG\nECHO a=1\n")
+        let first = await c.readLine() ?? ""
+        #expect(first.hasPrefix("ERR code=internal") && first.contains("9"), "one terminal ERR, nothing before it: \(first)")
+        #expect(await c.readLine() == "OK a=1", "the next answer belongs to the next request")
+        await server.stop()
+    }
+
     @Test("the async client collects a whole response")
     func client() async throws {
         let s = try await RunningServer()
@@ -178,6 +198,77 @@ struct AgentServerTests {
         await a.send("PING\n")
         #expect(await a.readLine()?.hasPrefix("OK") == true)
         _ = b
+        await s.stop()
+    }
+
+    @Test("each listener has its own connection budget: clients of one cannot lock root out of another")
+    func perListenerBudget() async throws {
+        let dir = try TestSupport.temporaryDirectory("budget")
+        defer { TestSupport.removeTree(dir) }
+        var limits = ServerLimits()
+        limits.maxConnections = 2
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        // Two listeners, as an agent has its unix socket and a network one.
+        let root = dir + "/root.sock", network = dir + "/network.sock"
+        let server = AgentServer(listeners: [.endpoint(.unix(path: root)), .endpoint(.unix(path: network))], limits: limits,
+                                 identity: AgentIdentity(agent: "test-agent", host: "testhost"),
+                                 handler: ScriptedHandler(clock: nil), logger: logger)
+        let task = Task { try await server.run() }
+        _ = try await TestSupport.waitUntil { FileManager.default.fileExists(atPath: root) && FileManager.default.fileExists(atPath: network) }
+        func hello(_ path: String) async throws -> (RawSocket, String) {
+            let s = try RawSocket(unixPath: path)
+            await s.send("HELLO version=1\n")
+            return (s, await s.readLine() ?? "")
+        }
+        let (a, _) = try await hello(network)
+        let (b, _) = try await hello(network)
+        let (_, third) = try await hello(network)
+        #expect(third.hasPrefix("ERR code=busy"), "the network listener is full: \(third)")
+        let (r, answer) = try await hello(root)
+        #expect(answer.hasPrefix("OK version=1"), "root's listener has its own budget: \(answer)")
+        await r.send("PING\n")
+        #expect(await r.readLine()?.hasPrefix("OK") == true)
+        _ = (a, b)
+        server.beginShutdown(reason: "test")
+        _ = try? await task.value
+    }
+
+    @Test("a client that sends a byte every 2 s without ending its line is closed at the read timeout")
+    func drip() async throws {
+        var limits = ServerLimits()
+        limits.readTimeout = .seconds(30)
+        let s = try await RunningServer(limits: limits, clock: TestClock())
+        let c = try await s.client()  // HELLO answered at 0 s
+        for _ in 0..<14 {
+            await c.send("P")
+            try await s.advance(.seconds(2))
+        }
+        #expect(c.isOpenNow, "28 s after the last answer")
+        await c.send("I")
+        try await s.advance(.seconds(2))
+        #expect(await c.isClosedByPeer(), "30 s after the last answer, bytes or not")
+        await s.stop()
+    }
+
+    @Test("a client that asks and never reads loses its connection once an answer line waited the read timeout")
+    func neverReads() async throws {
+        var limits = ServerLimits()
+        limits.readTimeout = .seconds(30)
+        let clock = TestClock()
+        let s = try await RunningServer(limits: limits, clock: clock)
+        let c = try await s.client()
+        await c.send("FLOOD\n")
+        let server = s.server
+        // The answer fills the socket buffers and its next write waits for the client.
+        #expect(try await TestSupport.waitUntil { server.tracker.count == 1 && server.tracker.busyCount == 1 })
+        try await Task.sleep(for: .milliseconds(300))
+        clock.advance(by: .seconds(29))
+        #expect(try await TestSupport.waitUntil { (server.lastTimerCheck.withLockedValue { $0 } ?? .zero) >= .seconds(29) })
+        #expect(server.tracker.count == 1, "29 s: still connected")
+        clock.advance(by: .seconds(2))
+        #expect(try await TestSupport.waitUntil { server.tracker.count == 0 }, "31 s: the slot is free")
+        _ = c
         await s.stop()
     }
 

@@ -164,6 +164,18 @@ struct StorageAgentHandlerTests {
         #expect(records[4]["invalid"] != nil, "a hand-edited managed line is reported as invalid")
     }
 
+    @Test("a foreign entry with hundreds of clients is listed in one line within the limit, clients counted")
+    func hugeForeignEntry() throws {
+        let clients = (1...600).map { "198.18.\($0 / 250).\($0 % 250 + 1)(ro,sync,no_subtree_check)" }.joined(separator: " ")
+        let records = StorageAgentHandler.records(ExportsFile(parsing: "/srv/big \(clients)\n"))
+        #expect(records.count == 1)
+        let line = ResponseLine.data(records[0].encoded()).line
+        #expect(line.utf8.count <= Wire.maxLineBytes, "\(line.utf8.count) bytes")
+        #expect(records[0].clients.count + (records[0].clientsOmitted ?? 0) == 600 && records[0].textTruncated)
+        let decoded = try ExportRecord(answer: "EXPORTS", records[0].encoded())
+        #expect(decoded == records[0], "the cut record reads back as written")
+    }
+
     @Test("EXPORTS takes no arguments and answers counts")
     func exportsVerb() async throws {
         let sandbox = try Sandbox()
