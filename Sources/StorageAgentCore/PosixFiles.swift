@@ -62,6 +62,14 @@ enum PosixFiles {
         do { try AtomicFile.syncDirectory(of: path) } catch { throw AgentError(.internal, error.description) }
     }
 
+    /// The target of the symbolic link `path`, or nil.
+    static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        guard n >= 0 else { return nil }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// The real path of an existing path (`realpath(3)`), or nil.
     static func realPath(_ path: String) -> String? {
         guard let resolved = Glibc.realpath(path, nil) else { return nil }
