@@ -2,8 +2,20 @@
 // Swift's Glibc module does not define: it is wrapped here.
 #define _GNU_SOURCE
 #include <spawn.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "cagentsupport.h"
 
 int cagent_spawn_close_inherited(posix_spawn_file_actions_t *actions) {
     return posix_spawn_file_actions_addclosefrom_np(actions, 3);
+}
+
+// Through syscall(2), not glibc's wrappers (2.36+), so older build hosts link too.
+int cagent_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int cagent_pidfd_send_signal(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }

@@ -91,9 +91,11 @@ public struct GaneshaExportsApplier: ExportsApplier {
         if text != current {
             try await BlockingWork.agent { () throws(AgentError) in try PosixFiles.writeAtomically(path, Array(text.utf8)) }
         }
-        let pid = try await ganeshaPid()
-        guard kill(pid, SIGHUP) == 0 else {
-            throw AgentError(.unavailable, "cannot signal nfs-ganesha (pid \(pid) from \(pidFile)): \(PosixFiles.errorText())")
+        let pidFile = self.pidFile
+        let pid = try await BlockingWork.agent { () throws(AgentError) -> pid_t in
+            let ganesha = try GaneshaProcess(pidFile: pidFile)
+            try ganesha.signal(SIGHUP)
+            return ganesha.pid
         }
         guard let listProbe else { return ApplyReport(reloaded: true) }
         let problems = await ExportListCheck.poll(plan, probe: listProbe, ignoring: ignoring, timeout: verifyTimeout)
@@ -102,18 +104,5 @@ public struct GaneshaExportsApplier: ExportsApplier {
                 + problems.joined(separator: "; ") + "; see its log for CRIT lines about \(includeFile)")
         }
         return ApplyReport(reloaded: true)
-    }
-
-    func ganeshaPid() async throws(AgentError) -> pid_t {
-        let path = pidFile
-        let bytes = try await BlockingWork.agent { () throws(AgentError) in try PosixFiles.read(path) }
-        let text = String(decoding: bytes ?? [], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let pid = pid_t(text), pid > 1 else {
-            throw AgentError(.unavailable, "no pid in \(pidFile): is nfs-ganesha running? (start it, or set --ganesha-pidfile)")
-        }
-        guard kill(pid, 0) == 0 else {
-            throw AgentError(.unavailable, "nfs-ganesha pid \(pid) from \(pidFile) is not running: start nfs-ganesha")
-        }
-        return pid
     }
 }

@@ -246,7 +246,7 @@ public struct StorageAgentHandler: RequestHandler {
             checks.append(FileChecks.executable("reload-tool", c.exportfsPath, remedy: "install nfs-kernel-server"))
         case .ganesha:
             checks.append(FileChecks.writableFile("ganesha-exports-file", c.ganeshaExportsFile))
-            checks.append(FileChecks.process("reload-tool", pidFile: c.ganeshaPidFile, what: "nfs-ganesha"))
+            checks.append(GaneshaProcess.healthCheck("reload-tool", pidFile: c.ganeshaPidFile))
         }
         return checks
     }
@@ -278,16 +278,5 @@ public enum FileChecks {
         access(path, X_OK) == 0
             ? HealthCheck(name, ok: true, detail: "\(path) is present")
             : HealthCheck(name, ok: false, detail: "\(path) is missing: \(remedy)")
-    }
-
-    public static func process(_ name: String, pidFile: String, what: String) -> HealthCheck {
-        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
-              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0
-        else {
-            return HealthCheck(name, ok: false, detail: "no pid in \(pidFile): is \(what) running?")
-        }
-        return kill(pid, 0) == 0
-            ? HealthCheck(name, ok: true, detail: "\(what) runs as pid \(pid)")
-            : HealthCheck(name, ok: false, detail: "\(what) pid \(pid) from \(pidFile) is not running; start \(what)")
     }
 }

@@ -17,4 +17,12 @@ typedef struct cagent_ucred {
 /// keeps a connection open after the server closed it. 0, or an errno value.
 int cagent_spawn_close_inherited(posix_spawn_file_actions_t *actions);
 
+/// pidfd_open(2): a descriptor that refers to the process `pid` is now, whatever later
+/// gets that pid; -1 with errno (ENOSYS on kernels before 5.3, ESRCH when it is gone).
+int cagent_pidfd_open(pid_t pid);
+
+/// pidfd_send_signal(2): `sig` to the process `pidfd` refers to; ESRCH when it has
+/// exited, even if its pid was given to another process since. 0 or -1 with errno.
+int cagent_pidfd_send_signal(int pidfd, int sig);
+
 #endif
