@@ -255,6 +255,11 @@ public struct StorageAgentHandler: RequestHandler {
 /// Local facts for health checks; each returns a check with a remedy in its detail.
 public enum FileChecks {
     public static func writableFile(_ name: String, _ path: String) -> HealthCheck {
+        // The file is replaced by rename(2) in its directory: the directory must be writable.
+        let directory = (path as NSString).deletingLastPathComponent
+        if access(directory, F_OK) == 0 && access(directory, W_OK) != 0 {
+            return HealthCheck(name, ok: false, detail: "\(directory) is not writable (\(String(cString: strerror(errno)))), and \(path) is replaced by a rename in it; under systemd: the drop-in `storage-agent --print-unit-drop-in` prints (docs/install.md)")
+        }
         if access(path, F_OK) == 0 {
             return access(path, W_OK) == 0
                 ? HealthCheck(name, ok: true, detail: "\(path) is writable")
