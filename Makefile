@@ -64,6 +64,10 @@ install: setup
 	install -D -m 0755 .build/release/storage-agent $(DESTDIR)$(PREFIX)/sbin/storage-agent
 	install -D -m 0755 .build/release/compute-agent $(DESTDIR)$(PREFIX)/sbin/compute-agent
 	install -D -m 0644 -t $(DESTDIR)/etc/systemd/system units/*.socket units/*.service
+	@# What the storage agent may write, from its configuration (docs/install.md, "Units")
+	install -d -m 0755 $(DESTDIR)/etc/systemd/system/storage-agent.service.d
+	.build/release/storage-agent --print-unit-drop-in \
+		> $(DESTDIR)/etc/systemd/system/storage-agent.service.d/50-paths.conf
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/storagectl docs/*.md
 
 clean:

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <spawn.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "cagentsupport.h"

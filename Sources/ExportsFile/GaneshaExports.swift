@@ -94,11 +94,18 @@ public enum GaneshaExports {
     ///   - pseudoPath: the NFSv4 pseudo path for an export path (default: the same path).
     ///     Its result must be an absolute path free of quotes, backslashes and controls.
     ///   - pinned, reserved: see `assignExportIds`.
+    ///   - listingOnly: clients added to every export (unless already a client) that may
+    ///     see it in the export list and read metadata, and nothing else:
+    ///     `Access_Type = MDONLY_RO; Squash = All_Squash;`. Ganesha lists an export only to
+    ///     hosts with some access; MDONLY_RO is the least that lists it (None does not), and
+    ///     it refuses every READ, so a local user speaking AUTH_SYS with any uid through
+    ///     that address reads no file data (tested against ganesha.nfsd 4.3).
     public static func render(
         _ exports: [ManagedExport],
         pseudoPath: (String) -> String = { $0 },
         pinned: [String: UInt16] = [:],
-        reserved: Set<UInt16> = []
+        reserved: Set<UInt16> = [],
+        listingOnly: [ClientAddress] = []
     ) throws(ExportsError) -> String {
         let sorted = exports.sorted { $0.path < $1.path }
         let ids = try assignExportIds(paths: sorted.map(\.path), pinned: pinned, reserved: reserved)
@@ -135,6 +142,14 @@ public enum GaneshaExports {
                 out += "\t\tClients = " + addresses.map(\.value).joined(separator: ", ") + ";\n"
                 out += "\t\tAccess_Type = \(options.access == .readWrite ? "RW" : "RO");\n"
                 out += "\t\tSquash = \(options.rootSquash ? "Root_Squash" : "No_Root_Squash");\n"
+                out += "\t}\n"
+            }
+            let listers = listingOnly.filter { lister in !export.clients.contains { $0.address == lister } }
+            if !listers.isEmpty {
+                out += "\tCLIENT {\n"
+                out += "\t\tClients = " + listers.map(\.value).joined(separator: ", ") + ";\n"
+                out += "\t\tAccess_Type = MDONLY_RO;\n"
+                out += "\t\tSquash = All_Squash;\n"
                 out += "\t}\n"
             }
             out += "\tFSAL {\n\t\tName = VFS;\n\t}\n"

@@ -36,15 +36,27 @@ public actor ExportsStore {
     public let mode: ExportsFile.Mode
     public let lockTimeout: Duration
     public let applier: any ExportsApplier
+    /// When set, every managed path of a file about to be applied is re-checked under it
+    /// (`ExportPathCheck`): a real directory, no symbolic link below the root.
+    public let exportRoot: String?
 
     private var busy = false
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
-    public init(exportsFile: String, mode: ExportsFile.Mode, lockTimeout: Duration, applier: any ExportsApplier) {
+    public init(exportsFile: String, mode: ExportsFile.Mode, lockTimeout: Duration, applier: any ExportsApplier,
+                exportRoot: String? = nil) {
         self.exportsFile = exportsFile
         self.mode = mode
         self.lockTimeout = lockTimeout
         self.applier = applier
+        self.exportRoot = exportRoot
+    }
+
+    /// The managed paths of `file` that fail `ExportPathCheck` (none without an export root).
+    func unsafePaths(_ file: ExportsFile) async throws(AgentError) -> [ExportPathCheck.Failure] {
+        guard let root = exportRoot else { return [] }
+        let paths = ((try? file.managedExports()) ?? []).map(\.path)
+        return try await BlockingWork.agent { () throws(AgentError) in ExportPathCheck.failures(paths, root: root) }
     }
 
     public nonisolated var lockPath: String { exportsFile + ".storagectl.lock" }
@@ -61,7 +73,11 @@ public actor ExportsStore {
     ///
     /// Under the locks: reads the file, computes `edit` (which validates and may throw:
     /// nothing has been written then), runs `prepare` (e.g. creating the directory), and
-    /// writes the new file when it differs. Then the plan is applied, or, when the file
+    /// writes the new file when it differs. Every managed path of the new file is
+    /// checked first (`ExportPathCheck`): one that is no longer a real directory under the
+    /// export root makes the change `invalid-state`, with nothing written or applied, so the
+    /// server is never told to reload a file that exports through a symbolic link (removing
+    /// that path, e.g. UNEXPORT, passes). Then the plan is applied, or, when the file
     /// did not change, only checked and applied if it is not live (so a repeated call
     /// also repairs an export that a reboot or a hand-run `exportfs -ua` took away).
     public func change(
@@ -79,6 +95,8 @@ public actor ExportsStore {
         let old = ExportsFile(parsing: oldBytes ?? [], mode: mode)
         let result = try edit(old)
         try await prepare(result)
+        let unsafe = try await unsafePaths(result.file)
+        if !unsafe.isEmpty, let root = exportRoot { throw ExportPathCheck.error(unsafe, root: root) }
         let plan = try await Self.plan(old: old, new: result.file)
 
         let newBytes = result.file.bytes
@@ -103,6 +121,15 @@ public actor ExportsStore {
         }
         // Put the previous version back and apply it again; say both.
         var message = failure.message
+        // The previous file may hold the path this change removed because it failed the
+        // check: it is not put back then (it would be applied through the link).
+        let unsafeOld = (try? await unsafePaths(old)) ?? []
+        if !unsafeOld.isEmpty {
+            message += ". The previous exports file was not put back: it exports "
+                + unsafeOld.map { "\($0.path), which \($0.reason)" }.joined(separator: "; ")
+                + " (the previous version is in \(previousPath))"
+            throw AgentError(failure.code, message, details: failure.details)
+        }
         do {
             try await BlockingWork.agent { () throws(AgentError) in
                 if let oldBytes {

@@ -18,8 +18,12 @@ import Glibc
 ///   (`shared/lab-notes.md`), so the log is never trusted: the export list is.
 /// - Ganesha lists an export only to hosts that have access to it. So that the agent
 ///   can see its exports, the probe's own address (`--nfs-server`, when it is a valid
-///   client address that is not already a client) is added to every export read-only
-///   and root-squashed: the storage host already has the directory on its own disk.
+///   client address that is not already a client) is added to every export as a
+///   listing-only client (`Access_Type = MDONLY_RO; Squash = All_Squash`: listed,
+///   metadata as the anonymous user, no file data). Not read-only access: ganesha does
+///   not require a privileged source port, and AUTH_SYS lets any local user claim any
+///   uid, so a read-only client at 127.0.0.1 let every local user of the storage host
+///   read images owned by, e.g., the qemu user (tested).
 ///   With `--verify-export-list no` nothing is added and nothing is verified beyond
 ///   delivering the signal.
 /// Requires permission to write the include file and to signal ganesha (root).
@@ -44,21 +48,17 @@ public struct GaneshaExportsApplier: ExportsApplier {
 
     var ignoring: Set<String> { probeClient.map { [$0.value] } ?? [] }
 
-    /// The managed exports as ganesha should serve them (with the probe's client).
-    func served(_ managed: [ManagedExport]) -> [ManagedExport] {
-        guard let probeClient, listProbe != nil else { return managed }
-        return managed.map { export in
-            if export.clients.contains(where: { $0.address == probeClient }) { return export }
-            return ManagedExport(path: export.path, fsid: export.fsid, clients: export.clients + [
-                ManagedClient(address: probeClient, options: ExportOptions(access: .readOnly, rootSquash: true)),
-            ])
-        }
+    /// The client that may list the exports (the probe's address), when verifying.
+    var listingClients: [ClientAddress] {
+        guard let probeClient, listProbe != nil else { return [] }
+        return [probeClient]
     }
 
     /// The include file's text for `plan`, keeping the ids in `current`.
     func render(_ plan: ApplyPlan, current: String) throws(AgentError) -> String {
         do throws(ExportsError) {
-            return try GaneshaExports.render(served(plan.managed), pinned: GaneshaExports.exportIds(in: current))
+            return try GaneshaExports.render(plan.managed, pinned: GaneshaExports.exportIds(in: current),
+                                             listingOnly: listingClients)
         } catch {
             throw AgentError(error)
         }
@@ -91,9 +91,11 @@ public struct GaneshaExportsApplier: ExportsApplier {
         if text != current {
             try await BlockingWork.agent { () throws(AgentError) in try PosixFiles.writeAtomically(path, Array(text.utf8)) }
         }
-        let pid = try await ganeshaPid()
-        guard kill(pid, SIGHUP) == 0 else {
-            throw AgentError(.unavailable, "cannot signal nfs-ganesha (pid \(pid) from \(pidFile)): \(PosixFiles.errorText())")
+        let pidFile = self.pidFile
+        let pid = try await BlockingWork.agent { () throws(AgentError) -> pid_t in
+            let ganesha = try GaneshaProcess(pidFile: pidFile)
+            try ganesha.signal(SIGHUP)
+            return ganesha.pid
         }
         guard let listProbe else { return ApplyReport(reloaded: true) }
         let problems = await ExportListCheck.poll(plan, probe: listProbe, ignoring: ignoring, timeout: verifyTimeout)
@@ -102,18 +104,5 @@ public struct GaneshaExportsApplier: ExportsApplier {
                 + problems.joined(separator: "; ") + "; see its log for CRIT lines about \(includeFile)")
         }
         return ApplyReport(reloaded: true)
-    }
-
-    func ganeshaPid() async throws(AgentError) -> pid_t {
-        let path = pidFile
-        let bytes = try await BlockingWork.agent { () throws(AgentError) in try PosixFiles.read(path) }
-        let text = String(decoding: bytes ?? [], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let pid = pid_t(text), pid > 1 else {
-            throw AgentError(.unavailable, "no pid in \(pidFile): is nfs-ganesha running? (start it, or set --ganesha-pidfile)")
-        }
-        guard kill(pid, 0) == 0 else {
-            throw AgentError(.unavailable, "nfs-ganesha pid \(pid) from \(pidFile) is not running: start nfs-ganesha")
-        }
-        return pid
     }
 }

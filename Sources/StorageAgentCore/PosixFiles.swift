@@ -48,6 +48,10 @@ enum PosixFiles {
             try AtomicFile.write(bytes, to: path, mode: mode, temporaryName: name + ".storagectl.tmp")
         } catch .notRegularFile {
             throw AgentError(.invalidState, "\(path) is not a regular file; the agent only replaces regular files")
+        } catch .system(_, _, let code) where code == EROFS {
+            // systemd's ProtectSystem=strict: only the unit's ReadWritePaths= are writable.
+            let directory = (path as NSString).deletingLastPathComponent
+            throw AgentError(.invalidState, "cannot replace \(path): \(directory) is read-only for the agent (under systemd: not in the unit's ReadWritePaths=); write the drop-in that `storage-agent --print-unit-drop-in` prints (docs/install.md, \"Units\"), or set exports-file to a file in a writable directory")
         } catch .system(let operation, _, let code) where code == EBUSY && operation.hasPrefix("rename") {
             // rename(2): EBUSY when the target is a mount point, e.g. a file made
             // writable by systemd's ReadWritePaths=/etc/exports (a bind mount).
@@ -60,6 +64,14 @@ enum PosixFiles {
     /// `fsync` of the directory holding `path`, so that a rename in it is durable.
     static func syncDirectory(of path: String) throws(AgentError) {
         do { try AtomicFile.syncDirectory(of: path) } catch { throw AgentError(.internal, error.description) }
+    }
+
+    /// The target of the symbolic link `path`, or nil.
+    static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        guard n >= 0 else { return nil }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// The real path of an existing path (`realpath(3)`), or nil.

@@ -58,7 +58,38 @@ public struct StorageAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("lock-timeout"), help: ArgumentHelp("Seconds to wait for another process editing the exports file before answering busy (default 10).", valueName: "seconds"))
     public var lockTimeout: Double?
 
+    @Flag(name: .customLong("print-unit-drop-in"), help: "Print the systemd drop-in that makes writable exactly what this configuration writes (the exports file's directory, the export root, /var/lib/nfs or the ganesha include file's directory), then exit. make install writes it to /etc/systemd/system/storage-agent.service.d/50-paths.conf.")
+    public var printUnitDropIn = false
+
     public init() {}
+
+    /// The drop-in for `c`: `ReadWritePaths=` reset, then the directories the agent (and
+    /// exportfs, its child) write. Directories, not files: a file named alone becomes a
+    /// bind mount that rename(2) cannot replace. The export root with `-` (it may be
+    /// created later; the agent cannot create it under ProtectSystem=strict, HEALTH says so).
+    public static func unitDropIn(_ c: StorageAgentConfiguration) -> String {
+        func directory(_ path: String) -> String {
+            let dir = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+            return dir.isEmpty ? "/" : dir
+        }
+        var paths = [directory(c.exportsFile), "-" + c.exportRoot]
+        switch c.backend {
+        case .kernel: paths.append("-" + directory(c.etabPath))
+        case .ganesha: paths.append(directory(c.ganeshaExportsFile))
+        }
+        var unique: [String] = []
+        for p in paths where !unique.contains(p) && !unique.contains("-" + p) { unique.append(p) }
+        return """
+            # Written by `storage-agent --print-unit-drop-in` from the agent's configuration:
+            # what it writes, and nothing else, is writable under ProtectSystem=strict.
+            # Run it again (and systemctl daemon-reload) after changing exports-file,
+            # export-root, backend, etab or ganesha-exports-file.
+            [Service]
+            ReadWritePaths=
+            ReadWritePaths=\(unique.joined(separator: " "))
+
+            """
+    }
 
     static let sectionKeys: Set<String> = ["exports-file", "export-root", "backend", "allow-client",
                                            "ganesha-exports-file", "ganesha-pidfile", "etab", "nfs-server",
@@ -119,6 +150,13 @@ public struct StorageAgentCommand: AsyncParsableCommand {
     }
 
     public func run() async throws {
+        if printUnitDropIn {
+            try await ExitStatus.reporting("storage-agent") {
+                let file = try AgentMain.loadConfig(path: config, defaultPath: "/etc/storagectl/storage-agent.conf")
+                print(Self.unitDropIn(try resolved(file)), terminator: "")
+            }
+            return
+        }
         try await ExitStatus.reporting("storage-agent") { try await serve() }
     }
 

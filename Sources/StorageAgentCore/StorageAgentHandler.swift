@@ -33,7 +33,7 @@ public struct StorageAgentHandler: RequestHandler {
         }
         store = ExportsStore(exportsFile: configuration.exportsFile,
                              mode: configuration.exportsFileIsDropIn ? .dropIn : .shared,
-                             lockTimeout: configuration.lockTimeout, applier: applier)
+                             lockTimeout: configuration.lockTimeout, applier: applier, exportRoot: configuration.exportRoot)
     }
 
     /// The backend `configuration` names, with the export-list probe when enabled.
@@ -105,11 +105,21 @@ public struct StorageAgentHandler: RequestHandler {
                                   : .childExported(path: w.foreignPath, foreign: "\(file):\(w.lineNumber)")
         }
         warnings += result.report.warnings.map(ExportWarning.reloadTool)
+        // Advice, not a refusal: the export root should be a file system of its own.
+        // Written as its own DATA line until AgentAPI's ExportWarning has a case for it
+        // (older readers decode an unknown warning= as a reload-tool warning with its text).
+        if let problem = try? await BlockingWork.run({ ExportRootFileSystem.problem(root: root) }) {
+            try await reply.data(["warning": Self.exportRootWarning, "path": root, "text": problem])
+        }
         let line = try result.edit.file.managedExports().first { $0.path == path }
         return try await reply.answer(ExportRequest.self, .init(
             path: path, clients: line?.clients.map(\.address.value) ?? [], changed: result.written,
             fsid: line.map { String($0.fsid) } ?? "", backend: configuration.backend, warnings: warnings))
     }
+
+    /// `DATA warning=export-root-shared path=ROOT text=...` on EXPORT (and the HEALTH
+    /// check `export-root-fs`): the export root is not a file system of its own.
+    static let exportRootWarning = "export-root-shared"
 
     static func conflict(path: String, file: String, foreign: [ExportConflict]) -> AgentError {
         let lines = foreign.map { "\(file):\($0.lineNumber) (\($0.line))" }.joined(separator: "; ")
@@ -227,12 +237,28 @@ public struct StorageAgentHandler: RequestHandler {
     static func fileChecks(_ c: StorageAgentConfiguration) -> [HealthCheck] {
         var checks = [FileChecks.writableFile("exports-file", c.exportsFile)]
         checks.append(FileChecks.directory("export-root", c.exportRoot))
+        if FileManager.default.fileExists(atPath: c.exportRoot) {
+            // Advice: state=ok (nothing is refused, health is not degraded) with a
+            // warning= fact and the advice as the detail.
+            if let problem = ExportRootFileSystem.problem(root: c.exportRoot) {
+                checks.append(HealthCheck("export-root-fs", ok: true, detail: "warning: " + problem,
+                                          facts: ["warning": Self.exportRootWarning]))
+            } else {
+                checks.append(HealthCheck("export-root-fs", ok: true, detail: "\(c.exportRoot) is a file system of its own"))
+            }
+        }
+        let unsafe = ExportPathCheck.failures(((try? ExportsFile(parsing: PosixFiles.read(c.exportsFile) ?? [],
+                                                                mode: store.mode).managedExports()) ?? []).map(\.path),
+                                              root: c.exportRoot)
+        checks.append(HealthCheck("managed-paths", ok: unsafe.isEmpty, detail: unsafe.isEmpty
+            ? "every managed export is a real directory under \(c.exportRoot)"
+            : ExportPathCheck.summary(unsafe, root: c.exportRoot)))
         switch c.backend {
         case .kernel:
             checks.append(FileChecks.executable("reload-tool", c.exportfsPath, remedy: "install nfs-kernel-server"))
         case .ganesha:
             checks.append(FileChecks.writableFile("ganesha-exports-file", c.ganeshaExportsFile))
-            checks.append(FileChecks.process("reload-tool", pidFile: c.ganeshaPidFile, what: "nfs-ganesha"))
+            checks.append(GaneshaProcess.healthCheck("reload-tool", pidFile: c.ganeshaPidFile))
         }
         return checks
     }
@@ -241,6 +267,11 @@ public struct StorageAgentHandler: RequestHandler {
 /// Local facts for health checks; each returns a check with a remedy in its detail.
 public enum FileChecks {
     public static func writableFile(_ name: String, _ path: String) -> HealthCheck {
+        // The file is replaced by rename(2) in its directory: the directory must be writable.
+        let directory = (path as NSString).deletingLastPathComponent
+        if access(directory, F_OK) == 0 && access(directory, W_OK) != 0 {
+            return HealthCheck(name, ok: false, detail: "\(directory) is not writable (\(String(cString: strerror(errno)))), and \(path) is replaced by a rename in it; under systemd: the drop-in `storage-agent --print-unit-drop-in` prints (docs/install.md)")
+        }
         if access(path, F_OK) == 0 {
             return access(path, W_OK) == 0
                 ? HealthCheck(name, ok: true, detail: "\(path) is writable")
@@ -264,16 +295,5 @@ public enum FileChecks {
         access(path, X_OK) == 0
             ? HealthCheck(name, ok: true, detail: "\(path) is present")
             : HealthCheck(name, ok: false, detail: "\(path) is missing: \(remedy)")
-    }
-
-    public static func process(_ name: String, pidFile: String, what: String) -> HealthCheck {
-        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
-              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0
-        else {
-            return HealthCheck(name, ok: false, detail: "no pid in \(pidFile): is \(what) running?")
-        }
-        return kill(pid, 0) == 0
-            ? HealthCheck(name, ok: true, detail: "\(what) runs as pid \(pid)")
-            : HealthCheck(name, ok: false, detail: "\(what) pid \(pid) from \(pidFile) is not running; start \(what)")
     }
 }

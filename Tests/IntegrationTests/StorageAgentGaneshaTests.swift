@@ -129,6 +129,41 @@ struct StorageAgentGaneshaTests {
         try await agent.stop()
     }
 
+    @Test("the probe client 127.0.0.1 lets no local user read an image (AUTH_SYS claims any uid); the export is still proven live")
+    func probeClientReadsNoData() async throws {
+        if let missing = GaneshaStorageAgent.available() { Issue.record("cannot run: \(missing)"); return }
+        for tool in ["/usr/bin/nfs-cat", "/usr/bin/setpriv", "/usr/bin/nsenter", "/usr/sbin/showmount"]
+        where !FileManager.default.isExecutableFile(atPath: tool) {
+            Issue.record("cannot run: \(tool) is missing (libnfs-utils, util-linux, nfs-common)"); return
+        }
+        let agent = try await GaneshaStorageAgent()
+        let path = agent.root + "/w1"
+        // An image as libvirt's dynamic ownership leaves it: owned by the qemu user, 0600.
+        // Created before the export, so ganesha's attribute cache has nothing stale.
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let image = path + "/disk.img"
+        try Data("image-bytes-only-qemu-may-read\n".utf8).write(to: URL(fileURLWithPath: image))
+        #expect(chown(image, 4242, 4242) == 0 && chmod(image, 0o600) == 0)
+        let ok = try await agent.ask("EXPORT path=\(path) client=198.18.0.2")
+        #expect(ok.hasPrefix("OK path=\(path) "), "the export is proven live through the probe: \(ok)")
+        let pid = agent.child!.pid
+        let listed = try await runProgram("/usr/bin/nsenter", ["-t", "\(pid)", "-n", "-m", "/usr/sbin/showmount", "-e", "127.0.0.1"])
+        #expect(listed.stdout.contains(path), "listed to the probe: \(listed)")
+        // Any local user: not root, unprivileged source port, AUTH_SYS claiming the owner.
+        let read = try await runProgram("/usr/bin/nsenter", [
+            "-t", "\(pid)", "-n", "-m", "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            "/usr/bin/nfs-cat", "nfs://127.0.0.1\(image)?uid=4242&gid=4242",
+        ])
+        #expect(!read.stdout.contains("image-bytes"), "a local user read the image through 127.0.0.1: \(read)")
+        #expect(read.status != 0, "\(read)")
+        // Root on the storage host through the probe client: no data either (metadata only).
+        let asRoot = try await runProgram("/usr/bin/nsenter", [
+            "-t", "\(pid)", "-n", "-m", "/usr/bin/nfs-cat", "nfs://127.0.0.1\(image)?uid=4242&gid=4242",
+        ])
+        #expect(!asRoot.stdout.contains("image-bytes"), "\(asRoot)")
+        try await agent.stop()
+    }
+
     @Test("when ganesha does not take the change, the previous file is restored and both outcomes are reported")
     func stoppedGanesha() async throws {
         if let missing = GaneshaStorageAgent.available() { Issue.record("cannot run: \(missing)"); return }

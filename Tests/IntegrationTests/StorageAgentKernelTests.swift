@@ -185,6 +185,40 @@ struct StorageAgentKernelTests {
         try await agent.stop()
     }
 
+    @Test("an exported directory replaced by a symbolic link is not followed by the next reload: invalid-state naming it, nothing applied")
+    func symlinkSwapNotFollowed() async throws {
+        if let missing = NamespacedStorageAgent.available() { Issue.record("cannot run: \(missing)"); return }
+        let agent = try await NamespacedStorageAgent()
+        let w1 = agent.root + "/w1", w2 = agent.root + "/w2", secret = agent.dir + "/secret"
+        let first = try await agent.ask("EXPORT path=\(w1) client=198.18.0.2")
+        #expect(first.hasPrefix("OK path=\(w1) "), "\(first)")
+        // After EXPORT, the directory is swapped for a link to a directory outside the
+        // export root (a local user with write access there, or a client of a parent export).
+        try FileManager.default.createDirectory(atPath: secret, withIntermediateDirectories: true)
+        #expect(rename(w1, w1 + ".moved") == 0)
+        #expect(symlink(secret, w1) == 0)
+        let before = try String(contentsOfFile: agent.exportsFile, encoding: .utf8)
+        // The next change reloads every managed line: exportfs resolves w1 to the link's
+        // target and would export it rw,no_root_squash.
+        let next = try await agent.ask("EXPORT path=\(w2) client=198.18.0.2")
+        #expect(next.hasPrefix("ERR code=invalid-state "), "\(next)")
+        #expect(next.contains(" path=\(w1)"), "the answer names the path: \(next)")
+        #expect(next.contains("UNEXPORT"), "the answer says what to do: \(next)")
+        let etab = (try? String(contentsOfFile: agent.etab, encoding: .utf8)) ?? ""
+        #expect(!etab.contains(secret), "the link's target must never reach etab: \(etab)")
+        #expect(agent.etabLines(w2).isEmpty, "nothing applied")
+        #expect(try String(contentsOfFile: agent.exportsFile, encoding: .utf8) == before, "nothing written")
+        // The way out: UNEXPORT the path (allowed: it removes the line), then changes work again.
+        let gone = try await agent.ask("UNEXPORT path=\(w1)")
+        #expect(gone.hasPrefix("OK path=\(w1) clients= changed=yes"), "\(gone)")
+        let retry = try await agent.ask("EXPORT path=\(w2) client=198.18.0.2")
+        #expect(retry.hasPrefix("OK path=\(w2) "), "\(retry)")
+        let after = (try? String(contentsOfFile: agent.etab, encoding: .utf8)) ?? ""
+        #expect(!after.contains(secret), "\(after)")
+        #expect(agent.etabLines(w2).count == 1)
+        try await agent.stop()
+    }
+
     @Test("a host exportfs cannot resolve is refused after the fact: the file is restored and applied again")
     func unresolvableHostRestores() async throws {
         if let missing = NamespacedStorageAgent.available() { Issue.record("cannot run: \(missing)"); return }
