@@ -39,4 +39,21 @@ struct ExportsFuzzRegressionTests {
         let entry = try #require(edit.file.managedEntries.first)
         #expect(entry.clients.map(\.host) == ["client.example other"])
     }
+
+    @Test("exporting into a file whose last line ends in a backslash continuation keeps the block whole")
+    func continuedLastLine() throws {
+        let text = "/srv/images/old host1(rw) \\\n"
+        let policy = try ExportPolicy(exportRoot: "/srv/images", allowedClients: ["198.51.100.7"])
+        let before = ExportsFile(parsing: text)
+        let edit = try before.export(path: "/srv/images/w1", clients: ["198.51.100.7"], policy: policy)
+        guard case .present = edit.file.managedBlockState else {
+            Issue.record("block is \(edit.file.managedBlockState) in \(edit.file.text.debugDescription)")
+            return
+        }
+        #expect(edit.file.foreignEntries == before.foreignEntries)
+        #expect(edit.file.managedEntries.map(\.path) == ["/srv/images/w1"])
+        #expect(edit.file.text.hasPrefix(text), "the foreign line's bytes are kept")
+        let again = try edit.file.export(path: "/srv/images/w1", clients: ["198.51.100.7"], policy: policy)
+        #expect(again.file.bytes == edit.file.bytes)
+    }
 }
