@@ -45,7 +45,11 @@ enum SafeXML {
         if bytes.starts(with: declaration), bytes.count > declaration.count,
            [UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\r"), UInt8(ascii: "\n")].contains(bytes[declaration.count]) {
             var i = declaration.count
-            while i + 1 < bytes.count, !(bytes[i] == UInt8(ascii: "?") && bytes[i + 1] == UInt8(ascii: ">")) { i += 1 }
+            while i + 1 < bytes.count, !(bytes[i] == UInt8(ascii: "?") && bytes[i + 1] == UInt8(ascii: ">")) {
+                // `<?xml vn><?x?>`: a `<` before the declaration's end is not the declaration.
+                if bytes[i] == UInt8(ascii: "<") { return true }
+                i += 1
+            }
             from = i + 2
         }
         var i = from

@@ -11,7 +11,7 @@ import Testing
 struct XMLHostileTests {
     @Test("a processing instruction without data is refused before XMLParser sees it (SIGSEGV in FoundationXML)", arguments: [
         "<?x?> ", "<?x?><domain/>", "<domain><?pi?></domain>", "<!DOCTYPE d [<?p?>]><domain/>",
-        "<?xml version='1.0'?><domain><?x?></domain>",
+        "<?xml version='1.0'?><domain><?x?></domain>", "<?xml vn><?xsuorceuorce?>\n<",
     ])
     func processingInstruction(_ xml: String) {
         #expect(throws: AgentError.self) { _ = try DomainDefinition.disks(xml) }
