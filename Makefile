@@ -1,6 +1,7 @@
 # storagectl: build, test and demo on Debian 12 as root.
 #   make demo    set up, build, bring the lab up, run storagectl in it, tear it down
-#   make check   set up, build, run every test (unit, integration, lab)
+#   make check   set up, build, run every test (unit, integration, fuzz, lab)
+#   make fuzz    the fuzz targets alone (FUZZ_SECONDS=600 make fuzz for a longer run)
 SHELL := /bin/bash
 SWIFT ?= swift
 BIN_DIR := $(CURDIR)/.build/debug
@@ -14,7 +15,7 @@ DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils
 	qemu-system-x86 qemu-block-extra qemu-utils \
 	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server
 
-.PHONY: setup build check test lab-test demo bench lab-up lab-down lab-shell lab-status install clean
+.PHONY: setup build check fuzz test lab-test demo bench lab-up lab-down lab-shell lab-status install clean
 
 ## setup: install the Debian packages (only when one is missing; needs root)
 setup:
@@ -30,12 +31,18 @@ setup:
 build: setup
 	$(SWIFT) build --build-tests
 
-## check: every test: unit and integration (swift test), then the lab (Tests/Lab/run-tests)
+## check: every test: unit and integration (swift test), the fuzz targets for FUZZ_SECONDS
+## each (Tests/Fuzz/run: 60 s when CI=true, else 10 s; docs/fuzzing.md), then the lab
 check: build
 	$(SWIFT) test --skip-build --disable-xctest
+	SWIFT=$(SWIFT) Tests/Fuzz/run
 	LAB_BIN_DIR=$(BIN_DIR) Tests/Lab/run-tests
 
 test: check
+
+## fuzz: build the fuzz targets with libFuzzer (.build-fuzz) and run each for FUZZ_SECONDS
+fuzz: setup
+	SWIFT=$(SWIFT) Tests/Fuzz/run
 
 ## demo: the main job: a lab of three hosts where storagectl really runs
 demo: build
@@ -72,4 +79,4 @@ install: setup
 
 clean:
 	$(LAB) down >/dev/null 2>&1 || true
-	rm -rf .build
+	rm -rf .build .build-fuzz

@@ -112,3 +112,24 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Coverage-guided fuzz targets (docs/fuzzing.md): one executable per parser of untrusted
+// bytes, each a single file holding `LLVMFuzzerTestOneInput` and no `main` (libFuzzer
+// supplies it). Declared only when STORAGECTL_FUZZ=1, which `Tests/Fuzz/run` sets for its
+// own `swift build --sanitize=fuzzer --product NAME --scratch-path .build-fuzz`: without
+// libFuzzer they would not link, and fuzz-xml's `@testable import` needs a debug build,
+// so the normal and release builds never see them.
+if Context.environment["STORAGECTL_FUZZ"] == "1" {
+    let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+        ("fuzz-line", ["AgentProtocol", "AgentAPI"]),
+        ("fuzz-exports", ["ExportsFile"]),
+        ("fuzz-qcow2", ["ImageCopy"]),
+        ("fuzz-xml", ["ComputeAgentCore", "AgentAPI", "AgentProtocol"]),
+        ("fuzz-config", ["ConfigFile", "AgentRuntime", "StoragectlCommands", "StorageAgentCore", "ComputeAgentCore",
+                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+    ]
+    for fuzz in fuzzTargets {
+        package.targets.append(.executableTarget(name: fuzz.name, dependencies: fuzz.dependencies, path: "Tests/Fuzz/\(fuzz.name)"))
+        package.products.append(.executable(name: fuzz.name, targets: [fuzz.name]))
+    }
+}

@@ -49,6 +49,10 @@ public struct AgentOptions: ParsableArguments, Sendable {
 
     public init() {}
 
+    /// The largest number `idle-exit`, `read-timeout` and `max-connections` take (about
+    /// 31 years of seconds): `limits()` converts them to integers without trapping.
+    static let maximumNumber = 1e9
+
     /// Keys of the `[agent]` config section.
     public static let configKeys: Set<String> = ["listen", "idle-exit", "max-connections", "read-timeout", "log-level",
                                                  "tls-ca", "tls-cert", "tls-key", AccessPolicy.adminKey, AccessPolicy.readerKey,
@@ -69,8 +73,10 @@ public struct AgentOptions: ParsableArguments, Sendable {
         guard let section = config?.sections("agent").last, let config else { return }
         func number(_ key: String) throws -> Double? {
             guard let e = section.entry(key) else { return nil }
-            guard let v = Double(e.value), v > 0 else {
-                throw ConfigError(file: config.path, line: e.line, message: "\(key) must be a positive number")
+            // Bounded: the values become Int and Int64 milliseconds (`limits()`), and a
+            // conversion out of range traps (found by Tests/Fuzz fuzz-config).
+            guard let v = Double(e.value), v > 0, v <= Self.maximumNumber else {
+                throw ConfigError(file: config.path, line: e.line, message: "\(key) must be a positive number up to \(Int(Self.maximumNumber))")
             }
             return v
         }
@@ -105,9 +111,9 @@ public struct AgentOptions: ParsableArguments, Sendable {
         for l in listen {
             do { _ = try Endpoint(parsing: l) } catch { throw ValidationError("--listen \(error.message)") }
         }
-        if let idleExit, idleExit <= 0 { throw ValidationError("--idle-exit must be positive") }
+        if let idleExit, !(idleExit > 0 && idleExit <= Self.maximumNumber) { throw ValidationError("--idle-exit must be positive, up to \(Int(Self.maximumNumber))") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
-        if let readTimeout, readTimeout <= 0 { throw ValidationError("--read-timeout must be positive") }
+        if let readTimeout, !(readTimeout > 0 && readTimeout <= Self.maximumNumber) { throw ValidationError("--read-timeout must be positive, up to \(Int(Self.maximumNumber))") }
         for pattern in allowAdmin + allowReader where pattern.isEmpty || pattern.unicodeScalars.contains(where: { $0.value < 0x20 }) {
             throw ValidationError("--allow-admin/--allow-reader: '\(pattern)' is not a pattern (empty, or it holds control characters)")
         }

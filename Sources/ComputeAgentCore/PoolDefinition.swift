@@ -38,7 +38,11 @@ public struct PoolSpec: Sendable, Equatable, Codable {
         root.addChild(XMLElement.make("target", children: [path]))
         // The prefix is declared on <pool>; the names are constants.
         root.addChild(XMLElement.make("fs:mount_opts", children: Self.mountOptions.map { XMLElement.make("fs:option", [("name", $0)]) }))
-        return XMLDocument(rootElement: root).xmlString
+        // Serialised from the element, with no XMLDocument: a document built around
+        // elements made here frees its libxml2 doc before the elements it held, whose
+        // nodes still point at it (use after free in xmlFreeNode, SIGSEGV; found by
+        // Tests/Fuzz fuzz-xml). libvirt needs no XML declaration.
+        return root.xmlString
     }
 }
 

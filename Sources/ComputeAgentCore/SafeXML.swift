@@ -14,6 +14,13 @@ enum SafeXML {
         guard !text.allSatisfy(\.isWhitespace) else {
             throw AgentError(.internal, "\(what) is empty")
         }
+        // XMLParser itself dies (SIGSEGV: strlen(NULL) in FoundationXML's processing
+        // instruction callback) on a processing instruction without data, `<?x?>`
+        // (found by Tests/Fuzz fuzz-xml). libvirt writes none: refuse every one but a
+        // leading XML declaration before any parser sees the text.
+        if hasProcessingInstruction(text) {
+            throw AgentError(.internal, "\(what) holds an XML processing instruction")
+        }
         let data = Data(text.utf8)
         let parser = XMLParser(data: data)
         let delegate = StrictDelegate()
@@ -33,6 +40,30 @@ enum SafeXML {
         } catch {
             throw AgentError(.internal, "\(what) cannot be read as XML: \(error)")
         }
+    }
+
+    /// True when `text` holds `<?` anywhere but in a leading `<?xml ...?>` declaration
+    /// (comments and CDATA included: libvirt's XML has no `<?` in them either).
+    static func hasProcessingInstruction(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        var from = 0
+        let declaration = Array("<?xml".utf8)
+        if bytes.starts(with: declaration), bytes.count > declaration.count,
+           [UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\r"), UInt8(ascii: "\n")].contains(bytes[declaration.count]) {
+            var i = declaration.count
+            while i + 1 < bytes.count, !(bytes[i] == UInt8(ascii: "?") && bytes[i + 1] == UInt8(ascii: ">")) {
+                // `<?xml vn><?x?>`: a `<` before the declaration's end is not the declaration.
+                if bytes[i] == UInt8(ascii: "<") { return true }
+                i += 1
+            }
+            from = i + 2
+        }
+        var i = from
+        while i + 1 < bytes.count {
+            if bytes[i] == UInt8(ascii: "<") && bytes[i + 1] == UInt8(ascii: "?") { return true }
+            i += 1
+        }
+        return false
     }
 
     private final class StrictDelegate: NSObject, XMLParserDelegate {

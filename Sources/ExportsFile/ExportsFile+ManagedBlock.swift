@@ -358,9 +358,11 @@ extension ExportsFile {
     /// Appends `\n`, or `\n\n` when a trailing backslash would turn one `\n` into a
     /// continuation.
     private static func terminateLastLine(_ lines: inout [[UInt8]]) {
-        guard let last = lines.last, last.last != UInt8(ascii: "\n") else { return }
-        var candidate = last + [UInt8(ascii: "\n")]
-        if ExportsParser.splitLogicalLines(candidate + [UInt8(ascii: "x")]).count != 2 {
+        guard var candidate = lines.last else { return }
+        // Also when it already ends in `\n`: a last line ending in a backslash-newline
+        // continues into whatever is appended, and the BEGIN marker would become part of
+        // it (found by Tests/Fuzz fuzz-exports). At most a newline and a blank line.
+        for _ in 0..<2 where ExportsParser.splitLogicalLines(candidate + [UInt8(ascii: "x")]).count != 2 {
             candidate.append(UInt8(ascii: "\n"))
         }
         lines[lines.count - 1] = candidate

@@ -146,7 +146,7 @@ public struct ExportEntry: Sendable, Hashable {
     public func rendered() -> String {
         var out = ExportPath.escaped(path)
         if let defaults = defaultOptions {
-            out += " -" + defaults.joined(separator: ",")
+            out += " -" + defaults.map(ExportPath.escaped).joined(separator: ",")
         }
         for client in clients {
             out += " " + client.rendered()
@@ -197,10 +197,11 @@ public struct ExportClient: Sendable, Hashable {
     public var kind: Kind { ClientAddress.classify(host) }
 
     /// `host(options)` with no space (a space would make exportfs export `(options)` to
-    /// everyone), `host` alone when `options` is nil.
+    /// everyone), `host` alone when `options` is nil. Host and options are escaped like
+    /// paths: a quoted `"a b"(rw)` read from a file must not come back as two clients.
     public func rendered() -> String {
-        let name = host ?? ""
+        let name = ExportPath.escaped(host ?? "")
         guard let options else { return name }
-        return name + "(" + options.joined(separator: ",") + ")"
+        return name + "(" + options.map(ExportPath.escaped).joined(separator: ",") + ")"
     }
 }

@@ -114,7 +114,9 @@ enum ExportsParser {
         }
         while index < end {
             let byte = raw[index]
-            if byte == backslash, index + 1 < end, raw[index + 1] == newline {
+            // `raw.count`, not `end`: a backslash just before the line's final newline
+            // (the last line of a file) is a continuation too, as in xgetc, not a token.
+            if byte == backslash, index + 1 < raw.count, raw[index + 1] == newline {
                 // A continuation reads as one space (xgetc).
                 if inQuote {
                     current?.append(0x20)

@@ -76,12 +76,17 @@ public struct QCOW2Header: Sendable, Equatable {
             guard headerLength >= 104, headerLength < UInt64(bytes.count) else { throw malformed("header_length \(headerLength) out of range") }
         }
 
+        // Every offset and length below comes from the image, which a guest may have
+        // written (a raw disk can hold any bytes): compared against the bytes read before
+        // any arithmetic that could overflow, and converted to Int only once in range.
         var backingFile: String?
         if backingOffset != 0 && backingSize != 0 {
             guard backingSize <= 1023 else { throw malformed("backing file name of \(backingSize) bytes (QEMU allows 1023)") }
-            let end = backingOffset + UInt64(backingSize)
-            guard end <= UInt64(bytes.count) else { throw malformed("backing file name beyond the first 64 KiB") }
-            guard let name = String(validating: bytes[Int(backingOffset)..<Int(end)], as: UTF8.self) else {
+            guard backingOffset <= UInt64(bytes.count), UInt64(backingSize) <= UInt64(bytes.count) - backingOffset else {
+                throw malformed("backing file name beyond the first 64 KiB")
+            }
+            let start = Int(backingOffset)
+            guard let name = String(validating: bytes[start..<start + Int(backingSize)], as: UTF8.self) else {
                 throw malformed("backing file name is not UTF-8")
             }
             backingFile = name
@@ -90,7 +95,7 @@ public struct QCOW2Header: Sendable, Equatable {
         // Header extensions: (type u32, length u32, data padded to 8), ending with type 0.
         var backingFormat: String?
         var offset = Int(headerLength)
-        let extensionsEnd = backingOffset != 0 ? min(Int(backingOffset), bytes.count) : bytes.count
+        let extensionsEnd = backingOffset != 0 ? Int(min(backingOffset, UInt64(bytes.count))) : bytes.count
         while offset + 8 <= extensionsEnd {
             let type = u32(offset)
             let length = Int(u32(offset + 4))
