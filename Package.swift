@@ -106,6 +106,7 @@ let package = Package(
         .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "AgentProtocol", "AgentAPI", "TestSupport",
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "TestSupport",
+            "AgentTestSupport", "ComputeAgentCore", "StorageAgentCore", "ContentDigest",
             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentAPI", "AgentRuntime", "ContentDigest", "AgentTestSupport"]),
         .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest"]),
