@@ -90,6 +90,10 @@ let package = Package(
 
         // Test helpers shared by the test targets (sockets, processes, temp dirs).
         .target(name: "TestSupport", dependencies: ["BlockingIO", "ProcessSpawn"], path: "Tests/TestSupport"),
+        // Simulated agent hosts shared by test targets: SimHost (a compute agent on libvirt's test
+        // driver), Sandbox and RecordingApplier (a storage agent on temporary files).
+        .target(name: "AgentTestSupport", dependencies: ["ComputeAgentCore", "StorageAgentCore", "AgentProtocol", "AgentAPI", "AgentRuntime",
+                                                          "ExportsFile", "TestSupport"], path: "Tests/AgentTestSupport"),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
         .testTarget(name: "AgentAPITests", dependencies: ["AgentAPI", "AgentProtocol"]),
         .testTarget(name: "ExportsFileTests", dependencies: ["ExportsFile", "TestSupport"], exclude: ["Corpus"]),
@@ -102,12 +106,13 @@ let package = Package(
         .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "AgentProtocol", "AgentAPI", "TestSupport",
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "StoragectlCommandsTests", dependencies: ["StoragectlCommands", "AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "TestSupport",
+            "AgentTestSupport", "ComputeAgentCore", "StorageAgentCore", "ContentDigest",
             .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentAPI", "AgentRuntime", "ContentDigest"]),
+        .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentAPI", "AgentRuntime", "ContentDigest", "AgentTestSupport"]),
         .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest"]),
         .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest", "TestSupport",
             .product(name: "SystemPackage", package: "swift-system")]),
-        .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport"]),
+        .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport", "AgentTestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -248,7 +248,7 @@ public struct StorageAgentHandler: RequestHandler {
             }
         }
         let unsafe = ExportPathCheck.failures(((try? ExportsFile(parsing: PosixFiles.read(c.exportsFile) ?? [],
-                                                                mode: store.mode).managedExports()) ?? []).map(\.path),
+                                                                mode: c.exportsFileIsDropIn ? .dropIn : .shared).managedExports()) ?? []).map(\.path),
                                               root: c.exportRoot)
         checks.append(HealthCheck("managed-paths", ok: unsafe.isEmpty, detail: unsafe.isEmpty
             ? "every managed export is a real directory under \(c.exportRoot)"

@@ -1,6 +1,7 @@
 import AgentAPI
 import AgentProtocol
 import AgentRuntime
+import AgentTestSupport
 import Foundation
 import Libvirt
 import Testing

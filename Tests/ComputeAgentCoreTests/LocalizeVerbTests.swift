@@ -1,5 +1,6 @@
 import AgentProtocol
 import AgentRuntime
+import AgentTestSupport
 import Foundation
 import Testing
 import TestSupport

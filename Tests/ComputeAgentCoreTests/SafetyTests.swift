@@ -1,3 +1,4 @@
+import AgentTestSupport
 import AgentProtocol
 import AgentRuntime
 import ConfigFile

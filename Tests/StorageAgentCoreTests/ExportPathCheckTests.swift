@@ -1,3 +1,4 @@
+import AgentTestSupport
 import AgentProtocol
 import ExportsFile
 import Foundation
@@ -61,7 +62,7 @@ struct ExportPathCheckTests {
             }
             #expect(applier.applied.count == applied, "\(swap): nothing applied")
             #expect(sandbox.read(sandbox.exports) == before, "\(swap): nothing written")
-            let health = try StorageAgentHandler(configuration: sandbox.configuration(clients: ["198.18.0.2"]), applier: applier).healthChecks()
+            let health = await (try StorageAgentHandler(configuration: sandbox.configuration(clients: ["198.18.0.2"]), applier: applier)).healthChecks()
             #expect(health.first { $0.name == "managed-paths" }?.ok == false, "\(swap): \(health)")
             // The way out: stop exporting it; then other changes go through again.
             _ = try await store.change(unexport(target))
@@ -101,7 +102,7 @@ struct ExportPathCheckTests {
         let warning = try #require(reply.data.first { $0["warning"] == "export-root-shared" }, "\(reply.data)")
         #expect(warning["path"] == sandbox.root)
         #expect(warning["text"]?.contains("no_subtree_check") == true)
-        let check = try #require(h.healthChecks().first { $0.name == "export-root-fs" })
+        let check = try #require(await h.healthChecks().first { $0.name == "export-root-fs" })
         #expect(check.ok, "advice: health is not degraded")
         #expect(check.facts["warning"] == "export-root-shared" && check.detail.contains(sandbox.root), "\(check)")
     }

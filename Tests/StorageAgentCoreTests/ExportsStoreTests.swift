@@ -1,4 +1,5 @@
 import AgentProtocol
+import AgentTestSupport
 import ExportsFile
 import Foundation
 import Testing

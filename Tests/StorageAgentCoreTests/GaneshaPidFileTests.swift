@@ -1,3 +1,4 @@
+import AgentTestSupport
 import AgentProtocol
 import ExportsFile
 import Foundation
@@ -101,7 +102,7 @@ struct GaneshaPidFileTests {
         var signal: Int32 = 0
         let running = Self.stillRunning(sleeper, signal: &signal)
         #expect(running, "sleep got signal \(signal)")
-        let health = try StorageAgentHandler(configuration: configuration(sandbox), applier: RecordingApplier()).healthChecks()
+        let health = await (try StorageAgentHandler(configuration: configuration(sandbox), applier: RecordingApplier())).healthChecks()
         let reload = try #require(health.first { $0.name == "reload-tool" })
         #expect(!reload.ok, "HEALTH: \(reload.detail)")
         #expect(reload.detail.contains("which is sleep"), "\(reload.detail)")
@@ -134,7 +135,7 @@ struct GaneshaPidFileTests {
         defer { Self.stop(fake) }
         usleep(50_000)
         try writePidFile(sandbox, fake)
-        let health = try StorageAgentHandler(configuration: configuration(sandbox), applier: RecordingApplier()).healthChecks()
+        let health = await (try StorageAgentHandler(configuration: configuration(sandbox), applier: RecordingApplier())).healthChecks()
         #expect(health.first { $0.name == "reload-tool" }?.ok == true, "\(health)")
         let report = try await applier(sandbox).apply(ApplyPlan(managed: []), file: ExportsFile(parsing: ""))
         #expect(report.reloaded)

@@ -1,6 +1,7 @@
 import AgentAPI
 import AgentProtocol
 import AgentRuntime
+import AgentTestSupport
 import ExportsFile
 import Foundation
 import Testing
