@@ -9,6 +9,9 @@ enum BlockingWork {
     static let files = BlockingExecutor(name: "storage-io", threadCount: 2)
     /// libnfs wants one context per thread: a serial executor of its own.
     static let nfs = BlockingExecutor(name: "storage-nfs", threadCount: 1)
+    /// Reading whole images (CHECKSUM): threads of their own, so that two long digests
+    /// never hold the threads EXPORT and UNEXPORT need.
+    static let images = BlockingExecutor(name: "storage-images", threadCount: 2)
 
     static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await files.run(body)
@@ -18,11 +21,13 @@ enum BlockingWork {
         try await nfs.run(body)
     }
 
-    /// Runs `body` off the cooperative pool; its `AgentError` passes through, anything
-    /// else (cancellation, a shut-down executor) becomes `internal`.
-    static func agent<T: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> T) async throws(AgentError) -> T {
+    /// Runs `body` off the cooperative pool (on `executor`, by default the file
+    /// threads); its `AgentError` passes through, anything else (cancellation, a
+    /// shut-down executor) becomes `internal`.
+    static func agent<T: Sendable>(on executor: BlockingExecutor = files,
+                                   _ body: @escaping @Sendable () throws(AgentError) -> T) async throws(AgentError) -> T {
         do {
-            return try await run { () throws -> T in try body() }
+            return try await executor.run { () throws -> T in try body() }
         } catch let error as AgentError {
             throw error
         } catch {

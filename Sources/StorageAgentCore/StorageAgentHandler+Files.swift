@@ -48,7 +48,7 @@ extension StorageAgentHandler {
         let root = configuration.exportRoot
         let started = ContinuousClock.now
         let progress = ProgressRelay()
-        async let digest: (UInt64, String) = BlockingWork.agent { () throws(AgentError) in
+        async let digest: (UInt64, String) = BlockingWork.agent(on: BlockingWork.images) { () throws(AgentError) in
             try Self.contentDigest(of: path, root: root, progress: progress)
         }
         while !progress.finished {
