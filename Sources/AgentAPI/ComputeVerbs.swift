@@ -355,7 +355,8 @@ public struct PoolEnsureRequest: AgentVerb, Equatable {
             export = try r.string("export")
             target = try r.optional("target")
             nfsVersion = try r.optional("nfs-version") ?? "3"
-            mountOptions = WireValue.list(try r.optional("mount-options") ?? "")
+            // Mount options are a mount mode fact (a libnfs share mounts nothing).
+            mountOptions = attach == .mount ? WireValue.list(try r.optional("mount-options") ?? "") : []
             if attach == .mount {
                 active = try r.string("state") == "active"
                 autostart = try r.bool("autostart")
@@ -527,7 +528,8 @@ public struct CopyRequest: AgentVerb, Equatable {
         w.add("state", "done")
         w.add("attached", a.attached)
         w.add("restarted", a.restarted)
-        if let s = a.seconds { w.add("seconds", String(format: "%.1f", s)) }
+        // As the agent rounded it (tenths); written exactly, so it reads back the same.
+        if let s = a.seconds { w.add("seconds", String(s)) }
         return (a.rows.map { $0.encoded() }, w.fields)
     }
 }

@@ -205,7 +205,10 @@ public struct ExportRecord: Sendable, Equatable, AgentRecord {
         invalid = try r.optional("invalid")
         conflict = try r.bool("conflict", default: false)
         text = try r.optional("text") ?? ""
-        clientsOmitted = try r.optionalUInt64("clients-omitted").map { Int($0) }
+        clientsOmitted = try r.optionalUInt64("clients-omitted").map { (n: UInt64) throws(AgentError) -> Int in
+            guard let count = Int(exactly: n) else { throw AgentError(.unsupported, "EXPORTS answered clients-omitted=\(n), which is not a count") }
+            return count
+        }
         textTruncated = try r.bool("text-truncated", default: false)
     }
 

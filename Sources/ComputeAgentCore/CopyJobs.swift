@@ -284,7 +284,7 @@ extension CopyJobRecord {
         case .done:
             return CopyRequest.Answer(rows: skipped + rows, domain: domain, share: share.facts,
                                       bytes: disks.reduce(UInt64(0)) { $0 + $1.size }, attached: attached, restarted: restarted,
-                                      seconds: finished.map { $0.timeIntervalSince(started) })
+                                      seconds: finished.map { ($0.timeIntervalSince(started) * 10).rounded() / 10 })
         case .failed:
             let code = errorCode.flatMap(AgentError.Code.init(rawValue:)) ?? .internal
             throw AgentError(code, errorMessage ?? "the copy failed", details: ["domain": domain])

@@ -131,3 +131,31 @@ struct AgentAPITests {
         #expect(WireValue.bool("yes") == true && WireValue.bool("no") == false && WireValue.bool("true") == nil)
     }
 }
+
+/// Inputs fuzz-line found (Tests/Fuzz/corpus/fuzz-line/regress-*): every verb's answer
+/// decoded from them must encode to lines that decode to the same answer.
+@Suite("typed contract: fuzz regressions")
+struct AgentAPIFuzzRegressionTests {
+    static func roundTrips<V: AgentVerb>(_ type: V.Type, _ response: Response) -> Bool where V.Answer: Equatable {
+        guard let typed = try? V.answer(response) else { return true }
+        let (data, ok) = V.encodeAnswer(typed)
+        return (try? V.decodeAnswer(data: data, ok: ok)) == typed
+    }
+
+    @Test("COPY's seconds= and POOL-ENSURE's libnfs mount-options= read back as written; clients-omitted= never traps")
+    func answers() throws {
+        // seconds=0.37 used to be written back as 0.4 (lossy)
+        let copy = Response(data: [], result: .success(["domain": "w1", "server": "s", "export": "/e", "attach": "mount",
+                                                         "bytes": "1", "seconds": "0.37"]))
+        #expect(Self.roundTrips(CopyRequest.self, copy))
+        // a libnfs answer with mount-options= used to lose them on the way back
+        let pool = Response(data: [], result: .success(["name": "p", "attach": "libnfs", "server": "s", "export": "/e",
+                                                         "mount-options": "nolock", "ready": "yes", "changed": "no"]))
+        #expect(Self.roundTrips(PoolEnsureRequest.self, pool))
+        // a count beyond Int traps in Int(_:)
+        #expect(throws: AgentError.self) {
+            try ExportRecord(answer: "EXPORTS", ["owner": "foreign", "path": "/p", "line": "1", "clients": "",
+                                                 "clients-omitted": "18446744073709551615"])
+        }
+    }
+}
