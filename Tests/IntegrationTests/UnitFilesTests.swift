@@ -73,18 +73,24 @@ struct UnitFilesTests {
 
     /// Fixed script: a TCP listener on 127.0.0.1:2049 in a private network namespace
     /// prints the source port of each connection; libnfs' nfs-ls connects to it under
-    /// the capability bounding set given as $1 (setpriv syntax), as root.
+    /// the capability bounding set given as $1 (setpriv syntax), as root. Every wait is
+    /// bounded: a listener that started too late for the client (python3 slow to start
+    /// under load) once left `wait` hanging for good.
     static let portScript = """
         set -eu
         ip link set lo up
-        python3 -c '
+        timeout 30 python3 -c '
         import socket
         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.settimeout(20)
         s.bind(("127.0.0.1", 2049)); s.listen(8); print("ready", flush=True)
         c, a = s.accept(); print(a[1], flush=True); c.close()
         ' > "$2" &
-        i=0; while ! grep -q ready "$2" && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
-        timeout 5 setpriv --bounding-set="$1" nfs-ls "nfs://127.0.0.1/x?nfsport=2049&mountport=2049" >/dev/null 2>&1 || true
+        i=0; while ! grep -q ready "$2" && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
+        for attempt in 1 2 3; do
+            timeout 5 setpriv --bounding-set="$1" nfs-ls "nfs://127.0.0.1/x?nfsport=2049&mountport=2049" >/dev/null 2>&1 || true
+            if grep -q '^[0-9]' "$2"; then break; fi
+        done
         wait
         """
 
