@@ -73,7 +73,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ContentDigest",
+        .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ContentDigest", "SafeFiles",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The content digest of disk images (SHA-256 over 4 MiB block digests).
         .target(name: "ContentDigest", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),

@@ -1,5 +1,6 @@
 import AgentAPI
 import AgentProtocol
+import SafeFiles
 
 /// Where a VM is defined, and what its disks are, as its compute agent reports them.
 public struct VMLocation: Sendable {
@@ -87,11 +88,12 @@ extension FlowContext {
     }
 }
 
-/// Paths on the share, as storagectl names them (lexical: the agents resolve and check).
+/// Paths on the share, as storagectl names them (lexical, through SafeFiles' one
+/// "under this root" check: the agents resolve and check again).
 enum SharePath {
     /// `path` is strictly below `root`.
     static func isUnder(_ path: String, _ root: String) -> Bool {
-        path.hasPrefix(root.hasSuffix("/") ? root : root + "/")
+        RootedPath.isBelow(path, root: root)
     }
 
     /// The path of a shared copy on the storage host, from a disk source: a file under
@@ -108,8 +110,7 @@ enum SharePath {
     /// The file's place in the share (`wanderer1/wanderer1.qcow2`), or nil when it is not
     /// under `root`.
     static func relative(_ source: String, root: String) -> String? {
-        let path = onServer(source)
-        guard isUnder(path, root) else { return nil }
-        return String(path.dropFirst(root.hasSuffix("/") ? root.count : root.count + 1))
+        guard let parts = RootedPath.components(of: onServer(source), under: root), !parts.isEmpty else { return nil }
+        return parts.joined(separator: "/")
     }
 }
