@@ -121,10 +121,13 @@ public struct DiskRecord: Sendable, Equatable, Codable, AgentRecord {
     public var backing: [String]
     /// A file disk whose image does not exist.
     public var missing: Bool
+    /// The file system type under a file or block disk's source (`nfs`, `ext4`), as
+    /// MIGRATION-FACTS reports it; nil elsewhere.
+    public var fileSystem: String?
 
     public init(target: String, type: String, device: String = "disk", source: String, format: String = "",
                 virtualSize: UInt64? = nil, allocated: UInt64? = nil, cache: String = "default", readOnly: Bool = false,
-                backing: [String] = [], missing: Bool = false) {
+                backing: [String] = [], missing: Bool = false, fileSystem: String? = nil) {
         self.target = target
         self.type = type
         self.device = device
@@ -136,6 +139,7 @@ public struct DiskRecord: Sendable, Equatable, Codable, AgentRecord {
         self.readOnly = readOnly
         self.backing = backing
         self.missing = missing
+        self.fileSystem = fileSystem
     }
 
     public var isDisk: Bool { device == "disk" }
@@ -154,6 +158,7 @@ public struct DiskRecord: Sendable, Equatable, Codable, AgentRecord {
         readOnly = try r.bool("readonly", default: false)
         backing = r.all("backing").filter { !$0.isEmpty }
         missing = try r.bool("missing", default: false)
+        fileSystem = try r.optional("fs")
     }
 
     public func encode(into w: inout FieldWriter) {
@@ -170,6 +175,7 @@ public struct DiskRecord: Sendable, Equatable, Codable, AgentRecord {
         if backing.isEmpty { w.add("backing", "") }
         w.addEach("backing", backing)
         if missing { w.add("missing", true) }
+        w.add("fs", fileSystem)
     }
 }
 
