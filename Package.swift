@@ -33,6 +33,9 @@ let package = Package(
         .target(name: "ExportsFile", dependencies: ["SafeFiles"]),
         // Dedicated threads for blocking C and file I/O, off Swift's cooperative pool: no deps.
         .target(name: "BlockingIO"),
+        // The migration gate's network probes: a bounded TCP listener and prober (reachability,
+        // the bandwidth exchange) and a bounded resolver; POSIX sockets and poll(2) on BlockingIO threads.
+        .target(name: "NetProbe", dependencies: ["BlockingIO"]),
         // Local file primitives the agents trust: durable atomic replacement, symlink-free opening under a root.
         .target(name: "SafeFiles"),
         // libvirt C API + `clibvirt_` shim helpers (last-error copy, silent error handler).
@@ -68,7 +71,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest", "SafeFiles",
+        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest", "SafeFiles", "NetProbe",
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
@@ -98,6 +101,7 @@ let package = Package(
         .testTarget(name: "AgentAPITests", dependencies: ["AgentAPI", "AgentProtocol"]),
         .testTarget(name: "ExportsFileTests", dependencies: ["ExportsFile", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"]),
+        .testTarget(name: "NetProbeTests", dependencies: ["NetProbe"]),
         .testTarget(name: "SafeFilesTests", dependencies: ["SafeFiles"]),
         .testTarget(name: "ProcessSpawnTests", dependencies: ["ProcessSpawn", "BlockingIO"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "BlockingIO"]),
