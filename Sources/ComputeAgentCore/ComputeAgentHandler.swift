@@ -36,7 +36,7 @@ public struct ComputeAgentHandler: RequestHandler {
 
     public var verbs: [String] {
         [HealthQuery.verb, DomainQuery.verb, DomainsQuery.verb, PoolEnsureRequest.verb, CopyRequest.verb, AdoptRequest.verb,
-         RestoreRequest.verb, VerifyRequest.verb, LocalizeRequest.verb]
+         RestoreRequest.verb, VerifyRequest.verb, LocalizeRequest.verb, PortListenRequest.verb, PortProbeRequest.verb]
     }
 
     var pools: Pools { Pools(session: session, state: state, checkMountOptions: configuration.driverKeepsMountOptions) }
@@ -87,6 +87,8 @@ public struct ComputeAgentHandler: RequestHandler {
             let verify = try VerifyRequest(request)
             try context.authorize(verify)
             return try await self.verify(verify).encoded()
+        case PortListenRequest.verb: return try portListen(request, context: context)
+        case PortProbeRequest.verb: return try await portProbe(request, context: context, reply: reply)
         default:
             throw unknownVerb(request.verb)
         }
