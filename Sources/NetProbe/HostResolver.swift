@@ -54,7 +54,7 @@ public enum HostResolver {
             }
             if !accepted { race.finish(.failure(NetProbeError(.resolve, "the resolver has been shut down"))) }
             deadlines.asyncAfter(deadline: .now() + seconds) {
-                race.finish(.failure(NetProbeError(.timeout, "resolving \(host) took longer than \(timeout); check the host's DNS or /etc/hosts")))
+                race.finish(.failure(NetProbeError(.timeout, "resolving \(host) took longer than \(spoken(timeout)); check the host's DNS or /etc/hosts")))
             }
         }
         return try outcome.get()

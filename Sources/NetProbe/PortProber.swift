@@ -52,7 +52,7 @@ public enum PortProber {
         for entry in pending {
             close(entry.fd)
             rows[entry.index].milliseconds = milliseconds(timeout)
-            rows[entry.index].error = "no answer within \(timeout)"
+            rows[entry.index].error = "no answer within \(spoken(timeout))"
         }
         return rows
     }
@@ -105,7 +105,7 @@ public enum PortProber {
             if headerSent < header.count { headerSent += wrote } else { sent += UInt64(wrote) }
         }
         guard let first, headerSent == header.count else {
-            throw NetProbeError(.timeout, "could not send to \(address):\(port) within \(sendFor)")
+            throw NetProbeError(.timeout, "could not send to \(address):\(port) within \(spoken(sendFor))")
         }
         let stoppedEarly = sent < bytes
         if stoppedEarly { _ = shutdown(fd, Int32(SHUT_WR)) }
@@ -127,7 +127,7 @@ public enum PortProber {
         let code = n > 0 ? socketError(c.fd) : n == 0 ? ETIMEDOUT : errno
         guard code == 0 else {
             close(c.fd)
-            throw n == 0 ? NetProbeError(.timeout, "\(address):\(port) did not answer within \(timeout)")
+            throw n == 0 ? NetProbeError(.timeout, "\(address):\(port) did not answer within \(spoken(timeout))")
                          : NetProbeError(.system, "connecting to \(address):\(port): \(errnoText(code))")
         }
         return c.fd
@@ -142,7 +142,7 @@ public enum PortProber {
             var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
             let n = pollRetrying(&fds, until: deadline)
             if n < 0 { throw .system("poll") }
-            if n == 0 { throw NetProbeError(.timeout, "\(peer) sent no count within \(wait) of the last byte") }
+            if n == 0 { throw NetProbeError(.timeout, "\(peer) sent no count within \(spoken(wait)) of the last byte") }
             let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 8 - answer.count, 0) }
             if got < 0 {
                 if errno == EAGAIN || errno == EINTR { continue }

@@ -109,6 +109,12 @@ func milliseconds(_ d: Duration) -> UInt64 {
     return UInt64(d.components.seconds) * 1000 + UInt64(d.components.attoseconds / 1_000_000_000_000_000)
 }
 
+/// A duration as messages print it: "2 s", "300 ms".
+func spoken(_ d: Duration) -> String {
+    let ms = milliseconds(d)
+    return ms % 1000 == 0 ? "\(ms / 1000) s" : "\(ms) ms"
+}
+
 /// poll(2) over `fds`, retried on EINTR (with the time left); returns the count, 0 on
 /// timeout, -1 on another error.
 func pollRetrying(_ fds: inout [pollfd], until deadline: Deadline) -> Int32 {
