@@ -202,6 +202,8 @@ struct NetProbeTests {
         let big = try Self.rawClient(served.port)
         defer { close(big) }
         Self.sendAll(big, bigEndianBytes((1 << 30) + 1))
+        // Half-closed: a listener that took the length would answer a count of 0.
+        _ = shutdown(big, Int32(SHUT_WR))
         #expect(Self.readAll(big).isEmpty)
         let ok = try Self.rawClient(served.port)
         defer { close(ok) }
