@@ -123,7 +123,9 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
             let configuration = try resolved(file)
             return ComputeAgentHandler(configuration: configuration,
                                        hypervisor: LibvirtProbe(uri: configuration.libvirtURI),
-                                       hook: InstalledMigrationHook(stateDir: configuration.stateDir))
+                                       hook: configuration.libvirtURI.hasPrefix("test:")
+                                           ? TestDriverHasNoHooks(uri: configuration.libvirtURI) as any MigrationHookProbe
+                                           : InstalledMigrationHook(stateDir: configuration.stateDir))
         }
     }
 }

@@ -218,3 +218,13 @@ public struct InstalledMigrationHook: MigrationHookProbe {
             ?? HookStatus(installed: false, loaded: false, detail: "cannot inspect the migration hook")
     }
 }
+
+/// libvirt's test driver (`test:` URIs, the agents' own tests) runs no hooks and migrates
+/// nothing: there is no gate to arm, and HEALTH says so instead of failing.
+public struct TestDriverHasNoHooks: MigrationHookProbe {
+    public let uri: String
+    public init(uri: String) { self.uri = uri }
+    public func status() async -> HookStatus {
+        HookStatus(installed: true, loaded: true, detail: "libvirt's test driver (\(uri)) runs no hooks and migrates nothing: no gate to arm")
+    }
+}
