@@ -64,7 +64,48 @@ t_mh_hook_speed() {
     ((ms < 100)) || fail "the hook took $ms ms per call (want < 100)" || return 1
 }
 
+# mh_hook_on_dest DISK-PATH: run dest-example's hook as libvirtd would, on wanderer1's
+# migratable XML with its disk at DISK-PATH; OUT holds its stderr, returns its status
+mh_hook_on_dest() {
+    local xml
+    xml=$(on source-example "${VIRSH[@]}" dumpxml --migratable "$MH_VM" | sed "s#file='$SH_IMAGE_LOCAL'#file='$1'#") || return 2
+    grep -q "file='$1'" <<<"$xml" || { OUT="no disk path to replace in wanderer1's XML"; return 2; }
+    OUT=$(on dest-example sh -c '/etc/libvirt/hooks/qemu.d/storagectl wanderer1 migrate begin - 2>&1 >/run/lab/mh-stdout; rc=$?; if [ -s /run/lab/mh-stdout ]; then echo "STDOUT WRITTEN"; fi; exit $rc' <<<"$xml")
+}
+
+t_mh_ready_share() {
+    # dest-example gets the share ready through its agent (the same pool suite 30 makes);
+    # the agent records the target, the stand-in mounts it: a disk inside passes, paths
+    # that only look like the share do not
+    local target=/var/lib/libvirt/shared-images rc
+    set_exports No_Root_Squash 198.18.0.2 198.18.0.3 || return 1
+    must "POOL-ENSURE on dest-example" mh_call dest-example POOL-ENSURE name=shared-images server=198.18.0.1 \
+        export="$EXPORT_ROOT" target=$target || return 1
+    must "the record on dest-example" on dest-example cat /var/lib/storagectl/ready-shares || return 1
+    grep -qx "$target" <<<"$OUT" || fail "the agent did not record $target as ready: $OUT" || return 1
+    must "make files on cargo-bay" on cargo-bay sh -ec "mkdir -p $EXPORT_ROOT/mh-probe; : > $EXPORT_ROOT/mh-probe/mh.qcow2
+        ln -sfn /etc/hostname $EXPORT_ROOT/mh-probe/escape.qcow2" || return 1
+    must "a lookalike on dest-example" on dest-example sh -ec "mkdir -p $target-x; : > $target-x/mh.qcow2" || return 1
+    mh_hook_on_dest "$target/mh-probe/mh.qcow2"; rc=$?
+    if ((rc != 0)) || [[ -n $OUT ]]; then
+        local said=$OUT
+        on dest-example sh -c "ls -la $target/mh-probe; grep ' $target ' /proc/self/mountinfo" >&2
+        fail "a disk inside the ready share was refused (exit $rc): $said"; return 1
+    fi
+    local path
+    for path in "$target-x/mh.qcow2" "$target/mh-probe/escape.qcow2" "$target/mh-probe/../../shared-images-x/mh.qcow2"; do
+        mh_hook_on_dest "$path"; rc=$?
+        ((rc == 1)) && grep -q "storagectl refuses to migrate wanderer1.*storagectl share wanderer1" <<<"$OUT" && ! grep -q "STDOUT WRITTEN" <<<"$OUT" \
+            || fail "$path: exit $rc: $OUT" || return 1
+        note "  $path: ${OUT#*ready (}"
+    done
+    on cargo-bay rm -rf "$EXPORT_ROOT/mh-probe"
+    on dest-example rm -rf "$target-x"
+    return 0
+}
+
 SH_IMAGE_LOCAL=/var/lib/libvirt/images/wanderer1.qcow2
 run "migration hook: installed and loaded on the compute hosts (HEALTH migration-hook ok)" t_mh_health
 run "migration hook: a plain virsh migrate --live --unsafe --p2p of wanderer1 on its local disk fails with storagectl's sentence; it still runs on source-example only" t_mh_plain_virsh_refused
 run "migration hook: answers within 100 ms on dest-example" t_mh_hook_speed
+run "migration hook: a disk inside the share dest-example's agent made ready passes; a lookalike, a symlink out and .. are refused" t_mh_ready_share
