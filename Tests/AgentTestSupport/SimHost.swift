@@ -28,7 +28,8 @@ public final class SimHost: @unchecked Sendable {
     /// `configure`: changes to the agent's configuration (share roots: the share and
     /// /var/lib/libvirt/shared-images; images root: the images directory).
     public init(extraDomains: String = "", pools: String = "", fixtures: Bool = true, placed: (String) -> String = { _ in "" },
-                configure: (inout ComputeAgentConfiguration) -> Void = { _ in }) async throws {
+                configure: (inout ComputeAgentConfiguration) -> Void = { _ in },
+                hook: any MigrationHookProbe = FixedHookProbe()) async throws {
         var template = Array("/tmp/sctl-cac-XXXXXX".utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw AgentError(.internal, "mkdtemp failed")
@@ -89,7 +90,7 @@ public final class SimHost: @unchecked Sendable {
         c.shareRoots = [share, "/var/lib/libvirt/shared-images"]
         c.imagesRoot = images
         configure(&c)
-        self.handler = ComputeAgentHandler(configuration: c, hypervisor: NoProbe())
+        self.handler = ComputeAgentHandler(configuration: c, hypervisor: NoProbe(), hook: hook)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
@@ -112,6 +113,13 @@ public final class SimHost: @unchecked Sendable {
         let result = try await runProgram("/usr/bin/qemu-img", args)
         guard result.status == 0 else { throw AgentError(.internal, "qemu-img \(args) failed: \(result.stderr)") }
     }
+}
+
+/// A migration hook probe with a fixed answer (installed and loaded unless told).
+public struct FixedHookProbe: MigrationHookProbe {
+    public var value: HookStatus
+    public init(_ value: HookStatus = HookStatus(installed: true, loaded: true, detail: "test hook")) { self.value = value }
+    public func status() async -> HookStatus { value }
 }
 
 /// A hypervisor that is always healthy (the test driver needs no probe).
