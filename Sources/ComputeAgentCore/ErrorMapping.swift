@@ -64,6 +64,8 @@ enum ErrorMapping {
         case .operationTimeout: code = .timeout
         // A domain job (a migration) aborted by a client: the domain stays as it was.
         case .operationAborted: code = .conflict
+        // libvirt's own refusal of a migration without shared storage (never overridden).
+        case .migrateUnsafe: code = .invalidState
         default: return AgentError(.internal, "libvirt: \(e.message)", cause: e)
         }
         return AgentError(code, e.message, cause: e)

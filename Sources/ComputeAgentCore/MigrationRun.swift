@@ -227,7 +227,8 @@ extension ComputeAgentHandler {
                                          details: ["state": state.wire.rawValue])
                     }
                 }
-                if try lv({ try domain.jobStats(.current) }).type.isActive {
+                // libvirt keeps jobs of active domains only (and refuses to ask a shut-off one).
+                if state != .shutoff, try lv({ try domain.jobStats(.current) }).type.isActive {
                     throw AgentError(.busy, "a libvirt job of \(name) runs already (virsh domjobinfo \(name)); wait for it or abort it")
                 }
                 return (domain, uuid)
@@ -274,7 +275,8 @@ extension ComputeAgentHandler {
         let marked = await migrations.requestAbort(name)
         let aborted = try await ComputeWork.run { () throws -> Bool in
             let domain = try session.domain(name)
-            guard try lv({ try domain.jobStats(.current) }).type.isActive else { return false }
+            // A shut-off domain has no job (libvirt refuses to ask it for one).
+            guard try lv({ try domain.isActive }), try lv({ try domain.jobStats(.current) }).type.isActive else { return false }
             do {
                 try domain.abortJob()
                 return true

@@ -54,6 +54,7 @@ struct ErrorMappingTests {
         #expect(map(.internalError) == .internal)
         // an aborted domain job (a migration): the domain stays where it was
         #expect(map(.operationAborted) == .conflict)
+        #expect(map(.migrateUnsafe) == .invalidState)
         let e = LibvirtError(code: .noDomain, domain: .test, message: "Domain not found")
         #expect(ErrorMapping.agentError(e).cause as? LibvirtError == e)
         #expect(ErrorMapping.agentError(e, .lookingUpDomain("vm1")).message.contains("no domain called 'vm1'"))
