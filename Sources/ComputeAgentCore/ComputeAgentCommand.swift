@@ -15,7 +15,8 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
             (default /etc/storagectl/compute-agent.conf): common options in [agent], the others in \
             [compute-agent], with the option's long name as key.
 
-            Verbs: HELLO, PING, HEALTH, DOMAIN, DOMAINS, POOL-ENSURE, COPY, ADOPT, RESTORE, VERIFY, LOCALIZE. \
+            Verbs: HELLO, PING, HEALTH, DOMAIN, DOMAINS, POOL-ENSURE, COPY, ADOPT, RESTORE, VERIFY, LOCALIZE, \
+            MIGRATION-FACTS, LIBVIRT-REACH, DIRTY-RATE, MIGRATION-TARGET, MIGRATE, MIGRATE-ABORT. \
             Protocol: docs/protocol.md; operations: docs/compute-agent.md.
             A clean stop (SIGTERM, or the idle exit) exits 0.
 

@@ -25,6 +25,10 @@ public struct ComputeAgentHandler: RequestHandler {
     let jobs: CopyJobs
     /// One changing request per domain at a time (docs/compute-agent.md).
     let locks = DomainLocks()
+    /// Whether this host's migration hook is installed and loaded (MIGRATION-TARGET).
+    let hook: any MigrationHookProbe
+    /// MIGRATEs running on this agent (MIGRATE-ABORT marks them).
+    let migrations = MigrationRegistry()
     var confinement: Confinement { Confinement(configuration) }
 
     public init(configuration: ComputeAgentConfiguration, hypervisor: any HypervisorProbe, hook: any MigrationHookProbe) {
@@ -39,7 +43,9 @@ public struct ComputeAgentHandler: RequestHandler {
 
     public var verbs: [String] {
         [HealthQuery.verb, DomainQuery.verb, DomainsQuery.verb, PoolEnsureRequest.verb, CopyRequest.verb, AdoptRequest.verb,
-         RestoreRequest.verb, VerifyRequest.verb, LocalizeRequest.verb, PortListenRequest.verb, PortProbeRequest.verb]
+         RestoreRequest.verb, VerifyRequest.verb, LocalizeRequest.verb, MigrationFactsQuery.verb, LibvirtReachQuery.verb,
+         DirtyRateQuery.verb, MigrationTargetQuery.verb, MigrateRequest.verb, MigrateAbortRequest.verb, PortListenRequest.verb,
+         PortProbeRequest.verb]
     }
 
     var pools: Pools { Pools(session: session, state: state, checkMountOptions: configuration.driverKeepsMountOptions) }
@@ -92,6 +98,30 @@ public struct ComputeAgentHandler: RequestHandler {
             return try await self.verify(verify).encoded()
         case PortListenRequest.verb: return try portListen(request, context: context)
         case PortProbeRequest.verb: return try await portProbe(request, context: context, reply: reply)
+        case MigrationFactsQuery.verb:
+            let facts = try MigrationFactsQuery(request)
+            try context.authorize(facts)
+            return try await reply.answer(MigrationFactsQuery.self, try await migrationFacts(facts))
+        case LibvirtReachQuery.verb:
+            let reach = try LibvirtReachQuery(request)
+            try context.authorize(reach)
+            return try await libvirtReach(reach).encoded()
+        case DirtyRateQuery.verb:
+            let rate = try DirtyRateQuery(request)
+            try context.authorize(rate)
+            return try await dirtyRate(rate).encoded()
+        case MigrationTargetQuery.verb:
+            let target = try MigrationTargetQuery(request)
+            try context.authorize(target)
+            return try await reply.answer(MigrationTargetQuery.self, try await migrationTarget(target))
+        case MigrateRequest.verb:
+            let migrate = try MigrateRequest(request)
+            try context.authorize(migrate)
+            return try await self.migrate(migrate, context: context, reply: reply)
+        case MigrateAbortRequest.verb:
+            let abort = try MigrateAbortRequest(request)
+            try context.authorize(abort)
+            return try await migrateAbort(abort).encoded()
         default:
             throw unknownVerb(request.verb)
         }

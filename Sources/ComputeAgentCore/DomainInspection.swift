@@ -88,16 +88,23 @@ struct DomainReport: Sendable {
     /// inspects each local image. Blocking.
     static func read(_ session: LibvirtSession, name: String) throws(AgentError) -> DomainReport {
         let domain = try session.domain(name)
-        return try lv {
+        return try read(domain).report
+    }
+
+    /// ``read(_:name:)`` for a domain already looked up; also gives the XML it read (the
+    /// live definition when the domain is not shut off, else the persistent one). Blocking.
+    static func read(_ domain: LibvirtDomain) throws(AgentError) -> (report: DomainReport, xml: String) {
+        try lv {
             let state = try domain.state
             let xml = try domain.xmlDesc(flags: state == .shutoff ? [.inactive] : [])
             let disks = try DomainDefinition.disks(xml)
-            return DomainReport(
+            let report = DomainReport(
                 name: try domain.name, uuid: try domain.uuidString, state: state, persistent: try domain.isPersistent,
                 disks: disks.map { d in
                     guard d.type == "file", let src = d.source else { return (d, nil) }
                     return (d, try? ImageInspection.facts(path: src, driverFormat: d.format))
                 })
+            return (report, xml)
         }
     }
 

@@ -62,6 +62,10 @@ enum ErrorMapping {
         case .authFailed, .authUnavailable, .authCancelled, .operationDenied: code = .permissionDenied
         case .invalidArgument, .xmlError: code = .invalidArgument
         case .operationTimeout: code = .timeout
+        // A domain job (a migration) aborted by a client: the domain stays as it was.
+        case .operationAborted: code = .conflict
+        // libvirt's own refusal of a migration without shared storage (never overridden).
+        case .migrateUnsafe: code = .invalidState
         default: return AgentError(.internal, "libvirt: \(e.message)", cause: e)
         }
         return AgentError(code, e.message, cause: e)

@@ -53,6 +53,11 @@ public struct LibvirtError: Error, Sendable, Equatable, CustomStringConvertible 
         public static let authCancelled = Code(rawValue: Int32(VIR_ERR_AUTH_CANCELLED.rawValue))
         public static let domainExists = Code(rawValue: Int32(VIR_ERR_DOM_EXIST.rawValue))
         public static let storageVolumeExists = Code(rawValue: Int32(VIR_ERR_STORAGE_VOL_EXIST.rawValue))
+        /// A domain job was aborted (``LibvirtDomain/abortJob()``, e.g. a migration).
+        public static let operationAborted = Code(rawValue: Int32(VIR_ERR_OPERATION_ABORTED.rawValue))
+        /// ``LibvirtConnection/compareHypervisorCPU(emulator:arch:machine:virtType:cpuXML:)``:
+        /// the CPU cannot run on this host; the message says why.
+        public static let cpuIncompatible = Code(rawValue: Int32(VIR_ERR_CPU_INCOMPATIBLE.rawValue))
 
         public var description: String { "virErrorNumber(\(rawValue))" }
     }

@@ -28,7 +28,8 @@ public final class SimHost: @unchecked Sendable {
     /// `configure`: changes to the agent's configuration (share roots: the share and
     /// /var/lib/libvirt/shared-images; images root: the images directory).
     public init(extraDomains: String = "", pools: String = "", fixtures: Bool = true, placed: (String) -> String = { _ in "" },
-                configure: (inout ComputeAgentConfiguration) -> Void = { _ in }) async throws {
+                configure: (inout ComputeAgentConfiguration) -> Void = { _ in },
+                hook: any MigrationHookProbe = FixedHookProbe()) async throws {
         var template = Array("/tmp/sctl-cac-XXXXXX".utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw AgentError(.internal, "mkdtemp failed")
@@ -89,7 +90,7 @@ public final class SimHost: @unchecked Sendable {
         c.shareRoots = [share, "/var/lib/libvirt/shared-images"]
         c.imagesRoot = images
         configure(&c)
-        self.handler = ComputeAgentHandler(configuration: c, hypervisor: NoProbe(), hook: FixedHookProbe())
+        self.handler = ComputeAgentHandler(configuration: c, hypervisor: NoProbe(), hook: hook)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
@@ -114,14 +115,14 @@ public final class SimHost: @unchecked Sendable {
     }
 }
 
-/// A hypervisor that is always healthy (the test driver needs no probe).
-/// A migration hook that reports a fixed status (installed and loaded unless told otherwise).
+/// A migration hook probe with a fixed answer (installed and loaded unless told).
 public struct FixedHookProbe: MigrationHookProbe {
-    public var fixed: HookStatus
-    public init(_ status: HookStatus = HookStatus(installed: true, loaded: true, detail: "test: installed and loaded")) { fixed = status }
-    public func status() async -> HookStatus { fixed }
+    public var value: HookStatus
+    public init(_ value: HookStatus = HookStatus(installed: true, loaded: true, detail: "test hook")) { self.value = value }
+    public func status() async -> HookStatus { value }
 }
 
+/// A hypervisor that is always healthy (the test driver needs no probe).
 public struct NoProbe: HypervisorProbe {
     public init() {}
     public func check() async -> HealthCheck { HealthCheck("libvirt", ok: true, detail: "test") }

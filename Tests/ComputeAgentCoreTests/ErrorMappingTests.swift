@@ -52,6 +52,9 @@ struct ErrorMappingTests {
         // ... and the same words from another part of libvirt are not.
         #expect(map(.systemError, .none, "Failed to connect socket") == .internal)
         #expect(map(.internalError) == .internal)
+        // an aborted domain job (a migration): the domain stays where it was
+        #expect(map(.operationAborted) == .conflict)
+        #expect(map(.migrateUnsafe) == .invalidState)
         let e = LibvirtError(code: .noDomain, domain: .test, message: "Domain not found")
         #expect(ErrorMapping.agentError(e).cause as? LibvirtError == e)
         #expect(ErrorMapping.agentError(e, .lookingUpDomain("vm1")).message.contains("no domain called 'vm1'"))
