@@ -18,15 +18,14 @@ public protocol HypervisorProbe: Sendable {
 public struct ComputeAgentHandler: RequestHandler {
     public let configuration: ComputeAgentConfiguration
     let hypervisor: any HypervisorProbe
-    /// Whether the migration hook is installed and loaded (HEALTH's `migration-hook`).
+    /// Whether the migration hook is installed and loaded (HEALTH's `migration-hook`,
+    /// MIGRATION-TARGET).
     let hook: any MigrationHookProbe
     let session: LibvirtSession
     let state: StateStore
     let jobs: CopyJobs
     /// One changing request per domain at a time (docs/compute-agent.md).
     let locks = DomainLocks()
-    /// Whether this host's migration hook is installed and loaded (MIGRATION-TARGET).
-    let hook: any MigrationHookProbe
     /// MIGRATEs running on this agent (MIGRATE-ABORT marks them).
     let migrations = MigrationRegistry()
     var confinement: Confinement { Confinement(configuration) }
