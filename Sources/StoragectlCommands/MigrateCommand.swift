@@ -123,10 +123,11 @@ public struct MigrateCommand: AsyncParsableCommand {
             let options = MigrateOptions(vm: vm, to: to, mode: live ? .live : offline ? .offline : nil, persistent: persistent,
                                          undefineSource: undefineSource, bandwidthMiB: bandwidth, timeoutSeconds: timeout,
                                          autoConverge: autoConverge, postcopy: postcopy, dirtyRateSeconds: dirtyRateSeconds)
-            let interrupted = Self.interrupts()
+            let (interrupted, interruptedAlready) = Self.interrupts()
             let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: .milliseconds(Int64(agentTimeout * 1000))) { caller in
                 await FlowReport.capture { () throws(ShareFailure) in
-                    try await MigrateFlow(inventory: inventory, caller: caller, onEvent: { display.show($0) }).run(options, interrupted: interrupted)
+                    try await MigrateFlow(inventory: inventory, caller: caller, onEvent: { display.show($0) }).run(options, interrupted: interrupted,
+                                                                                                                interruptedAlready: interruptedAlready)
                 }
             }
             display.finish()
@@ -151,24 +152,32 @@ public struct MigrateCommand: AsyncParsableCommand {
     /// SIGINT as an async wait: the default action (exit) is replaced for the whole
     /// command, so a Ctrl-C during check or MIGRATE becomes an abort, never a dead client
     /// with a job left running.
-    static func interrupts() -> @Sendable () async -> Void {
+    static func interrupts() -> (wait: @Sendable () async -> Void, already: @Sendable () -> Bool) {
         signal(SIGINT, SIG_IGN)
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
         let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        source.setEventHandler { continuation.yield() }
-        source.resume()
-        let keep = SignalSourceBox(source)
-        return {
-            _ = keep
-            for await _ in stream { return }
+        let box = SignalSourceBox(source)
+        source.setEventHandler {
+            box.fire()
+            continuation.yield()
         }
+        source.resume()
+        return ({
+            _ = box
+            for await _ in stream { return }
+        }, { box.fired })
     }
 }
 
-/// Keeps the signal source alive as long as the closure that waits on it.
+/// Keeps the signal source alive as long as the closures that wait on it, and remembers
+/// a Ctrl-C that came before anyone waited.
 private final class SignalSourceBox: @unchecked Sendable {
     let source: any DispatchSourceSignal
+    private let lock = NSLock()
+    private var seen = false
     init(_ source: any DispatchSourceSignal) { self.source = source }
+    func fire() { lock.withLock { seen = true } }
+    var fired: Bool { lock.withLock { seen } }
 }
 
 /// share's failure document, as a JSON Lines record.

@@ -31,6 +31,9 @@ final class MigrationFake: @unchecked Sendable {
     /// Every migration verb answers after this long; DIRTY-RATE after `dirtyWindow`.
     var latency: Duration = .zero
     var dirtyWindow: Duration = .zero
+    /// DIRTY-RATE's window stays open until these requests (`HOST VERB`) have arrived
+    /// (at most 3 s; then it fails): proves they were not queued behind it.
+    var dirtyWindowAwaits: [String] = []
     /// `HOST VERB` -> the error that request answers with.
     var failing: [String: AgentError] = [:]
     /// MIGRATE streams two PROGRESS lines, then waits for MIGRATE-ABORT (answering
@@ -105,8 +108,11 @@ final class MigrationFake: @unchecked Sendable {
             return try await reply.answer(LibvirtReachQuery.self, answer)
         case DirtyRateQuery.verb where isSource:
             let q = try DirtyRateQuery(request)
-            let (window, rate) = lock.withLock { (dirtyWindow, dirtyRate) }
+            let (window, rate, awaits) = lock.withLock { (dirtyWindow, dirtyRate, dirtyWindowAwaits) }
             if window > .zero { try await Task.sleep(for: window) }
+            for _ in 0..<600 where !Set(awaits).isSubset(of: Set(site.verbs)) { try await Task.sleep(for: .milliseconds(5)) }
+            let missing = Set(awaits).subtracting(site.verbs)
+            if !missing.isEmpty { throw AgentError(.timeout, "the dirty-rate window closed before \(missing.sorted()) arrived") }
             return try await reply.answer(DirtyRateQuery.self, .init(bytesPerSecond: rate, seconds: q.seconds))
         case PortProbeRequest.verb where isSource:
             let q = try PortProbeRequest(request)

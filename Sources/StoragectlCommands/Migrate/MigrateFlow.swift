@@ -105,8 +105,10 @@ public struct MigrateFlow: Sendable {
     }
 
     /// Runs the migration. `interrupted` returns when the user asks to stop (Ctrl-C); it
-    /// must return promptly when its task is cancelled.
-    public func run(_ options: MigrateOptions, interrupted: @escaping @Sendable () async -> Void = { await Self.never() }) async throws(ShareFailure) -> MigrateOutcome {
+    /// must return promptly when its task is cancelled. `interruptedAlready` says whether
+    /// that happened during `check` (then no MIGRATE is sent).
+    public func run(_ options: MigrateOptions, interrupted: @escaping @Sendable () async -> Void = { await Self.never() },
+                    interruptedAlready: @Sendable () -> Bool = { false }) async throws(ShareFailure) -> MigrateOutcome {
         let started = ContinuousClock.now
         let check = CheckFlow(context: context)
         let (location, dest, mode) = try await check.locate(options.check)
@@ -121,6 +123,15 @@ public struct MigrateFlow: Sendable {
 
         let source = location.host, caller = context.caller, vm = options.vm, onEvent = self.onEvent
         let uri = dest.migrationTarget.text
+        if interruptedAlready() {
+            async let onSource = Self.state(caller, source, vm)
+            async let onDest = Self.state(caller, dest, vm)
+            let (s, d) = await (onSource, onDest)
+            return .aborted(report, MigrateResult(vm: vm, source: source.name, destination: dest.name, uri: uri, mode: mode.rawValue,
+                                                  runsOn: s == DomainRunState.running.rawValue ? source.name : nil, stateOnSource: s,
+                                                  stateOnDestination: d, elapsedMs: 0, persistent: options.persistent, undefinedSource: false,
+                                                  postcopy: false, aborted: .interrupted, error: "interrupted during check: no migration was started"))
+        }
         let request = MigrateRequest(name: vm, uri: uri, mode: mode, persistent: options.persistent, undefineSource: options.undefineSource,
                                      bandwidthMiB: mode == .offline ? nil : options.bandwidthMiB,
                                      autoConverge: mode != .offline && options.autoConverge, postcopy: mode != .offline && options.postcopy,
