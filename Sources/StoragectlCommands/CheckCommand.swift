@@ -17,25 +17,27 @@ public struct CheckCommand: AsyncParsableCommand {
             and refuses on any fail.
 
             CHECKS
-              storage-ready      every disk is on the share, and HOST sees each one and \
-            reads a nonce the source writes now (VERIFY, as share's last step)
-              disks              no local disk; for a live migration every file disk is \
-            on a file system libvirt takes as shared (nfs, ceph, gfs2, ...) with \
-            cache=none or directsync
-              destination-pool   the pool of the VM's disks exists on HOST and is active \
-            (fail), autostarted (warn)
+              storage-ready      every disk is on the share; HOST sees each one and
+                                 reads a nonce the source writes now (share's VERIFY)
+              disks              no local disk; live: every file disk on a file
+                                 system libvirt takes as shared (nfs, ceph, gfs2, ...)
+                                 with cache=none or directsync
+              destination-pool   the disks' pool exists on HOST and is active (fail),
+                                 autostarted (warn)
               libvirt-reachable  the source's libvirtd opens HOST's migration-uri
-              migration-ports    the source connects to a listener HOST opens inside \
-            migration-ports, and to the URI's libvirt port (16509 tcp, 16514 tls, 22 ssh)
+              migration-ports    the source connects to a listener HOST opens in
+                                 migration-ports, and to the URI's libvirt port
+                                 (16509 tcp, 16514 tls, 22 ssh)
               cpu                HOST's libvirt can run the VM's CPU (unknown: warn)
-              memory             HOST's free memory >= the VM's (fail), >= the VM's + \
-            max(10 %, 256 MiB) (warn)
-              name-uuid          no domain of the VM's name or UUID runs on HOST, none \
-            else has them, the two libvirt host UUIDs differ
-              dirty-rate         live and running: the dirty rate over a window (default \
-            1 s) against the bandwidth between the hosts measured now, or --bandwidth if \
-            lower: warn above 50 %, fail at 100 %
-              gate-armed         HOST's migration hook is installed and libvirtd loaded it
+              memory             HOST's free memory < the VM's: fail; < the VM's +
+                                 max(10 %, 256 MiB): warn
+              name-uuid          no domain of the VM's name or UUID runs on HOST,
+                                 none else has them, the libvirt host UUIDs differ
+              dirty-rate         live and running: the dirty rate over a window
+                                 (default 1 s) against the bandwidth measured now
+                                 between the hosts, or --bandwidth if lower: warn
+                                 above 50 %, fail at 100 %
+              gate-armed         HOST's migration hook is installed and loaded
 
             --live is the default for a running VM, --offline for a shut-off one; checks \
             that do not apply to the mode are printed as skip with the reason. A check whose \

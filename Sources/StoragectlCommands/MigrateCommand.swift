@@ -33,14 +33,21 @@ public struct MigrateCommand: AsyncParsableCommand {
             is what check's dirty-rate compares with, when lower than the link); \
             --auto-converge throttles a guest that dirties memory faster than it is sent; \
             --postcopy switches to post-copy after the first pass (the guest then runs on \
-            HOST while the rest of its memory follows: a network failure then loses it).
+            HOST while the rest of its memory follows: losing either host or the network then loses the guest).
 
-            --json prints JSON Lines: {"type":"check","check":{...}} (as check --json), \
-            {"type":"started"}, {"type":"progress","progress":{"done","total","remaining",\
-            "rate","iteration","dirty_rate","phase","elapsed_ms"}}, {"type":"aborting"}, \
-            then {"type":"result","result":{"vm","source","destination","uri","mode",\
-            "runs_on","state_on_source","state_on_destination","downtime_ms","elapsed_ms",\
-            "aborted",...}} or {"type":"refused"} or a failure document.
+            JSON (--json): one record per line
+              {"type":"check","check":{...}}        as check --json
+              {"type":"started","started":URI}
+              {"type":"progress","progress":{...}}  done, total, remaining, rate,
+                                                    iteration, dirty_rate, phase
+              {"type":"aborting","aborting":WHY}    interrupted or timeout
+              {"type":"result","result":{...}}      vm, runs_on, state_on_source,
+                                                    state_on_destination,
+                                                    downtime_ms, elapsed_ms,
+                                                    aborted, error, ...
+              {"type":"refused","refused":[...]}    the failed checks
+              {"type":"failure","failure":{...}}    failed_step, host, code,
+                                                    message, remedy
 
             The agents' own timeout is --agent-timeout here (--timeout is the migration's).
 
@@ -111,7 +118,7 @@ public struct MigrateCommand: AsyncParsableCommand {
                 throw ValidationError("--offline copies no memory: --auto-converge, --postcopy and --bandwidth do not apply")
             }
         }
-        if live, undefineSource, !persistent {
+        if undefineSource, !persistent {
             throw ValidationError("--undefine-source without --persistent would leave VM defined nowhere once it stops")
         }
     }
