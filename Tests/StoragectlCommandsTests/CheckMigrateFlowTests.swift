@@ -79,9 +79,12 @@ struct CheckMigrateFlowTests {
         let report = try await check(fake)
         // Six of the questions answer after 100 ms each (MIGRATION-FACTS, -TARGET,
         // LIBVIRT-REACH, PORT-LISTEN, PORT-PROBE, DIRTY-RATE): one after another >= 600 ms.
-        // At once, the longest chain is two or three of them (one session per agent).
+        // At once (one session per agent, plus the source's dirty-rate and probe
+        // connections), four are in flight together: src's first session, dst's, the
+        // dirty-rate window, then the probe. Alone on this machine: about 230 ms.
         #expect(report.ok)
-        #expect(report.milliseconds < 500, "check took \(report.milliseconds) ms")
+        #expect(fake.migration.with { $0.maxInFlight } >= 3)
+        #expect(report.milliseconds < 2000, "check took \(report.milliseconds) ms")
     }
 
     @Test("a VM with a local disk fails storage-ready and disks with share's command; exit 65")
@@ -278,5 +281,33 @@ struct CheckMigrateFlowTests {
         #expect(MigrateFormatting.progressLine(MigrationProgress(done: 0, total: 0), width: 0) == "  migrate   0% 0 B/0 B")
         let record = CheckFormatting.record("progress", p)
         #expect(record.hasPrefix("{\"progress\":{") && record.contains("\"dirty_rate\":5242880") && record.contains("\"type\":\"progress\""))
+    }
+}
+
+@Suite("check and migrate arguments")
+struct MigrateArgumentTests {
+    @Test("refused before any agent is asked", arguments: [
+        ["w1", "--to", "dst", "--offline"],                                   // offline needs --persistent
+        ["w1", "--to", "dst", "--live", "--offline", "--persistent"],
+        ["w1", "--to", "dst", "--undefine-source"],                           // would leave it defined nowhere
+        ["w1", "--to", "dst", "--offline", "--persistent", "--postcopy"],
+        ["w1", "--to", "dst", "--bandwidth", "0"],
+        ["w1", "--to", "dst", "--timeout", "0"],
+        ["w1", "--to", "dst", "--dirty-rate-seconds", "61"],
+        ["w/1", "--to", "dst"],
+    ])
+    func migrateRefuses(_ args: [String]) {
+        #expect(throws: (any Error).self) { try MigrateCommand.parse(args) }
+    }
+
+    @Test("accepted")
+    func accepted() throws {
+        let m = try MigrateCommand.parse(["w1", "--to", "dst", "--live", "--persistent", "--undefine-source", "--bandwidth", "100",
+                                          "--timeout", "600", "--auto-converge", "--postcopy", "--json", "--agent-timeout", "3"])
+        #expect(m.timeout == 600 && m.agentTimeout == 3 && m.bandwidth == 100)
+        _ = try MigrateCommand.parse(["w1", "--to", "dst", "--offline", "--persistent", "--undefine-source"])
+        let c = try CheckCommand.parse(["w1", "--to", "dst", "--bandwidth", "10", "--dirty-rate-seconds", "3", "--json"])
+        #expect(c.dirtyRateSeconds == 3)
+        #expect(throws: (any Error).self) { try CheckCommand.parse(["w1", "--to", "dst", "--live", "--offline"]) }
     }
 }

@@ -34,6 +34,9 @@ final class MigrationFake: @unchecked Sendable {
     /// DIRTY-RATE's window stays open until these requests (`HOST VERB`) have arrived
     /// (at most 3 s; then it fails): proves they were not queued behind it.
     var dirtyWindowAwaits: [String] = []
+    /// Migration requests being answered now, and the most at once.
+    var inFlight = 0
+    var maxInFlight = 0
     /// `HOST VERB` -> the error that request answers with.
     var failing: [String: AgentError] = [:]
     /// MIGRATE streams two PROGRESS lines, then waits for MIGRATE-ABORT (answering
@@ -76,7 +79,12 @@ final class MigrationFake: @unchecked Sendable {
     func handle(site: FakeSite, host: String, request: Request, reply: ReplyStream) async throws -> Fields? {
         guard Self.verbs.contains(request.verb) else { return nil }
         site.lock.withLock { site.log.append("\(host) \(request.verb)") }
-        let (latency, failure) = lock.withLock { (self.latency, failing["\(host) \(request.verb)"]) }
+        let (latency, failure) = lock.withLock { () -> (Duration, AgentError?) in
+            inFlight += 1
+            maxInFlight = max(maxInFlight, inFlight)
+            return (self.latency, failing["\(host) \(request.verb)"])
+        }
+        defer { lock.withLock { inFlight -= 1 } }
         if latency > .zero { try await Task.sleep(for: latency) }
         if let failure { throw failure }
         let isSource = host == "src"
