@@ -167,6 +167,9 @@ public struct MigrateCommand: AsyncParsableCommand {
         source.setEventHandler {
             box.fire()
             continuation.yield()
+            // A second Ctrl-C ends storagectl at once; the source agent then aborts the
+            // job because MIGRATE's connection closed.
+            signal(SIGINT, SIG_DFL)
         }
         source.resume()
         return ({

@@ -311,3 +311,31 @@ struct MigrateArgumentTests {
         #expect(throws: (any Error).self) { try CheckCommand.parse(["w1", "--to", "dst", "--live", "--offline"]) }
     }
 }
+
+@Suite("migrate's Ctrl-C")
+struct InterruptTests {
+    @Test("SIGINT to the process (as a terminal's Ctrl-C) wakes the abort and is remembered for a Ctrl-C during check")
+    func sigint() async throws {
+        let (wait, already) = MigrateCommand.interrupts()
+        #expect(!already())
+        final class Woke: @unchecked Sendable {
+            let lock = NSLock()
+            var value = false
+        }
+        let woke = Woke()
+        let waiter = Task {
+            await wait()
+            woke.lock.withLock { woke.value = true }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        // Process-directed, as the terminal sends it (raise() would aim at this thread,
+        // where the ignored signal is discarded before libdispatch sees it).
+        kill(getpid(), SIGINT)
+        for _ in 0..<500 where !woke.lock.withLock({ woke.value }) { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(woke.lock.withLock { woke.value }, "the wait did not return within 5 s of SIGINT")
+        #expect(already())
+        waiter.cancel()
+        // The first Ctrl-C put the default action back; so it stays for the test process.
+        signal(SIGINT, SIG_DFL)
+    }
+}

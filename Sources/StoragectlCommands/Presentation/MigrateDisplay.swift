@@ -35,7 +35,7 @@ final class MigrateDisplay: @unchecked Sendable {
             case (.aborting(let why), .json): print(CheckFormatting.record("aborting", why.rawValue))
             case (.aborting(let why), _):
                 clearBar()
-                print("aborting (\(why == .interrupted ? "Ctrl-C" : "--timeout")): asking the source to cancel the migration job…")
+                print("aborting (\(why == .interrupted ? "Ctrl-C" : "--timeout")): asking the source to cancel the migration job… (Ctrl-C again quits at once)")
             }
             fflush(nil)
         }
