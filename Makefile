@@ -70,6 +70,7 @@ install: setup
 	install -D -m 0755 .build/release/storagectl $(DESTDIR)$(PREFIX)/sbin/storagectl
 	install -D -m 0755 .build/release/storage-agent $(DESTDIR)$(PREFIX)/sbin/storage-agent
 	install -D -m 0755 .build/release/compute-agent $(DESTDIR)$(PREFIX)/sbin/compute-agent
+	install -D -m 0755 .build/release/storagectl-migration-hook $(DESTDIR)$(PREFIX)/sbin/storagectl-migration-hook
 	install -D -m 0644 -t $(DESTDIR)/etc/systemd/system units/*.socket units/*.service
 	@# What the storage agent may write, from its configuration (docs/install.md, "Units")
 	install -d -m 0755 $(DESTDIR)/etc/systemd/system/storage-agent.service.d

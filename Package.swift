@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "storagectl", targets: ["storagectl"]),
         .executable(name: "storage-agent", targets: ["storage-agent"]),
         .executable(name: "compute-agent", targets: ["compute-agent"]),
+        .executable(name: "storagectl-migration-hook", targets: ["storagectl-migration-hook"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -33,6 +34,12 @@ let package = Package(
         .target(name: "ExportsFile", dependencies: ["SafeFiles"]),
         // Dedicated threads for blocking C and file I/O, off Swift's cooperative pool: no deps.
         .target(name: "BlockingIO"),
+        // The migration gate's network probes: a bounded TCP listener and prober (reachability,
+        // the bandwidth exchange) and a bounded resolver; POSIX sockets and poll(2) on BlockingIO threads.
+        .target(name: "NetProbe", dependencies: ["BlockingIO"]),
+        // Byte-level guards run before any XML parser sees untrusted text (no processing
+        // instruction, no DOCTYPE): shared by the compute agent and the migration hook.
+        .target(name: "XMLGuards"),
         // Local file primitives the agents trust: durable atomic replacement, symlink-free opening under a root.
         .target(name: "SafeFiles"),
         // libvirt C API + `clibvirt_` shim helpers (last-error copy, silent error handler).
@@ -68,7 +75,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest", "SafeFiles",
+        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest", "SafeFiles", "NetProbe", "XMLGuards",
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
@@ -84,6 +91,11 @@ let package = Package(
         // Benchmark/lab driver of the copy engine (Tests/Lab/bench-copy, suite 20-copy-engine).
         // It prints the compute agent's error codes for the engine's failures (ComputeAgentCore's mapping).
         .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy", "ComputeAgentCore"]),
+        // libvirt's qemu hook that refuses an incoming migration whose disks are not on a
+        // share this host has ready (docs/migration.md): pure decision logic, no libvirt,
+        // no NIO (it must answer within 100 ms), and its thin executable.
+        .target(name: "MigrationHook", dependencies: ["XMLGuards", "CSystemd"]),
+        .executableTarget(name: "storagectl-migration-hook", dependencies: ["MigrationHook"]),
         .executableTarget(name: "storagectl", dependencies: ["StoragectlCommands", "AgentRuntime"]),
         .executableTarget(name: "storage-agent", dependencies: ["StorageAgentCore", "AgentRuntime"]),
         .executableTarget(name: "compute-agent", dependencies: ["ComputeAgentCore", "AgentRuntime"]),
@@ -98,6 +110,7 @@ let package = Package(
         .testTarget(name: "AgentAPITests", dependencies: ["AgentAPI", "AgentProtocol"]),
         .testTarget(name: "ExportsFileTests", dependencies: ["ExportsFile", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"]),
+        .testTarget(name: "NetProbeTests", dependencies: ["NetProbe"]),
         .testTarget(name: "SafeFilesTests", dependencies: ["SafeFiles"]),
         .testTarget(name: "ProcessSpawnTests", dependencies: ["ProcessSpawn", "BlockingIO"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "BlockingIO"]),
@@ -112,7 +125,8 @@ let package = Package(
         .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest"]),
         .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest", "TestSupport",
             .product(name: "SystemPackage", package: "swift-system")]),
-        .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "AgentProtocol", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport", "AgentTestSupport"]),
+        .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "MigrationHook", "AgentProtocol", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport", "AgentTestSupport"]),
+        .testTarget(name: "MigrationHookTests", dependencies: ["MigrationHook", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["AgentRuntime", "AgentProtocol", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

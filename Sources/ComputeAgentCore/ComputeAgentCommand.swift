@@ -19,7 +19,11 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
             Protocol: docs/protocol.md; operations: docs/compute-agent.md.
             A clean stop (SIGTERM, or the idle exit) exits 0.
 
-            """ + ExitStatus.helpText)
+            Subcommands install-hook and uninstall-hook place and remove libvirt's migration hook \
+            (docs/migration.md, docs/install.md).
+
+            """ + ExitStatus.helpText,
+        subcommands: [InstallHookCommand.self, UninstallHookCommand.self])
 
     @OptionGroup public var agent: AgentOptions
 
@@ -118,7 +122,10 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
                                   defaultConfig: "/etc/storagectl/compute-agent.conf") { file in
             let configuration = try resolved(file)
             return ComputeAgentHandler(configuration: configuration,
-                                       hypervisor: LibvirtProbe(uri: configuration.libvirtURI))
+                                       hypervisor: LibvirtProbe(uri: configuration.libvirtURI),
+                                       hook: configuration.libvirtURI.hasPrefix("test:")
+                                           ? TestDriverHasNoHooks(uri: configuration.libvirtURI) as any MigrationHookProbe
+                                           : InstalledMigrationHook(stateDir: configuration.stateDir))
         }
     }
 }

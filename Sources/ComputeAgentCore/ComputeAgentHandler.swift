@@ -18,6 +18,8 @@ public protocol HypervisorProbe: Sendable {
 public struct ComputeAgentHandler: RequestHandler {
     public let configuration: ComputeAgentConfiguration
     let hypervisor: any HypervisorProbe
+    /// Whether the migration hook is installed and loaded (HEALTH's `migration-hook`).
+    let hook: any MigrationHookProbe
     let session: LibvirtSession
     let state: StateStore
     let jobs: CopyJobs
@@ -25,9 +27,10 @@ public struct ComputeAgentHandler: RequestHandler {
     let locks = DomainLocks()
     var confinement: Confinement { Confinement(configuration) }
 
-    public init(configuration: ComputeAgentConfiguration, hypervisor: any HypervisorProbe) {
+    public init(configuration: ComputeAgentConfiguration, hypervisor: any HypervisorProbe, hook: any MigrationHookProbe) {
         self.configuration = configuration
         self.hypervisor = hypervisor
+        self.hook = hook
         session = LibvirtSession(uri: configuration.libvirtURI)
         state = StateStore(root: configuration.stateDir)
         jobs = CopyJobs(state: state, copier: ImageCopier(inFlight: configuration.copyInFlight, chunkBytes: configuration.copyChunkBytes,
@@ -36,7 +39,7 @@ public struct ComputeAgentHandler: RequestHandler {
 
     public var verbs: [String] {
         [HealthQuery.verb, DomainQuery.verb, DomainsQuery.verb, PoolEnsureRequest.verb, CopyRequest.verb, AdoptRequest.verb,
-         RestoreRequest.verb, VerifyRequest.verb, LocalizeRequest.verb]
+         RestoreRequest.verb, VerifyRequest.verb, LocalizeRequest.verb, PortListenRequest.verb, PortProbeRequest.verb]
     }
 
     var pools: Pools { Pools(session: session, state: state, checkMountOptions: configuration.driverKeepsMountOptions) }
@@ -55,7 +58,7 @@ public struct ComputeAgentHandler: RequestHandler {
         switch request.verb {
         case HealthQuery.verb:
             _ = try HealthQuery(request)
-            return try await Health.answer([await hypervisor.check()], context: context, reply: reply)
+            return try await Health.answer([await hypervisor.check(), await hookCheck()], context: context, reply: reply)
         case DomainQuery.verb:
             let query = try DomainQuery(request)
             try context.authorize(query)
@@ -87,8 +90,27 @@ public struct ComputeAgentHandler: RequestHandler {
             let verify = try VerifyRequest(request)
             try context.authorize(verify)
             return try await self.verify(verify).encoded()
+        case PortListenRequest.verb: return try portListen(request, context: context)
+        case PortProbeRequest.verb: return try await portProbe(request, context: context, reply: reply)
         default:
             throw unknownVerb(request.verb)
+        }
+    }
+
+    /// HEALTH's `migration-hook`: ok only when the hook is installed and libvirtd has
+    /// loaded it; the detail says what to do otherwise.
+    func hookCheck() async -> HealthCheck {
+        let s = await hook.status()
+        return HealthCheck("migration-hook", ok: s.installed && s.loaded, detail: s.detail,
+                           facts: ["installed": s.installed ? "yes" : "no", "loaded": s.loaded ? "yes" : "no"])
+    }
+
+    /// Notes in storagectl's record of ready shares (read by the migration hook) that
+    /// this host has the share at `target` ready, or no longer has it.
+    func recordReady(_ target: String, ready: Bool) async throws(AgentError) {
+        try await state.offPool { (store: StateStore) throws -> Void in
+            let record = ReadyShareRecord(state: store)
+            if ready { try record.add(target) } else { try record.remove(target) }
         }
     }
 
@@ -133,6 +155,9 @@ public struct ComputeAgentHandler: RequestHandler {
         let outcome = try await ComputeWork.run { () throws -> Pools.Outcome in
             let pools = checked
             return spec.attach == .mount ? try pools.ensureMount(spec) : try pools.ensureLibNFS(spec)
+        }
+        if spec.attach == .mount, let target = spec.target, outcome.active {
+            try await recordReady(target, ready: true)
         }
         return PoolEnsureRequest.Answer(
             name: spec.name, attach: spec.attach, server: spec.server, export: spec.export, target: spec.target,
@@ -344,11 +369,13 @@ public struct ComputeAgentHandler: RequestHandler {
             if share.attach == .mount, let target = share.target {
                 let abs = target + "/" + relative
                 guard try await ComputeWork.run({ () throws -> Bool in try pools.isActive(share) }) else {
+                    try? await recordReady(target, ready: false)
                     throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted here); run POOL-ENSURE")
                 }
                 outcome = try await remote("VERIFY of \(abs)") { () throws -> Verification.Outcome in
                     try Verification.local(path: abs, root: target, nonce: nonce)
                 }
+                try await recordReady(target, ready: true)
                 answer = VerifyRequest.Answer(path: abs, via: .mount, size: outcome.size, format: outcome.header.format)
             } else {
                 outcome = try await remote("VERIFY of \(share.server):\(share.export)/\(relative)") { () throws -> Verification.Outcome in
@@ -365,6 +392,7 @@ public struct ComputeAgentHandler: RequestHandler {
                 throw AgentError(.invalidArgument, "\(abs) is not under the target path of a netfs pool of this host; VERIFY reads shared copies only")
             }
             guard try await ComputeWork.run({ () throws -> Bool in try pools.isActive(share) }) else {
+                if let target = share.target { try? await recordReady(target, ready: false) }
                 throw AgentError(.invalidState, "pool \(share.pool ?? "") is not active (the share is not mounted here); run POOL-ENSURE")
             }
             let target = share.target ?? abs
@@ -372,6 +400,7 @@ public struct ComputeAgentHandler: RequestHandler {
             outcome = try await remote("VERIFY of \(abs)") { () throws -> Verification.Outcome in
                 try Verification.local(path: abs, root: target, nonce: nonce)
             }
+            try await recordReady(target, ready: true)
             answer = VerifyRequest.Answer(path: abs, via: .mount, pool: share.pool, size: outcome.size, format: outcome.header.format)
         }
         answer.allocated = outcome.allocated

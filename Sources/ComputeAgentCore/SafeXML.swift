@@ -1,6 +1,7 @@
 import AgentProtocol
 import Foundation
 import FoundationXML
+import XMLGuards
 
 /// FoundationXML behind the guards this project needs (docs: shared lab notes): empty
 /// input and some malformed documents crash `XMLDocument` (SIGSEGV) or are silently
@@ -43,27 +44,9 @@ enum SafeXML {
     }
 
     /// True when `text` holds `<?` anywhere but in a leading `<?xml ...?>` declaration
-    /// (comments and CDATA included: libvirt's XML has no `<?` in them either).
+    /// (``XMLGuards``, shared with the migration hook).
     static func hasProcessingInstruction(_ text: String) -> Bool {
-        let bytes = Array(text.utf8)
-        var from = 0
-        let declaration = Array("<?xml".utf8)
-        if bytes.starts(with: declaration), bytes.count > declaration.count,
-           [UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\r"), UInt8(ascii: "\n")].contains(bytes[declaration.count]) {
-            var i = declaration.count
-            while i + 1 < bytes.count, !(bytes[i] == UInt8(ascii: "?") && bytes[i + 1] == UInt8(ascii: ">")) {
-                // `<?xml vn><?x?>`: a `<` before the declaration's end is not the declaration.
-                if bytes[i] == UInt8(ascii: "<") { return true }
-                i += 1
-            }
-            from = i + 2
-        }
-        var i = from
-        while i + 1 < bytes.count {
-            if bytes[i] == UInt8(ascii: "<") && bytes[i + 1] == UInt8(ascii: "?") { return true }
-            i += 1
-        }
-        return false
+        XMLGuards.hasProcessingInstruction(text.utf8)
     }
 
     private final class StrictDelegate: NSObject, XMLParserDelegate {

@@ -30,7 +30,7 @@ public struct SpawnError: Error, Sendable, Equatable, CustomStringConvertible {
 /// CFRunLoop source, which was seen to fail inside a network namespace ("Could not create
 /// wakeup socket pair for CFSocket") and leave the caller waiting on a zombie forever.
 ///
-/// The child gets stdin from /dev/null, only descriptors 0-2 (see
+/// The child gets stdin from /dev/null (or a descriptor given), only descriptors 0-2 (see
 /// `cagent_spawn_close_inherited`), default signal dispositions and an empty signal mask.
 public final class SpawnedProcess: @unchecked Sendable {
     public let pid: pid_t
@@ -42,13 +42,18 @@ public final class SpawnedProcess: @unchecked Sendable {
     private var killedAtDeadline = false
 
     /// Starts `executable` with `arguments` (argv[1...]) and exactly `environment`
-    /// (`KEY=value` strings). Never through a shell.
+    /// (`KEY=value` strings). Never through a shell. `stdin`: a descriptor of this process
+    /// duplicated onto the child's (a file, a pipe's read end); /dev/null when nil.
     public init(_ executable: String, _ arguments: [String], environment: [String],
-                stdout: ChildOutput, stderr: ChildOutput) throws(SpawnError) {
+                stdin: Int32? = nil, stdout: ChildOutput, stderr: ChildOutput) throws(SpawnError) {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let stdin {
+            posix_spawn_file_actions_adddup2(&actions, stdin, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         for (fd, output) in [(Int32(1), stdout), (Int32(2), stderr)] {
             switch output {
             case .file(let path, let append):

@@ -89,7 +89,7 @@ public final class SimHost: @unchecked Sendable {
         c.shareRoots = [share, "/var/lib/libvirt/shared-images"]
         c.imagesRoot = images
         configure(&c)
-        self.handler = ComputeAgentHandler(configuration: c, hypervisor: NoProbe())
+        self.handler = ComputeAgentHandler(configuration: c, hypervisor: NoProbe(), hook: FixedHookProbe())
     }
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
@@ -115,6 +115,13 @@ public final class SimHost: @unchecked Sendable {
 }
 
 /// A hypervisor that is always healthy (the test driver needs no probe).
+/// A migration hook that reports a fixed status (installed and loaded unless told otherwise).
+public struct FixedHookProbe: MigrationHookProbe {
+    public var fixed: HookStatus
+    public init(_ status: HookStatus = HookStatus(installed: true, loaded: true, detail: "test: installed and loaded")) { fixed = status }
+    public func status() async -> HookStatus { fixed }
+}
+
 public struct NoProbe: HypervisorProbe {
     public init() {}
     public func check() async -> HealthCheck { HealthCheck("libvirt", ok: true, detail: "test") }

@@ -237,13 +237,14 @@ public final class ChildProcess {
 /// Runs a program to completion and returns (status, stdout, stderr). Output goes through
 /// temporary files, so a grandchild holding a pipe open cannot hang the test. The wait
 /// for the exit blocks a thread of its own, not the cooperative pool.
-public func runProgram(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, stdout: String, stderr: String) {
+public func runProgram(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                       stdin: Int32? = nil) async throws -> (status: Int32, stdout: String, stderr: String) {
     let dir = try TestSupport.temporaryDirectory("run")
     defer { TestSupport.removeTree(dir) }
     let process: SpawnedProcess
     do {
         process = try SpawnedProcess(executable, arguments, environment: SpawnedProcess.inheritedEnvironment(environment),
-                                     stdout: .file(path: dir + "/out", append: false), stderr: .file(path: dir + "/err", append: false))
+                                     stdin: stdin, stdout: .file(path: dir + "/out", append: false), stderr: .file(path: dir + "/err", append: false))
     } catch {
         throw TestFailure(error.description)
     }

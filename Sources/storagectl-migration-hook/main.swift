@@ -1,0 +1,4 @@
+import MigrationHook
+
+// libvirt's qemu hook (docs/migration.md, "The hook"): everything lives in MigrationHook.
+HookMain.run(arguments: Array(CommandLine.arguments.dropFirst()))
