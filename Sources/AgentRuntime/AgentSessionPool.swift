@@ -68,14 +68,19 @@ public final class AgentSessionPool: Sendable {
 
     /// Sends `request` to the agent at `endpoint` on its session. An `ERR` answer is in
     /// the response; transport failures throw (`unavailable`, `timeout`).
-    public func call(_ endpoint: Endpoint, _ request: Request, timeout: Duration,
+    ///
+    /// `connection` names another session to the same agent, opened on first use and kept
+    /// like the first: for a request that must not wait behind a long one on the first
+    /// session (`MIGRATE-ABORT` while `MIGRATE` streams, a `DIRTY-RATE` window beside
+    /// the other questions). nil is the agent's first session.
+    public func call(_ endpoint: Endpoint, _ request: Request, timeout: Duration, connection: String? = nil,
                      onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
         do {
             return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Response, any Error>) in
                 let job = Job(request: request, timeout: timeout, onLine: onLine, continuation: c)
                 let mailbox = state.withLockedValue { s -> AsyncStream<Job>.Continuation? in
                     guard !s.closed else { return nil }
-                    let key = endpoint.description
+                    let key = endpoint.description + (connection.map { " #" + $0 } ?? "")
                     if let m = s.mailboxes[key] { return m }
                     let (jobs, m) = AsyncStream.makeStream(of: Job.self)
                     s.mailboxes[key] = m

@@ -10,6 +10,20 @@ public protocol AgentCaller: Sendable {
     /// An `ERR` answer is in the response; transport failures throw.
     func call(_ host: Inventory.Host, _ request: Request, timeout: Duration,
               onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response
+
+    /// The same on another connection to `host`'s agent, named `connection` (opened on
+    /// first use, kept for the command): for a request that must not queue behind a long
+    /// one on the first (``AgentSessionPool/call(_:_:timeout:connection:onLine:)``).
+    func call(_ host: Inventory.Host, _ request: Request, timeout: Duration, connection: String,
+              onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response
+}
+
+extension AgentCaller {
+    /// Callers without sessions (in-process agents) need no second connection.
+    public func call(_ host: Inventory.Host, _ request: Request, timeout: Duration, connection: String,
+                     onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
+        try await call(host, request, timeout: timeout, onLine: onLine)
+    }
 }
 
 extension AgentCaller {
@@ -25,6 +39,16 @@ extension AgentCaller {
         }
         return try V.answer(try await call(host, verb.request, timeout: timeout, onLine: onLine))
     }
+
+    /// One typed request on the connection named `connection` (nil: the first one);
+    /// `onLine` sees every `DATA`/`PROGRESS` line as it comes.
+    public func send<V: AgentVerb>(_ host: Inventory.Host, _ verb: V, timeout: Duration = .seconds(60), connection: String?,
+                                   onLine: (@Sendable (ResponseLine) -> Void)? = nil) async throws(AgentError) -> V.Answer {
+        if let connection {
+            return try V.answer(try await call(host, verb.request, timeout: timeout, connection: connection, onLine: onLine))
+        }
+        return try V.answer(try await call(host, verb.request, timeout: timeout, onLine: onLine))
+    }
 }
 
 /// The agents over the network: one session per agent (``AgentSessionPool``).
@@ -35,8 +59,18 @@ public struct LiveAgentCaller: AgentCaller {
 
     public func call(_ host: Inventory.Host, _ request: Request, timeout: Duration,
                      onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
+        try await call(host, request, timeout: timeout, connection: nil, onLine: onLine)
+    }
+
+    public func call(_ host: Inventory.Host, _ request: Request, timeout: Duration, connection: String,
+                     onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
+        try await call(host, request, timeout: timeout, connection: Optional(connection), onLine: onLine)
+    }
+
+    private func call(_ host: Inventory.Host, _ request: Request, timeout: Duration, connection: String?,
+                      onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
         do {
-            return try await pool.call(host.agent, request, timeout: timeout, onLine: onLine)
+            return try await pool.call(host.agent, request, timeout: timeout, connection: connection, onLine: onLine)
         } catch {
             throw error.code == .unavailable || error.code == .timeout ? AgentError(error.code, "\(host.name): \(error.message)") : error
         }

@@ -1,6 +1,7 @@
 import AgentProtocol
 import AgentRuntime
 import ConfigFile
+import Foundation
 
 /// The hosts storagectl manages, from `/etc/storagectl/storagectl.conf`:
 ///
@@ -22,6 +23,15 @@ public struct Inventory: Sendable, Equatable {
         public var name: String
         public var role: Role
         public var agent: Endpoint
+        /// The libvirt URI a migration *to* this host uses (`migration-uri =` in
+        /// `[compute NAME]`; default `qemu+tls://NAME/system`).
+        public var migrationURI: MigrationURI? = nil
+        /// The TCP ports QEMU's incoming migration listens on (`migration-ports = LOW-HIGH`,
+        /// default libvirt's 49152-49215).
+        public var migrationPorts: ClosedRange<Int> = MigrationURI.defaultPorts
+
+        /// The URI to migrate to this host with.
+        public var migrationTarget: MigrationURI { migrationURI ?? MigrationURI.default(for: name) }
     }
 
     public var storage: Host
@@ -76,7 +86,8 @@ public struct Inventory: Sendable, Equatable {
                                   message: "host '\(name)' is already defined at line \(first)")
             }
             seen[name] = section.line
-            try file.requireKnownKeys(section, role == .storage ? ["agent", "export-root", "nfs-server", "pool"] : ["agent"])
+            try file.requireKnownKeys(section, role == .storage ? ["agent", "export-root", "nfs-server", "pool"]
+                                                                 : ["agent", "migration-uri", "migration-ports"])
             guard let entry = section.entry("agent") else {
                 throw ConfigError(file: file.path, line: section.line,
                                   message: "[\(section.kind) \(name)] needs 'agent = tcp:HOST:PORT' or 'agent = unix:PATH'")
@@ -85,7 +96,20 @@ public struct Inventory: Sendable, Equatable {
             do { endpoint = try Endpoint(parsing: entry.value) } catch {
                 throw ConfigError(file: file.path, line: entry.line, message: error.message)
             }
-            let host = Host(name: name, role: role, agent: endpoint)
+            var host = Host(name: name, role: role, agent: endpoint)
+            if let e = section.entry("migration-uri") {
+                guard let uri = MigrationURI(e.value) else {
+                    throw ConfigError(file: file.path, line: e.line,
+                                      message: "migration-uri must be qemu[+tcp|+tls|+ssh]://[USER@]HOST[:PORT]/system (qemu+tls://\(name)/system)")
+                }
+                host.migrationURI = uri
+            }
+            if let e = section.entry("migration-ports") {
+                guard let range = MigrationURI.ports(e.value) else {
+                    throw ConfigError(file: file.path, line: e.line, message: "migration-ports must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535 (49152-49215)")
+                }
+                host.migrationPorts = range
+            }
             switch role {
             case .storage:
                 if storage != nil {
@@ -122,5 +146,92 @@ public struct Inventory: Sendable, Equatable {
         self.tls = tls
         self.nfsServer = nfsServer
         self.poolName = poolName
+    }
+}
+
+/// A libvirt URI a peer-to-peer migration goes to: `qemu+tls://HOST/system` and the
+/// like. Validated before it reaches an agent (the agent checks it again); the host is
+/// also where `PORT-PROBE` connects to.
+public struct MigrationURI: Sendable, Equatable, CustomStringConvertible {
+    public static let defaultPorts = 49152...49215
+
+    /// `qemu`, `qemu+tcp`, `qemu+tls`, `qemu+ssh`, `qemu+libssh`, `qemu+libssh2`.
+    public let scheme: String
+    public let user: String?
+    /// A host name, an IPv4 address, or an IPv6 address without brackets.
+    public let host: String
+    public let port: Int?
+    public let text: String
+
+    public var description: String { text }
+
+    /// libvirt's port for this transport (the URI's own port when it names one):
+    /// libvirtd's TCP 16509, TLS 16514 (plain `qemu://` is TLS), ssh 22.
+    public var libvirtPort: Int {
+        if let port { return port }
+        switch scheme {
+        case "qemu+tcp": return 16509
+        case "qemu+ssh", "qemu+libssh", "qemu+libssh2": return 22
+        default: return 16514
+        }
+    }
+
+    public static func `default`(for host: String) -> MigrationURI {
+        MigrationURI("qemu+tls://\(host)/system") ?? MigrationURI(scheme: "qemu+tls", user: nil, host: host, port: nil, text: "qemu+tls://\(host)/system")
+    }
+
+    private init(scheme: String, user: String?, host: String, port: Int?, text: String) {
+        self.scheme = scheme
+        self.user = user
+        self.host = host
+        self.port = port
+        self.text = text
+    }
+
+    /// nil unless `text` is `SCHEME://[USER@]HOST[:PORT]/system` with a scheme above.
+    public init?(_ text: String) {
+        let schemes = ["qemu", "qemu+tcp", "qemu+tls", "qemu+ssh", "qemu+libssh", "qemu+libssh2"]
+        guard text.utf8.count <= 255, let sep = text.range(of: "://"), schemes.contains(String(text[..<sep.lowerBound])),
+              text.hasSuffix("/system") else { return nil }
+        let scheme = String(text[..<sep.lowerBound])
+        var authority = Substring(text[sep.upperBound...].dropLast("/system".count))
+        var user: String?
+        if let at = authority.firstIndex(of: "@") {
+            let u = String(authority[..<at])
+            guard !u.isEmpty, u.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) else { return nil }
+            user = u
+            authority = authority[authority.index(after: at)...]
+        }
+        var host: Substring
+        var port: Int?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { return nil }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let rest = authority[authority.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":"), let p = Int(rest.dropFirst()) else { return nil }
+                port = p
+            }
+            guard !host.isEmpty, host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return nil }
+        } else {
+            host = authority
+            if let colon = authority.firstIndex(of: ":") {
+                host = authority[..<colon]
+                guard let p = Int(authority[authority.index(after: colon)...]) else { return nil }
+                port = p
+            }
+            guard !host.isEmpty, host.count <= 253, !host.hasPrefix("-"),
+                  host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-") }) else { return nil }
+        }
+        if let port, !(1...65535).contains(port) { return nil }
+        self.init(scheme: scheme, user: user, host: String(host), port: port, text: text)
+    }
+
+    /// `LOW-HIGH` with 1024 <= LOW <= HIGH <= 65535.
+    public static func ports(_ text: String) -> ClosedRange<Int>? {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let lo = Int(parts[0].trimmingCharacters(in: .whitespaces)),
+              let hi = Int(parts[1].trimmingCharacters(in: .whitespaces)), 1024 <= lo, lo <= hi, hi <= 65535 else { return nil }
+        return lo...hi
     }
 }

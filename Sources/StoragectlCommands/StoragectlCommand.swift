@@ -12,7 +12,7 @@ public struct StoragectlCommand: AsyncParsableCommand {
 
             """ + ExitStatus.helpText,
         version: StoragectlVersion.current,
-        subcommands: [HostsCommand.self, ShareCommand.self, UnshareCommand.self, StatusCommand.self, CallCommand.self, DigestCommand.self])
+        subcommands: [HostsCommand.self, ShareCommand.self, UnshareCommand.self, StatusCommand.self, CheckCommand.self, MigrateCommand.self, CallCommand.self, DigestCommand.self])
 
     public init() {}
 }

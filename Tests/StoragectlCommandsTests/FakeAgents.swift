@@ -11,9 +11,56 @@ final class InProcessAgents: AgentCaller, @unchecked Sendable {
     let handlers: [String: any RequestHandler]
     let transport: Transport
 
-    init(_ handlers: [String: any RequestHandler], transport: Transport = .unix) {
+    /// Serve one request at a time per (host, connection), as an agent session does:
+    /// a request sent on a busy connection waits for the one before it.
+    let sessions: SessionGate?
+    /// Every request as `HOST CONNECTION VERB` (connection `main` for the first).
+    let connectionLog = Log()
+
+    init(_ handlers: [String: any RequestHandler], transport: Transport = .unix, serializeConnections: Bool = false) {
         self.handlers = handlers
         self.transport = transport
+        self.sessions = serializeConnections ? SessionGate() : nil
+    }
+
+    final class Log: @unchecked Sendable {
+        let lock = NSLock()
+        var lines: [String] = []
+        func add(_ s: String) { lock.withLock { lines.append(s) } }
+        var all: [String] { lock.withLock { lines } }
+    }
+
+    /// One request at a time per key; the others wait in order.
+    actor SessionGate {
+        var busy: Set<String> = []
+        var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
+        func acquire(_ key: String) async {
+            if busy.insert(key).inserted { return }
+            await withCheckedContinuation { waiting[key, default: []].append($0) }
+        }
+        func release(_ key: String) {
+            if var q = waiting[key], !q.isEmpty {
+                let next = q.removeFirst()
+                waiting[key] = q
+                next.resume()
+            } else {
+                busy.remove(key)
+            }
+        }
+    }
+
+    func call(_ host: Inventory.Host, _ request: Request, timeout: Duration,
+              onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
+        try await call(host, request, timeout: timeout, connection: "main", onLine: onLine)
+    }
+
+    func call(_ host: Inventory.Host, _ request: Request, timeout: Duration, connection: String,
+              onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
+        connectionLog.add("\(host.name) \(connection) \(request.verb)")
+        let key = host.name + "#" + connection
+        await sessions?.acquire(key)
+        defer { if let sessions { Task { await sessions.release(key) } } }
+        return try await serve(host, request, onLine: onLine)
     }
 
     final class Lines: @unchecked Sendable {
@@ -31,8 +78,8 @@ final class InProcessAgents: AgentCaller, @unchecked Sendable {
         }
     }
 
-    func call(_ host: Inventory.Host, _ request: Request, timeout: Duration,
-              onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
+    private func serve(_ host: Inventory.Host, _ request: Request,
+                       onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
         guard let handler = handlers[host.name] else {
             throw AgentError(.unavailable, "cannot reach agent at \(host.agent): no such host in this test")
         }
@@ -92,8 +139,12 @@ final class FakeSite: @unchecked Sendable {
     var verbs: [String] { lock.withLock { log } }
     func reset() { lock.withLock { log = [] } }
 
-    func caller(hosts: [String] = ["store", "src", "dst", "other"]) -> InProcessAgents {
-        InProcessAgents(Dictionary(uniqueKeysWithValues: hosts.map { ($0, Agent(site: self, host: $0) as any RequestHandler) }))
+    /// The migration gate's facts and behaviour (MigrationFakes.swift).
+    let migration = MigrationFake()
+
+    func caller(hosts: [String] = ["store", "src", "dst", "other"], serializeConnections: Bool = false) -> InProcessAgents {
+        InProcessAgents(Dictionary(uniqueKeysWithValues: hosts.map { ($0, Agent(site: self, host: $0) as any RequestHandler) }),
+                        serializeConnections: serializeConnections)
     }
 
     func path(of disk: (target: String, file: String, size: UInt64)) -> String { "w1/" + disk.file }
@@ -109,6 +160,9 @@ final class FakeSite: @unchecked Sendable {
                 let total = site.lock.withLock { site.disks.reduce(UInt64(0)) { $0 + $1.size } }
                 try await reply.progress(TransferProgress(done: 0, total: total, rate: 0, disk: "vda"))
                 try await reply.progress(TransferProgress(done: total, total: total, rate: total, disk: "vda"))
+            }
+            if let answer = try await site.migration.handle(site: site, host: host, request: request, reply: reply) {
+                return answer
             }
             let answer = site.locked(host, request)
             for d in answer.data { try await reply.data(d) }
@@ -135,6 +189,7 @@ final class FakeSite: @unchecked Sendable {
         switch (host, request.verb) {
         case (_, DomainQuery.verb):
             let q = try DomainQuery(request)
+            if let answer = try migration.domain(site: self, host: host, name: q.name) { return answer }
             guard host == "src", q.name == "w1" else { throw AgentError(.notFound, "no domain called '\(q.name)' on this host") }
             let records = disks.map { d in
                 adopted && adoptedLibNFS

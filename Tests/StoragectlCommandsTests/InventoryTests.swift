@@ -39,6 +39,9 @@ struct InventoryTests {
         ("[storage a]\nagent = tcp:h:1\nexport-root = rel/path\n", 3, "absolute"),
         ("[storage a]\nagent = tcp:h:1\ncolour = blue\n", 3, "unknown key"),
         ("[vm a]\n", 1, "unknown section"),
+        ("[storage s]\nagent = tcp:h:1\n[compute a]\nagent = tcp:h:2\nmigration-uri = qemu+tcp://a/session\n", 5, "migration-uri must be"),
+        ("[storage s]\nagent = tcp:h:1\n[compute a]\nagent = tcp:h:2\nmigration-ports = 100-200\n", 5, "migration-ports must be"),
+        ("[storage s]\nagent = tcp:h:1\nmigration-uri = qemu+tcp://s/system\n", 3, "unknown key"),
     ])
     func broken(_ text: String, _ line: Int?, _ fragment: String) {
         do {
@@ -48,6 +51,23 @@ struct InventoryTests {
             #expect(error.line == line)
             #expect(error.message.contains(fragment), "\(error)")
         }
+    }
+
+    @Test("migration-uri and migration-ports per compute host, with libvirt's defaults")
+    func migrationKeys() throws {
+        let inv = try Inventory(ConfigFile.parse("""
+            [storage s]
+            agent = tcp:h:1
+            [compute a]
+            agent = tcp:h:2
+            [compute b]
+            agent = tcp:h:3
+            migration-uri = qemu+tcp://dest-example/system
+            migration-ports = 50000-50010
+            """, path: "inv"))
+        #expect(inv.compute[0].migrationTarget.text == "qemu+tls://a/system" && inv.compute[0].migrationPorts == 49152...49215)
+        #expect(inv.compute[1].migrationTarget.text == "qemu+tcp://dest-example/system" && inv.compute[1].migrationTarget.host == "dest-example")
+        #expect(inv.compute[1].migrationPorts == 50000...50010)
     }
 
     @Test("endpoints parse IPv6 and refuse junk")

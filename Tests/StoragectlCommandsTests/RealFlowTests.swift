@@ -177,6 +177,24 @@ struct RealFlowTests {
     /// connection to the server's portmapper refused: the agents pass them on verbatim.
     static let refused = "nfs_service failed"
 
+    @Test("check's migration-ports questions on the real handlers: PORT-LISTEN on the destination, PORT-PROBE with the bandwidth exchange from the source")
+    func migrationPorts() async throws {
+        let site = try await RealSite()
+        let uri = MigrationURI("qemu+tcp://127.0.0.1/system")!
+        let range = MigrationURI.defaultPorts
+        // The requests CheckFlow sends for a live migration of a running VM with a 1 s window.
+        let listen = try await site.caller.send(site.host("dst1"), PortListenRequest(low: range.lowerBound, high: range.upperBound, seconds: 5))
+        #expect(range.contains(listen.port))
+        let probe = try await site.caller.send(site.host("src"), PortProbeRequest(host: uri.host, ports: [listen.port], bandwidthPort: listen.port, seconds: 1),
+                                               timeout: .seconds(30))
+        let result = CheckEvaluation.migrationPorts(source: "src", destination: "dst1", uri: uri, range: range,
+                                                    listen: .success(listen), probe: .success(probe))
+        #expect(probe.ports.first { $0.port == listen.port }?.reachable == true, "\(probe)")
+        #expect(probe.bytesPerSecond.map { $0 > 0 } == true, "the bandwidth exchange measured nothing: \(probe)")
+        // Port 16509 is not probed here (no port= for it): the evaluation says so.
+        #expect(result.result == .fail && result.sentence.contains("did not report port 16509"))
+    }
+
     @Test("libnfs attach mode: the steps that need a live NFS server fail with the agents' own errors")
     func libnfs() async throws {
         let site = try await RealSite()

@@ -75,6 +75,41 @@ struct SessionPoolTests {
         #expect(site.verbs.filter { $0.hasPrefix("src ") }.count > 3, "many requests, one connection")
     }
 
+    @Test("check and an aborted migrate over real sockets: named second connections to the source only (dirty-rate, probe, abort)")
+    func secondConnections() async throws {
+        let site = FakeSite()
+        site.copied = true
+        site.adopted = true
+        site.running = true
+        site.migration.with { $0.migrateWaitsForAbort = true }
+        let served = try await ServedSite(site)
+        let inventory = served.inventory
+        final class Seen: @unchecked Sendable {
+            let lock = NSLock()
+            var progress = 0
+        }
+        let seen = Seen()
+        let (outcome, opened) = try await AgentSessionPool.withPool(tls: inventory.tls, connectTimeout: .seconds(5)) { pool in
+            let flow = MigrateFlow(inventory: inventory, caller: LiveAgentCaller(pool: pool)) { event in
+                if case .progress = event { seen.lock.withLock { seen.progress += 1 } }
+            }
+            let outcome = try await flow.run(MigrateOptions(vm: "w1", to: "dst", persistent: true)) {
+                while seen.lock.withLock({ seen.progress }) == 0 { try? await Task.sleep(for: .milliseconds(2)) }
+            }
+            return (outcome, pool.connectionsOpened)
+        }
+        await served.stop()
+        guard case .aborted(let report, let result) = outcome else { Issue.record("not aborted: \(outcome)"); return }
+        #expect(report.ok, "every check passed across the wire: \(report.failed.map(CheckFormatting.line))")
+        // Fresh connections (TLS aside), agents answering at once: well inside check's 1 s.
+        #expect(report.milliseconds < 1000, "check took \(report.milliseconds) ms over unix sockets")
+        #expect(result.aborted == .interrupted && result.runsOn == "src" && result.stateOnDestination == "absent")
+        #expect(result.error?.contains("aborted") == true)
+        #expect(opened == 6, "src, dst, other (locate), and src's dirty-rate, probe and abort connections")
+        #expect(served.servers["src"]!.connectionsAccepted == 4)
+        #expect(served.servers["dst"]!.connectionsAccepted == 1)
+    }
+
     @Test("a connection the agent closed between requests is reopened once and the request sent again")
     func reopens() async throws {
         let site = FakeSite()

@@ -13,6 +13,7 @@ public enum ShareEvent: Sendable, Equatable {
 public enum ShareStep: String, Sendable, Codable, CaseIterable {
     case locate, preflight, export, pool, copy, checksum, verify, adopt
     case localize, unexport
+    case check, migrate
 }
 
 /// A failed step: which host, the agent's own words, and what to do.

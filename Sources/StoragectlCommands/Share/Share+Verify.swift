@@ -3,48 +3,22 @@ import AgentProtocol
 
 extension ShareSteps {
     /// Every destination sees every copy, and a nonce the source wrote beside the first
-    /// one: the shared-storage test. Each destination has a nonce of its own (the agent
-    /// removes a nonce once it is read), so destinations verify concurrently, one round
-    /// each: the nonce is read with the first copy's VERIFY.
+    /// one: the shared-storage test (``FlowContext/crossVerify(vm:source:destinations:files:rerun:)``).
     @Sendable static func verify(_ context: FlowContext, _ run: inout ShareRun) async throws(ShareFailure) {
-        guard let first = run.result.disks.first else { return }
-        let inventory = context.inventory, source = run.source
+        guard !run.result.disks.isEmpty else { return }
+        let inventory = context.inventory
         let ref = shareRef(inventory, run.options.attach)
         let root = inventory.exportRoot, attach = run.options.attach
-        @Sendable func request(_ relative: String, _ nonce: NonceStep = .none) -> VerifyRequest {
-            attach == .mount ? VerifyRequest(path: root + "/" + relative, nonce: nonce)
-                             : VerifyRequest(path: relative, share: ref, nonce: nonce)
+        let files = run.result.disks.map { disk in
+            SharedFile(label: disk.path, size: disk.size) { nonce in
+                attach == .mount ? VerifyRequest(path: root + "/" + disk.path, nonce: nonce)
+                                 : VerifyRequest(path: disk.path, share: ref, nonce: nonce)
+            }
         }
-        let tag = nonceTag(run.options.vm)
-        var reads: [String: VerifyRequest] = [:]
+        try await context.crossVerify(vm: run.options.vm, source: run.source, destinations: run.destinations, files: files,
+                                      rerun: "run share again")
         for dest in run.destinations {
-            let name = "\(tag)-\(UInt32.random(in: 0...UInt32.max))"
-            let written = try await context.send(.verify, source, request(first.path, .write(name: name)))
-            guard let value = written.nonceValue else {
-                throw ShareFailure(step: .verify, host: source.name,
-                                   error: AgentError(.unsupported, "the agent answered VERIFY nonce-write without nonce-value="), remedy: "")
-            }
-            reads[dest.name] = request(first.path, .read(name: name, value: value))
-        }
-        let disks = run.result.disks
-        let caller = context.caller
-        let nonceReads = reads
-        let seen = await FlowContext.concurrently(run.destinations) { dest in
-            for (i, disk) in disks.enumerated() {
-                let answer = try await caller.send(dest, i == 0 ? nonceReads[dest.name]! : request(disk.path))
-                guard answer.size == disk.size else {
-                    throw AgentError(.invalidState, "\(dest.name) sees \(disk.path) with size \(answer.size), not \(disk.size)")
-                }
-            }
-        }
-        for (dest, r) in zip(run.destinations, seen) {
-            if case .failure(let e) = r {
-                let remedy = e.code == .invalidState || e.code == .notFound
-                    ? "\(dest.name) and \(source.name) do not see the same storage: check both pools (virsh pool-info \(inventory.poolName)), then run share again"
-                    : FlowContext.remedy(e)
-                throw ShareFailure(step: .verify, host: dest.name, error: e, remedy: remedy)
-            }
-            context.emit(.step(.verify, host: dest.name, detail: "sees \(disks.count) copy(ies) and \(source.name)'s nonce"))
+            context.emit(.step(.verify, host: dest.name, detail: "sees \(files.count) copy(ies) and \(run.source.name)'s nonce"))
         }
     }
 
@@ -65,5 +39,67 @@ extension ShareSteps {
         context.emit(.step(.adopt, host: run.source.name,
                            detail: "\(vm) \(adopted.changed ? "now runs from" : "already on") the shared copies (\(run.options.attach.rawValue))"))
         run.result.ready = true
+    }
+}
+
+/// A file on the share as a host's `VERIFY` names it (a path under the mount, or a path
+/// in the share through libnfs), and its size when the caller knows it.
+struct SharedFile: Sendable {
+    var label: String
+    var size: UInt64?
+    var request: @Sendable (NonceStep) -> VerifyRequest
+
+    init(label: String, size: UInt64?, request: @escaping @Sendable (NonceStep) -> VerifyRequest) {
+        self.label = label
+        self.size = size
+        self.request = request
+    }
+}
+
+extension FlowContext {
+    /// The shared-storage test `share` ends with and `check` runs fresh: every
+    /// destination sees every file with the size the source sees, and reads a nonce the
+    /// source wrote beside the first one through its own view of the share. Each
+    /// destination has a nonce of its own (the agent removes a nonce once it is read), so
+    /// destinations verify concurrently, one round each: the nonce is read with the first
+    /// file's VERIFY. Sizes not given are asked from the source first.
+    func crossVerify(vm: String, source: Inventory.Host, destinations: [Inventory.Host], files: [SharedFile],
+                     rerun: String) async throws(ShareFailure) {
+        guard let first = files.first else { return }
+        var sizes = files.map(\.size)
+        let tag = ShareSteps.nonceTag(vm)
+        var reads: [String: VerifyRequest] = [:]
+        for dest in destinations {
+            let name = "\(tag)-\(UInt32.random(in: 0...UInt32.max))"
+            let written = try await send(.verify, source, first.request(.write(name: name)))
+            guard let value = written.nonceValue else {
+                throw ShareFailure(step: .verify, host: source.name,
+                                   error: AgentError(.unsupported, "the agent answered VERIFY nonce-write without nonce-value="), remedy: "")
+            }
+            if sizes[0] == nil { sizes[0] = written.size }
+            reads[dest.name] = first.request(.read(name: name, value: value))
+        }
+        for i in files.indices where sizes[i] == nil {
+            sizes[i] = try await send(.verify, source, files[i].request(.none)).size
+        }
+        let caller = self.caller
+        let nonceReads = reads
+        let expected = sizes
+        let seen = await Self.concurrently(destinations) { dest in
+            for (i, file) in files.enumerated() {
+                let answer = try await caller.send(dest, i == 0 ? nonceReads[dest.name]! : file.request(.none))
+                if let size = expected[i], answer.size != size {
+                    throw AgentError(.invalidState, "\(dest.name) sees \(file.label) with size \(answer.size), not \(size)")
+                }
+            }
+        }
+        for (dest, r) in zip(destinations, seen) {
+            if case .failure(let e) = r {
+                let remedy = e.code == .invalidState || e.code == .notFound
+                    ? "\(dest.name) and \(source.name) do not see the same storage: check both pools (virsh pool-info \(inventory.poolName)), then \(rerun)"
+                    : Self.remedy(e)
+                throw ShareFailure(step: .verify, host: dest.name, error: e, remedy: remedy)
+            }
+        }
     }
 }
