@@ -53,6 +53,7 @@ bench: setup
 	$(SWIFT) build -c release
 	COPY_BENCH_BIN=$(CURDIR)/.build/release/storagectl-copy-bench Tests/Lab/bench-copy
 	LAB_BIN_DIR=$(CURDIR)/.build/release Tests/Lab/bench-share
+	LAB_BIN_DIR=$(CURDIR)/.build/release Tests/Lab/bench-check
 
 ## lab-up / lab-down / lab-shell HOST=source-example / lab-status: the lab by hand
 lab-up: build
