@@ -26,6 +26,21 @@ struct FlowStepTests {
         #expect(run.location.state == .shutOff)
     }
 
+    @Test("locate: defined on two hosts after a persistent migration, the host that runs it owns it; shut off on both is a conflict")
+    func locateAfterPersistentMigration() async throws {
+        let site = FakeSite()
+        site.migration.lock.withLock { site.migration.migratedTo = "dst" }
+        let location = try await context(site).locate("w1", from: nil)
+        #expect(location.host.name == "dst" && location.state == .running)
+        site.migration.lock.withLock { site.migration.offlineMoved = true }
+        await #expect(throws: ShareFailure.self) { try await context(site).locate("w1", from: nil) }
+        do {
+            _ = try await context(site).locate("w1", from: nil)
+        } catch {
+            #expect(error.error.code == .conflict && error.remedy.contains("--from"))
+        }
+    }
+
     @Test("preflight writes the plan and ends a dry run; asks SPACE only")
     func preflight() async throws {
         let site = FakeSite()

@@ -12,7 +12,9 @@ public struct VMLocation: Sendable {
 
 extension FlowContext {
     /// Asks every compute agent (or only `from`) for the VM; exactly one may define it
-    /// (a transient, running-only definition on a migration peer is not the owner).
+    /// (a transient, running-only definition on a migration peer is not the owner), or,
+    /// when several do, exactly one may run it (the others keep the shut-off definition
+    /// a persistent migration left behind).
     func locate(_ vm: String, from: String?) async throws(ShareFailure) -> VMLocation {
         var candidates = inventory.compute
         if let from {
@@ -35,7 +37,14 @@ extension FlowContext {
             }
         }
         let persistent = found.filter(\.domain.persistent)
-        let owners = persistent.isEmpty ? found : persistent
+        var owners = persistent.isEmpty ? found : persistent
+        // A persistent migration (`migrate --persistent`, `virsh migrate --persistent`)
+        // leaves the shut-off definition on the host the VM left: the one that runs it
+        // owns it.
+        if owners.count > 1 {
+            let active = found.filter { $0.state == .running || $0.state == .paused }
+            if active.count == 1 { owners = active }
+        }
         guard owners.count <= 1 else {
             throw ShareFailure(step: .locate, host: owners.map(\.host.name).joined(separator: ","),
                                error: AgentError(.conflict, "\(vm) is defined on \(owners.map(\.host.name).joined(separator: " and "))"),
