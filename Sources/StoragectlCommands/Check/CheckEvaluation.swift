@@ -84,8 +84,8 @@ public enum CheckEvaluation {
 
     /// `disks`: no local disk; for a live migration, what libvirt's own safety check
     /// (qemuMigrationSrcIsSafe) would refuse: a file on a file system it does not take
-    /// as shared, or a cache mode other than none/directsync on shared storage that is
-    /// not a cluster file system (read-only disks and RBD are exempt).
+    /// as shared, or a cache mode other than none/directsync on a shared file that is not
+    /// on a cluster file system (read-only disks and network disks are exempt).
     public static func disks(vm: String, source: String, destination: String, disks: [DiskRecord], mode: MigrationMode,
                              exportRoot: String) -> CheckResult {
         var fails: [String] = [], warns: [String] = [], remedies: [String] = []
@@ -112,9 +112,10 @@ public enum CheckEvaluation {
                 continue
             }
             guard live else { continue }
-            if d.isNetwork {
-                if d.source.hasPrefix("rbd:") || d.readOnly { continue }
-            } else {
+            // libvirt takes network disks as shared whatever their cache mode ("network
+            // disks are safe again" in qemuMigrationSrcIsSafe): QEMU opens them itself.
+            if d.isNetwork { continue }
+            do {
                 guard let fs = d.fileSystem?.lowercased() else {
                     warns.append("\(source) did not report the file system under \(d.target) (\(d.source))")
                     remedy("upgrade compute-agent on \(source) (MIGRATION-FACTS reports fs=)")
