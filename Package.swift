@@ -110,7 +110,7 @@ let package = Package(
         .testTarget(name: "AgentAPITests", dependencies: ["AgentAPI", "AgentProtocol"]),
         .testTarget(name: "ExportsFileTests", dependencies: ["ExportsFile", "TestSupport"], exclude: ["Corpus"]),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"]),
-        .testTarget(name: "NetProbeTests", dependencies: ["NetProbe"]),
+        .testTarget(name: "NetProbeTests", dependencies: ["NetProbe", "BlockingIO"]),
         .testTarget(name: "SafeFilesTests", dependencies: ["SafeFiles"]),
         .testTarget(name: "ProcessSpawnTests", dependencies: ["ProcessSpawn", "BlockingIO"]),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt", "BlockingIO"]),
