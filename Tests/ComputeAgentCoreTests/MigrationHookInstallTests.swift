@@ -68,7 +68,7 @@ struct MigrationHookInstallTests {
     func loaded() async throws {
         let s = try Sandbox()
         _ = try s.installation.install(binary: s.binary)
-        usleep(100_000)
+        try await Task.sleep(for: .microseconds(100_000))
         let after = try s.start(libvirtd: true)
         try await waitForComm(after.pid, "libvirtd")
         #expect(s.installation.status().loaded, "\(s.installation.status())")
@@ -76,7 +76,7 @@ struct MigrationHookInstallTests {
 
         let before = try s.start(libvirtd: true)
         try await waitForComm(before.pid, "libvirtd")
-        usleep(100_000)
+        try await Task.sleep(for: .microseconds(100_000))
         #expect(utimes(s.installation.hookPath, nil) == 0)
         #expect(!s.installation.status().loaded, "libvirtd started before the hook was written and got no SIGHUP")
         let done = try s.installation.install(binary: s.binary)
@@ -85,7 +85,7 @@ struct MigrationHookInstallTests {
         #expect(status.installed && status.loaded, "\(status)")
         #expect(before.isRunning, "the fake libvirtd ignores SIGHUP")
         // Someone rewrites the hook later without a SIGHUP: no longer known to be loaded.
-        usleep(1_100_000)
+        try await Task.sleep(for: .microseconds(1_100_000))
         #expect(utimes(s.installation.hookPath, nil) == 0)
         let stale = s.installation.status()
         #expect(stale.installed && !stale.loaded && stale.detail.contains("install-hook"), "\(stale)")
@@ -98,7 +98,7 @@ struct MigrationHookInstallTests {
         try await waitForComm(other.pid, "sleep")
         let done = try s.installation.install(binary: s.binary)
         #expect(done.last?.contains("libvirtd is not running") == true)
-        usleep(100_000)
+        try await Task.sleep(for: .microseconds(100_000))
         #expect(other.isRunning, "sleep would have died of SIGHUP")
     }
 
