@@ -119,7 +119,10 @@ struct HookExecutableTests {
         close(fds[0])
         let took = ContinuousClock.now - start
         expectRefused(r, "did not decide within 2 s")
-        #expect(took >= .milliseconds(1900) && took < .seconds(5), "took \(took)")
+        // at least the watchdog's 2 s; the upper bound is loose: in the full parallel run
+        // the test's own continuation can resume seconds late (the watchdog's message above
+        // is the proof that the hook bounded itself)
+        #expect(took >= .milliseconds(1900) && took < .seconds(15), "took \(took)")
     }
 
     @Test("network disks, no disks and an empty cdrom pass")
@@ -146,11 +149,13 @@ struct HookExecutableTests {
         var fds: [Int32] = [0, 0]
         #expect(pipe(&fds) == 0)
         defer { close(fds[1]) }
-        let start = ContinuousClock.now
         // stdin never reaches EOF: the hook must not wait for it
         let r = try await runProgram(try TestSupport.binary("storagectl-migration-hook"), args, stdin: fds[0])
         close(fds[0])
+        // Exit 0 with a stdin that never reaches EOF proves it did not read it (a read
+        // would block until the 2 s watchdog refuses, exit 1). No wall-clock bound here:
+        // in the full parallel run this test's continuation resumes late (seen: 1.8-8 s);
+        // lab suite 35 measures the hook's own time (< 100 ms) on a real host.
         #expect(r.status == 0 && r.stdout.isEmpty && r.stderr.isEmpty, "\(args): \(r)")
-        #expect(ContinuousClock.now - start < .seconds(1))
     }
 }

@@ -83,8 +83,11 @@ struct CheckMigrateFlowTests {
         // connections), four are in flight together: src's first session, dst's, the
         // dirty-rate window, then the probe. Alone on this machine: about 230 ms.
         #expect(report.ok)
+        // No wall-clock bound: in the full parallel run a test's continuations resume
+        // seconds late (seen: 9.4 s for this check). What makes it fast is asserted here
+        // (questions in flight together); the real time is measured by make bench
+        // (Tests/Lab/bench-check, docs/benchmarks.md).
         #expect(fake.migration.with { $0.maxInFlight } >= 3)
-        #expect(report.milliseconds < 2000, "check took \(report.milliseconds) ms")
     }
 
     @Test("a VM with a local disk fails storage-ready and disks with share's command; exit 65")
