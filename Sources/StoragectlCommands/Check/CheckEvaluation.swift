@@ -398,11 +398,11 @@ public enum CheckEvaluation {
         let detail = a.hookDetail.isEmpty ? "" : " (\(a.hookDetail))"
         if !a.hookInstalled {
             return CheckResult(.gateArmed, .fail, measured, "the migration hook is not installed on \(destination)" + detail,
-                               remedy: "start compute-agent on \(destination) (it installs the hook: docs/migration.md) and check its log (journalctl -u compute-agent)")
+                               remedy: "run compute-agent install-hook as root on \(destination) (it installs the hook and makes libvirtd load it: docs/install.md)")
         }
         if !a.hookLoaded {
             return CheckResult(.gateArmed, .fail, measured, "the migration hook is installed on \(destination), but libvirtd has not loaded it" + detail,
-                               remedy: "reload libvirtd on \(destination) (systemctl reload libvirtd: it reads hooks at start and on SIGHUP)")
+                               remedy: "run compute-agent install-hook as root on \(destination) again, or reload libvirtd there (systemctl reload libvirtd: it reads hooks at start and on SIGHUP)")
         }
         return CheckResult(.gateArmed, .pass, measured, "\(destination)'s libvirtd runs the migration hook")
     }

@@ -28,7 +28,9 @@ final class MigrateDisplay: @unchecked Sendable {
                 print("\r\u{1B}[2K" + MigrateFormatting.progressLine(p, width: 30), terminator: "")
                 barShown = true
             case (.progress(let p), .plain):
-                if ContinuousClock.now - lastPlain >= .seconds(5) {
+                // (the job's first statistics, before QEMU has sized the transfer, say
+                // nothing: total 0)
+                if p.total > 0, ContinuousClock.now - lastPlain >= .seconds(5) {
                     lastPlain = .now
                     print(MigrateFormatting.progressLine(p, width: 0))
                 }

@@ -166,7 +166,8 @@ t_mg_ctrl_c() {
         "$1" migrate calm1 --to dest-example --live --persistent --bandwidth 1 --config "$2" > /run/lab/migrate.out 2>&1 &
         pid=$! sent=no
         for _ in $(seq 1 300); do
-            if grep -qiE "progress|MiB|%" /run/lab/migrate.out; then sleep 1; kill -INT "$pid"; sent=yes; break; fi
+            # a progress line: the libvirt job runs and has sized the transfer
+            if grep -q "^  migrate " /run/lab/migrate.out; then sleep 1; kill -INT "$pid"; sent=yes; break; fi
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
@@ -175,6 +176,7 @@ t_mg_ctrl_c() {
         echo "sent=$sent rc=$rc"' sh "$(lab_bin)/storagectl" "$MG_CONF" 2>&1)
     printf '%s\n' "$OUT" | tail -n 6 | sed 's/^/#   /'
     grep -q "^sent=yes rc=130$" <<<"$OUT" || fail "Ctrl-C did not end migrate with status 130: $(tail -n 4 <<<"$OUT")" || return 1
+    grep -q "migration of calm1 was aborted" <<<"$OUT" || fail "the libvirt job was not the one aborted: $(tail -n 6 <<<"$OUT")" || return 1
     mg_runs_only calm1 source-example || return 1
     must "domjobinfo on source-example" on source-example "${VIRSH[@]}" domjobinfo calm1 || return 1
     grep -q "^Job type: *None" <<<"$OUT" || fail "a job still runs on calm1: $OUT" || return 1
