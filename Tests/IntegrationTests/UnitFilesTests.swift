@@ -88,7 +88,7 @@ struct UnitFilesTests {
         ' > "$2" &
         i=0; while ! grep -q ready "$2" && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
         for attempt in 1 2 3; do
-            timeout 5 setpriv --bounding-set="$1" nfs-ls "nfs://127.0.0.1/x?nfsport=2049&mountport=2049" >/dev/null 2>&1 || true
+            timeout 10 setpriv --bounding-set="$1" nfs-ls "nfs://127.0.0.1/x?nfsport=2049&mountport=2049" >/dev/null 2>>"$2.err" || echo "attempt $attempt: exit $?" >>"$2.err"
             if grep -q '^[0-9]' "$2"; then break; fi
         done
         wait
@@ -112,8 +112,12 @@ struct UnitFilesTests {
             let set = (["-all"] + caps.map { "+" + $0.lowercased().replacingOccurrences(of: "cap_", with: "") }).joined(separator: ",")
             let r = try await runProgram("/usr/bin/unshare", ["-n", "/bin/sh", dir + "/port.sh", set, dir + "/ports"])
             let text = (try? String(contentsOfFile: dir + "/ports", encoding: .utf8)) ?? ""
+            let errors = (try? String(contentsOfFile: dir + "/ports.err", encoding: .utf8)) ?? ""
             #expect(r.status == 0, "\(r)")
-            return text.split(separator: "\n").compactMap { Int($0) }.first
+            let port = text.split(separator: "\n").compactMap { Int($0) }.first
+            if port == nil { Issue.record("no connection under \(set): listener said \(text.debugDescription); nfs-ls: \(errors.suffix(600))") }
+            try? FileManager.default.removeItem(atPath: dir + "/ports.err")
+            return port
         }
         let shipped = try #require(try await sourcePort(caps), "libnfs did not connect")
         #expect(shipped < 1024, "under the unit's CapabilityBoundingSet (\(caps.joined(separator: " "))) libnfs connects from port \(shipped): a kernel nfsd refuses it on a `secure` export")

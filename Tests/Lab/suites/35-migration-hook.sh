@@ -41,6 +41,14 @@ t_mh_plain_virsh_refused() {
     [[ $(mh_state source-example) == running ]] || fail "wanderer1 no longer runs on source-example: $(mh_state source-example)" || return 1
     must "domain list on dest-example" on dest-example "${VIRSH[@]}" list --all --name || return 1
     ! grep -qx "$MH_VM" <<<"$OUT" || fail "dest-example has a domain wanderer1: $OUT" || return 1
+    # storagectl migrate refuses before anything starts, naming the failed checks (65)
+    OUT=$(on source-example "$(lab_bin)/storagectl" migrate "$MH_VM" --to dest-example --live --persistent \
+        --config /run/lab/mh-inventory.conf 2>&1); rc=$?
+    ((rc == 65)) || fail "storagectl migrate of wanderer1 on its local disk: exit $rc, want 65: $OUT" || return 1
+    grep -Eq "^fail +storage-ready" <<<"$OUT" && grep -Eq "^fail +disks" <<<"$OUT" \
+        || fail "storagectl migrate does not name the failed checks: $OUT" || return 1
+    grep -q "storagectl share wanderer1" <<<"$OUT" || fail "no remedy naming storagectl share: $OUT" || return 1
+    [[ $(mh_state source-example) == running ]] || fail "wanderer1 no longer runs on source-example" || return 1
     # leave it as suite 40 expects: shut off on its local disk
     must "destroy wanderer1" on source-example "${VIRSH[@]}" destroy "$MH_VM" || return 1
 }
@@ -106,6 +114,6 @@ t_mh_ready_share() {
 
 SH_IMAGE_LOCAL=/var/lib/libvirt/images/wanderer1.qcow2
 run "migration hook: installed and loaded on the compute hosts (HEALTH migration-hook ok)" t_mh_health
-run "migration hook: a plain virsh migrate --live --unsafe --p2p of wanderer1 on its local disk fails with storagectl's sentence; it still runs on source-example only" t_mh_plain_virsh_refused
+run "migration hook: a plain virsh migrate --live --unsafe --p2p of wanderer1 on its local disk fails with storagectl's sentence; it still runs on source-example only; storagectl migrate refuses (65) naming the failed checks" t_mh_plain_virsh_refused
 run "migration hook: answers within 100 ms on dest-example" t_mh_hook_speed
 run "migration hook: a disk inside the share dest-example's agent made ready passes; a lookalike, a symlink out and .. are refused" t_mh_ready_share
