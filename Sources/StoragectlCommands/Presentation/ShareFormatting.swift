@@ -29,7 +29,8 @@ public enum ShareFormatting {
             : "\(r.vm) is ready: its disks are on \(r.storage):\(r.export) (\(r.attach.rawValue)), seen by \(([r.source] + r.destinations).joined(separator: ", ")).\n"
         for d in r.disks { s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), digest \(d.digest.prefix(16))…)\n" }
         if let dest = r.destinations.first {
-            s += "migrate it with: virsh migrate --live --persistent \(r.vm) qemu+ssh://\(dest)/system\n"
+            // through the gate: check first, then libvirt's peer-to-peer migration
+            s += "migrate it with: storagectl migrate \(r.vm) --to \(dest) --persistent (storagectl check \(r.vm) --to \(dest) says whether it can)\n"
         }
         return s
     }

@@ -44,19 +44,6 @@ for name in want:
 PY
 }
 
-# mh_only_running_on VM HOST: VM runs on HOST and on no other compute host
-mh_only_running_on() {
-    local vm=$1 want=$2 h
-    for h in source-example dest-example third-example; do
-        must "running guests on $h" on "$h" "${VIRSH[@]}" list --name || return 1
-        if [[ $h == "$want" ]]; then
-            grep -qx "$vm" <<<"$OUT" || fail "$vm does not run on $h: $(echo $OUT)" || return 1
-        else
-            ! grep -qx "$vm" <<<"$OUT" || fail "$vm also runs on $h" || return 1
-        fi
-    done
-}
-
 t_mh_share_two_destinations() {
     must "inventory on source-example" on source-example sh -c 'cat > /run/lab/storagectl.conf' <"$STATE/storagectl.conf" || return 1
     # the storage agent owns the ganesha include (as in 40-share.sh; run alone, the base
@@ -107,7 +94,7 @@ t_mh_share_two_destinations() {
     cp "$(hd_of source-example)/run/lab/mh-wanderer1.xml" "$(hd_of third-example)/run/lab/mh-wanderer1.xml" || { fail "copy the XML"; return 1; }
     must "define on third-example" on third-example "${VIRSH[@]}" define /run/lab/mh-wanderer1.xml || return 1
     must "start on third-example" on third-example "${VIRSH[@]}" start "$MH_VM" || return 1
-    mh_only_running_on "$MH_VM" third-example || return 1
+    runs_only_on "$MH_VM" third-example || return 1
     must "destroy on third-example" on third-example "${VIRSH[@]}" destroy "$MH_VM" || return 1
     must "undefine on third-example" on third-example "${VIRSH[@]}" undefine "$MH_VM" || return 1
 }
@@ -150,12 +137,12 @@ PY
 t_mh_libnfs_migrate() {
     [[ -n $LN_READY ]] || fail "roamer1 was not shared (previous test failed)" || return 1
     must "start roamer1" on source-example "${VIRSH[@]}" start "$MH_LN_VM" || return 1
-    mh_only_running_on "$MH_LN_VM" source-example || return 1
+    runs_only_on "$MH_LN_VM" source-example || return 1
     local t0; t0=$(now_ms)
     must "virsh migrate to dest-example" on source-example timeout 120 "${VIRSH[@]}" migrate --live --persistent --p2p \
         "$MH_LN_VM" qemu+tcp://dest-example/system || return 1
     note "  to dest-example: $(secs $(( $(now_ms) - t0 ))) s"
-    mh_only_running_on "$MH_LN_VM" dest-example || return 1
+    runs_only_on "$MH_LN_VM" dest-example || return 1
     must "domblklist on dest-example" on dest-example "${VIRSH[@]}" domblklist "$MH_LN_VM" || return 1
     grep -q "vda *$MH_LN_COPY" <<<"$OUT" || fail "roamer1 on dest-example uses: $OUT" || return 1
     must "domstate on source-example" on source-example "${VIRSH[@]}" domstate "$MH_LN_VM" || return 1
@@ -165,7 +152,7 @@ t_mh_libnfs_migrate() {
     must "virsh migrate back to source-example" on dest-example timeout 120 "${VIRSH[@]}" migrate --live --persistent --p2p \
         "$MH_LN_VM" qemu+tcp://source-example/system || return 1
     note "  back to source-example: $(secs $(( $(now_ms) - t0 ))) s"
-    mh_only_running_on "$MH_LN_VM" source-example || return 1
+    runs_only_on "$MH_LN_VM" source-example || return 1
     must "domstate on dest-example" on dest-example "${VIRSH[@]}" domstate "$MH_LN_VM" || return 1
     [[ $(echo $OUT) == "shut off" ]] || fail "roamer1 on dest-example is '$OUT', want shut off" || return 1
     # clean up: no roamer1 left anywhere
