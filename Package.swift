@@ -40,6 +40,8 @@ let package = Package(
         // Byte-level guards run before any XML parser sees untrusted text (no processing
         // instruction, no DOCTYPE): shared by the compute agent and the migration hook.
         .target(name: "XMLGuards"),
+        // /proc/self/mountinfo, parsed once for the storage agent, the compute agent and the hook: no deps.
+        .target(name: "MountInfo"),
         // Local file primitives the agents trust: durable atomic replacement, symlink-free opening under a root.
         .target(name: "SafeFiles"),
         // libvirt C API + `clibvirt_` shim helpers (last-error copy, silent error handler).
@@ -71,11 +73,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "ProcessSpawn", "SafeFiles",
+        .target(name: "StorageAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ExportsFile", "LibNFS", "BlockingIO", "ContentDigest", "ProcessSpawn", "SafeFiles", "MountInfo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
-        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest", "SafeFiles", "NetProbe", "XMLGuards",
+        .target(name: "ComputeAgentCore", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "Libvirt", "BlockingIO", "ImageCopy", "LibNFS", "ContentDigest", "SafeFiles", "NetProbe", "XMLGuards", "MountInfo",
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
@@ -94,7 +96,7 @@ let package = Package(
         // libvirt's qemu hook that refuses an incoming migration whose disks are not on a
         // share this host has ready (docs/migration.md): pure decision logic, no libvirt,
         // no NIO (it must answer within 100 ms), and its thin executable.
-        .target(name: "MigrationHook", dependencies: ["XMLGuards", "CSystemd"]),
+        .target(name: "MigrationHook", dependencies: ["XMLGuards", "MountInfo", "CSystemd"]),
         .executableTarget(name: "storagectl-migration-hook", dependencies: ["MigrationHook"]),
         .executableTarget(name: "storagectl", dependencies: ["StoragectlCommands", "AgentRuntime"]),
         .executableTarget(name: "storage-agent", dependencies: ["StorageAgentCore", "AgentRuntime"]),

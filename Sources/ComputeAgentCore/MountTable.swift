@@ -1,4 +1,5 @@
 import Foundation
+import MountInfo
 
 /// The file system a path is on, from `/proc/self/mountinfo` (the mount point that is
 /// the longest prefix of the path, component-wise; the last such mount wins, as it hides
@@ -17,34 +18,11 @@ struct MountTable: Sendable, Equatable {
         return parse(text)
     }
 
-    /// Parses mountinfo lines: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS`.
+    /// The mounts of mountinfo text that name their file system type.
     static func parse(_ text: String) -> MountTable {
-        var mounts: [Mount] = []
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count >= 7, let dash = fields.firstIndex(of: "-"), dash >= 6, dash + 1 < fields.count else { continue }
-            mounts.append(Mount(mountPoint: unescape(String(fields[4])), fileSystem: String(fields[dash + 1])))
-        }
-        return MountTable(mounts: mounts)
-    }
-
-    /// mountinfo writes space, tab, newline and backslash as `\040`, `\011`, `\012`, `\134`.
-    static func unescape(_ s: String) -> String {
-        guard s.contains("\\") else { return s }
-        var bytes: [UInt8] = []
-        let u = Array(s.utf8)
-        var i = 0
-        while i < u.count {
-            if u[i] == UInt8(ascii: "\\"), i + 3 < u.count,
-               let v = UInt8(String(decoding: u[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
-                bytes.append(v)
-                i += 4
-            } else {
-                bytes.append(u[i])
-                i += 1
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        MountTable(mounts: MountInfo.parse(text).compactMap { e in
+            e.fileSystem.map { Mount(mountPoint: e.mountPoint, fileSystem: $0) }
+        })
     }
 
     /// The file system type of the mount `path` is on (nil when no mount matches, which

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import MountInfo
 
 /// Where the hook reads this host's facts. Fixed in a release build; see
 /// ``HookPaths/forThisProcess()`` for the test seam.
@@ -106,35 +107,9 @@ public struct ReadyShares: Sendable, Equatable {
         return roots
     }
 
-    /// The mount points of `/proc/self/mountinfo` (field 5, octal escapes `\040` etc.
-    /// decoded).
+    /// The mount points of `/proc/self/mountinfo` (octal escapes `\040` etc. decoded).
     public static func parseMountInfo(_ text: String) -> Set<String> {
-        var points = Set<String>()
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count >= 5 else { continue }
-            points.insert(unescapeOctal(String(fields[4])))
-        }
-        return points
-    }
-
-    static func unescapeOctal(_ s: String) -> String {
-        guard s.contains("\\") else { return s }
-        var out: [UInt8] = []
-        let b = Array(s.utf8)
-        var i = 0
-        while i < b.count {
-            if b[i] == UInt8(ascii: "\\"), i + 4 <= b.count {
-                let digits = b[(i + 1)..<(i + 4)]
-                if digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "7") }) {
-                    let v = digits.reduce(0) { $0 * 8 + Int($1 - UInt8(ascii: "0")) }
-                    if v < 256 { out.append(UInt8(v)); i += 4; continue }
-                }
-            }
-            out.append(b[i])
-            i += 1
-        }
-        return String(decoding: out, as: UTF8.self)
+        Set(MountInfo.parse(text).map(\.mountPoint))
     }
 }
 

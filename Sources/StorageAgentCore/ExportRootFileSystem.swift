@@ -1,4 +1,5 @@
 import Foundation
+import MountInfo
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,28 +36,8 @@ enum ExportRootFileSystem {
         return "the export root \(realRoot) is not a file system of its own (it is a directory of the file system of its parent); " + advice
     }
 
-    /// (root within the file system, mount point) of each mountinfo line (proc(5)); the
-    /// octal escapes of spaces, tabs, newlines and backslashes decoded.
+    /// (root within the file system, mount point) of each mountinfo line (proc(5)).
     static func mounts(_ mountinfo: String) -> [(root: String, mountPoint: String)] {
-        mountinfo.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
-            guard fields.count > 4 else { return nil }
-            return (unescape(fields[3]), unescape(fields[4]))
-        }
-    }
-
-    static func unescape(_ field: Substring) -> String {
-        var bytes: [UInt8] = []
-        var utf8 = Array(field.utf8)[...]
-        while let byte = utf8.popFirst() {
-            if byte == UInt8(ascii: "\\"), utf8.count >= 3,
-               let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8) {
-                bytes.append(value)
-                utf8 = utf8.dropFirst(3)
-            } else {
-                bytes.append(byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        MountInfo.parse(mountinfo).map { ($0.root, $0.mountPoint) }
     }
 }
