@@ -118,7 +118,7 @@ public struct LiveCopyAnswer: Sendable, Equatable {
     }
 }
 
-/// `LIVE-COPY domain=NAME (pool=POOL | server=HOST export=PATH)`: every local file disk
+/// `LIVE-COPY domain=NAME (pool=POOL | server=HOST export=PATH) [bandwidth=MIB]`: every local file disk
 /// of the **running**, persistent domain is block-copied into the share (the layout of
 /// COPY: `DIR/FILE` under the export, DIR the domain's share directory; qcow2 stays
 /// qcow2, raw stays raw), and once every mirror is synchronised all disks are pivoted
@@ -135,23 +135,29 @@ public struct LiveCopyAnswer: Sendable, Equatable {
 public struct LiveCopyRequest: AgentVerb, Equatable {
     public static let verb = "LIVE-COPY"
     public var changesHost: Bool { true }
-    public static let keys = ["domain", "pool", "server", "export"]
+    public static let keys = ["domain", "pool", "server", "export", "bandwidth"]
     public var domain: String
     public var share: ShareRef
+    /// A limit for each mirror, MiB/s (libvirt's block copy `bandwidth`); nil: none.
+    public var bandwidthMiB: UInt64?
 
-    public init(domain: String, share: ShareRef) {
+    public init(domain: String, share: ShareRef, bandwidthMiB: UInt64? = nil) {
         self.domain = domain
         self.share = share
+        self.bandwidthMiB = bandwidthMiB
     }
 
     public init(decoding r: FieldReader) throws(AgentError) {
         domain = try r.string("domain")
         share = try ShareRef.decode(r, allowPoolTarget: false)
+        bandwidthMiB = try r.optionalUInt64("bandwidth")
+        if bandwidthMiB == 0 { throw AgentError.invalidArgument("bandwidth= is MiB/s and must be at least 1 (leave it out for no limit)") }
     }
 
     public func encode(into w: inout FieldWriter) {
         w.add("domain", domain)
         share.encode(into: &w)
+        w.add("bandwidth", bandwidthMiB)
     }
 
     public typealias Answer = LiveCopyAnswer
@@ -161,7 +167,7 @@ public struct LiveCopyRequest: AgentVerb, Equatable {
     public static func encodeAnswer(_ a: Answer) -> (data: [Fields], ok: Fields) { a.encode() }
 }
 
-/// `LIVE-LOCALIZE domain=NAME (pool=POOL | server=HOST export=PATH) [dir=PATH]`: the way
+/// `LIVE-LOCALIZE domain=NAME (pool=POOL | server=HOST export=PATH) [dir=PATH] [bandwidth=MIB]`: the way
 /// back for a **running** domain: each disk on the share is block-copied to a new local
 /// file `DIR/<domain dir>/<file name>` (`dir=` under `--images-root`, the default; the
 /// rules of LOCALIZE: never over an existing file or another domain's disk, free space
@@ -171,27 +177,33 @@ public struct LiveCopyRequest: AgentVerb, Equatable {
 public struct LiveLocalizeRequest: AgentVerb, Equatable {
     public static let verb = "LIVE-LOCALIZE"
     public var changesHost: Bool { true }
-    public static let keys = ["domain", "pool", "server", "export", "dir"]
+    public static let keys = ["domain", "pool", "server", "export", "dir", "bandwidth"]
     public var domain: String
     public var share: ShareRef
     public var dir: String?
+    /// As LIVE-COPY's.
+    public var bandwidthMiB: UInt64?
 
-    public init(domain: String, share: ShareRef, dir: String? = nil) {
+    public init(domain: String, share: ShareRef, dir: String? = nil, bandwidthMiB: UInt64? = nil) {
         self.domain = domain
         self.share = share
         self.dir = dir
+        self.bandwidthMiB = bandwidthMiB
     }
 
     public init(decoding r: FieldReader) throws(AgentError) {
         domain = try r.string("domain")
         dir = try r.optional("dir")
         share = try ShareRef.decode(r, allowPoolTarget: false)
+        bandwidthMiB = try r.optionalUInt64("bandwidth")
+        if bandwidthMiB == 0 { throw AgentError.invalidArgument("bandwidth= is MiB/s and must be at least 1 (leave it out for no limit)") }
     }
 
     public func encode(into w: inout FieldWriter) {
         w.add("domain", domain)
         share.encode(into: &w)
         w.add("dir", dir)
+        w.add("bandwidth", bandwidthMiB)
     }
 
     public typealias Answer = LiveCopyAnswer
