@@ -130,7 +130,7 @@ public struct MigrateCommand: AsyncParsableCommand {
             let options = MigrateOptions(vm: vm, to: to, mode: live ? .live : offline ? .offline : nil, persistent: persistent,
                                          undefineSource: undefineSource, bandwidthMiB: bandwidth, timeoutSeconds: timeout,
                                          autoConverge: autoConverge, postcopy: postcopy, dirtyRateSeconds: dirtyRateSeconds)
-            let (interrupted, interruptedAlready) = Self.interrupts()
+            let (interrupted, interruptedAlready) = Interrupts.install()
             let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: .milliseconds(Int64(agentTimeout * 1000))) { caller in
                 await FlowReport.capture { () throws(ShareFailure) in
                     try await MigrateFlow(inventory: inventory, caller: caller, onEvent: { display.show($0) }).run(options, interrupted: interrupted,
@@ -155,39 +155,6 @@ public struct MigrateCommand: AsyncParsableCommand {
             }
         }
     }
-
-    /// SIGINT as an async wait: the default action (exit) is replaced for the whole
-    /// command, so a Ctrl-C during check or MIGRATE becomes an abort, never a dead client
-    /// with a job left running.
-    static func interrupts() -> (wait: @Sendable () async -> Void, already: @Sendable () -> Bool) {
-        signal(SIGINT, SIG_IGN)
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
-        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        let box = SignalSourceBox(source)
-        source.setEventHandler {
-            box.fire()
-            continuation.yield()
-            // A second Ctrl-C ends storagectl at once; the source agent then aborts the
-            // job because MIGRATE's connection closed.
-            signal(SIGINT, SIG_DFL)
-        }
-        source.resume()
-        return ({
-            _ = box
-            for await _ in stream { return }
-        }, { box.fired })
-    }
-}
-
-/// Keeps the signal source alive as long as the closures that wait on it, and remembers
-/// a Ctrl-C that came before anyone waited.
-private final class SignalSourceBox: @unchecked Sendable {
-    let source: any DispatchSourceSignal
-    private let lock = NSLock()
-    private var seen = false
-    init(_ source: any DispatchSourceSignal) { self.source = source }
-    func fire() { lock.withLock { seen = true } }
-    var fired: Bool { lock.withLock { seen } }
 }
 
 /// share's failure document, as a JSON Lines record.

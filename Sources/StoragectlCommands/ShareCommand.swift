@@ -15,26 +15,41 @@ public struct ShareCommand: AsyncParsableCommand {
         discussion: """
             Finds the compute host that defines VM (or --from), then: exports the share on the \
             storage host to the source and every destination (rw, no_root_squash, explicit \
-            clients only), makes the libvirt pool ready on each of them, copies every local \
-            disk of the (shut off) VM into the share over NFS (sparse, verified by its content \
-            digest, written under a temporary name), has the storage host compute each copy's \
-            content digest on its own disk and compares it with the copy's (see storagectl \
-            digest --help), proves every destination sees the copies and a nonce written by \
-            the source, and redefines the VM onto the shared copies (the original images are \
-            kept).
+            clients only), makes the libvirt pool ready on each of them, and moves the VM's \
+            local disks into the share in one of two ways:
 
-            Every step is idempotent and derived from what the agents report: run share again \
-            after any failure and it continues where it stopped; a finished copy is never \
-            redone, a running one is joined. Destinations default to every other compute host \
-            of the inventory.
+            live (the default for a running VM): libvirt's block copy (QEMU's drive mirror) \
+            copies each disk into the share while the VM runs (qcow2 stays qcow2, sparse stays \
+            sparse); once every mirror is synchronised all disks are pivoted onto the copies \
+            and the persistent definition names them (the original definition and images are \
+            kept). The VM never stops. There is no content digest to compare while the guest \
+            writes: what is checked is that each mirror was synchronised at its pivot and that \
+            every destination sees each copy with its format and virtual size. Ctrl-C before \
+            the pivot cancels the block copies (the VM stays on its original disks; exit \
+            status 130); after it, the VM is on the share and a re-run finishes.
+
+            offline (a shut-off VM, or --offline): the copy engine copies each disk over NFS \
+            (sparse, verified by its content digest, written under a temporary name), the \
+            storage host computes each copy's content digest on its own disk and compares it \
+            (see storagectl digest --help), and the VM is redefined onto the shared copies.
+
+            Either way every destination must see the copies and a nonce written by the source \
+            before the VM counts as ready. Every step is idempotent and derived from what the \
+            agents report: run share again after any failure and it continues where it \
+            stopped; a finished copy is never redone, a running one (or mirror) is joined. \
+            Destinations default to every other compute host of the inventory. --dry-run \
+            prints the plan, including which mode it would use.
 
             EXIT STATUS
               0   the VM is ready (or, with --dry-run, the plan was printed)
               64  bad arguments (unknown destination, ...)
-              65  refused by the current state (running VM, not enough space, conflicting pool)
+              65  refused by the current state (--offline on a running VM, not
+                  enough space, a conflicting pool, a file in a live copy's way)
               66  the VM was not found
               69  an agent could not be reached
               75  busy or timed out: run share again
+              130 interrupted (Ctrl-C): before the pivot nothing changed;
+                  run share again
             """)
 
     @OptionGroup public var global: GlobalOptions
@@ -54,12 +69,24 @@ public struct ShareCommand: AsyncParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Print the plan and change nothing.")
     public var dryRun = false
 
+    @Flag(name: .customLong("offline"), help: "Copy with the VM shut off (the copy engine, verified by content digest); a running VM is refused.")
+    public var offline = false
+
+    @Flag(name: .customLong("live"), help: "Copy while the VM runs (block copy, then pivot); a VM that is not running is refused. Default: live for a running VM, offline for a shut-off one.")
+    public var live = false
+
+    @Option(name: .customLong("bandwidth"), help: ArgumentHelp("Limit each disk's live copy to this many MiB/s (default: no limit).", valueName: "MiB/s"))
+    public var bandwidth: UInt64?
+
     @Flag(name: .customLong("json"), help: "Print one JSON document with the result (no progress).")
     public var json = false
 
     public init() {}
 
     public func validate() throws {
+        if live && offline { throw ValidationError("--live and --offline exclude each other") }
+        if bandwidth == 0 { throw ValidationError("--bandwidth is MiB/s and must be at least 1 (leave it out for no limit)") }
+        if bandwidth != nil && offline { throw ValidationError("--bandwidth limits a live copy; it does not apply with --offline") }
         guard AttachMode(rawValue: attach) != nil else { throw ValidationError("--attach must be mount or libnfs") }
         try validateDomainName(vm)
     }
@@ -68,10 +95,12 @@ public struct ShareCommand: AsyncParsableCommand {
         try await ExitStatus.reporting("storagectl") {
             let inventory = try Inventory.load(path: global.config)
             let display = ShareDisplay(mode: json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
-            let options = ShareOptions(vm: vm, from: from, to: to, attach: AttachMode(rawValue: attach)!, dryRun: dryRun)
+            let options = ShareOptions(vm: vm, from: from, to: to, attach: AttachMode(rawValue: attach)!, dryRun: dryRun,
+                                       mode: live ? .live : offline ? .offline : .auto, bandwidthMiB: bandwidth)
+            let (interrupted, _) = Interrupts.install(onlyWhileWaited: true)
             let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: global.timeoutDuration) { caller in
                 await FlowReport.capture { () throws(ShareFailure) in
-                    try await ShareFlow(inventory: inventory, caller: caller, emit: { display.show($0) }).run(options)
+                    try await ShareFlow(inventory: inventory, caller: caller, emit: { display.show($0) }, interrupted: interrupted).run(options)
                 }
             }
             try FlowReport.finish("share", vm: vm, json: json, display: display, outcome,

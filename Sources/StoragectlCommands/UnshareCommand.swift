@@ -12,14 +12,25 @@ public struct UnshareCommand: AsyncParsableCommand {
         commandName: "unshare",
         abstract: "Bring a shared VM back to local disks on the host that defines it.",
         discussion: """
-            Finds the compute host that defines VM (or --from), then: copies every disk of the \
-            (shut off) VM from the share to that host's local storage \
-            (/var/lib/libvirt/images/<file name>, verified by its content digest, written under \
-            a temporary name and renamed only once verified), redefines the VM onto the local copies (the \
-            definition saved when it was shared, else the current one with its disks moved), \
-            checks that no disk of the VM is left on the share, and removes the export clients \
-            that no shared VM needs any more (compute hosts that define no domain with a disk \
-            on the share).
+            Finds the compute host that defines VM (or --from), then brings every disk of the VM \
+            on the share back to that host's local storage, in a directory of the VM's own \
+            (/var/lib/libvirt/images/<VM>/<file name>; never over an existing file or another \
+            VM's disk), in one of two ways:
+
+            live (the default for a running VM): libvirt's block copy mirrors each shared disk \
+            into a new local file while the VM runs, all disks are pivoted once synchronised, \
+            and the persistent definition names the local files. The VM never stops. Ctrl-C \
+            before the pivot cancels the block copies (the VM stays on the share; exit status \
+            130).
+
+            offline (a shut-off VM, or --offline): the copy engine copies each disk, verified by \
+            its content digest, written under a temporary name and renamed only once verified, \
+            and the VM is redefined onto the local copies (the definition saved when it was \
+            shared, else the current one with its disks moved).
+
+            Then unshare checks that no disk of the VM is left on the share, and removes the \
+            export clients that no shared VM needs any more (compute hosts that define no \
+            domain with a disk on the share).
 
             Nothing is deleted: the copies on the share stay, and their paths are printed so \
             they can be removed by hand. Every step is idempotent: run unshare again after any \
@@ -27,10 +38,13 @@ public struct UnshareCommand: AsyncParsableCommand {
 
             EXIT STATUS
               0   the VM is on local disks
-              65  refused by the current state (running VM, ...)
+              65  refused by the current state (--offline on a running VM,
+                  a file in the way, ...)
               66  the VM was not found
               69  an agent could not be reached
               75  busy or timed out: run unshare again
+              130 interrupted (Ctrl-C): before the pivot nothing changed;
+                  run unshare again
             """)
 
     @OptionGroup public var global: GlobalOptions
@@ -41,12 +55,24 @@ public struct UnshareCommand: AsyncParsableCommand {
     @Option(name: .customLong("from"), help: ArgumentHelp("The compute host that defines the VM (default: ask every compute host).", valueName: "host"))
     public var from: String?
 
+    @Flag(name: .customLong("offline"), help: "Copy with the VM shut off (the copy engine, verified by content digest); a running VM is refused.")
+    public var offline = false
+
+    @Flag(name: .customLong("live"), help: "Copy while the VM runs (block copy, then pivot); a VM that is not running is refused. Default: live for a running VM, offline for a shut-off one.")
+    public var live = false
+
+    @Option(name: .customLong("bandwidth"), help: ArgumentHelp("Limit each disk's live copy to this many MiB/s (default: no limit).", valueName: "MiB/s"))
+    public var bandwidth: UInt64?
+
     @Flag(name: .customLong("json"), help: "Print one JSON document with the result (no progress).")
     public var json = false
 
     public init() {}
 
     public func validate() throws {
+        if live && offline { throw ValidationError("--live and --offline exclude each other") }
+        if bandwidth == 0 { throw ValidationError("--bandwidth is MiB/s and must be at least 1 (leave it out for no limit)") }
+        if bandwidth != nil && offline { throw ValidationError("--bandwidth limits a live copy; it does not apply with --offline") }
         try validateDomainName(vm)
     }
 
@@ -54,10 +80,11 @@ public struct UnshareCommand: AsyncParsableCommand {
         try await ExitStatus.reporting("storagectl") {
             let inventory = try Inventory.load(path: global.config)
             let display = ShareDisplay(mode: json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
-            let options = UnshareOptions(vm: vm, from: from)
+            let options = UnshareOptions(vm: vm, from: from, mode: live ? .live : offline ? .offline : .auto, bandwidthMiB: bandwidth)
+            let (interrupted, _) = Interrupts.install(onlyWhileWaited: true)
             let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: global.timeoutDuration) { caller in
                 await FlowReport.capture { () throws(ShareFailure) in
-                    try await UnshareFlow(inventory: inventory, caller: caller, emit: { display.show($0) }).run(options)
+                    try await UnshareFlow(inventory: inventory, caller: caller, emit: { display.show($0) }, interrupted: interrupted).run(options)
                 }
             }
             try FlowReport.finish("unshare", vm: vm, json: json, display: display, outcome,

@@ -319,7 +319,7 @@ struct MigrateArgumentTests {
 struct InterruptTests {
     @Test("SIGINT to the process (as a terminal's Ctrl-C) wakes the abort and is remembered for a Ctrl-C during check")
     func sigint() async throws {
-        let (wait, already) = MigrateCommand.interrupts()
+        let (wait, already) = Interrupts.install()
         #expect(!already())
         final class Woke: @unchecked Sendable {
             let lock = NSLock()

@@ -142,6 +142,12 @@ final class FakeSite: @unchecked Sendable {
     /// The migration gate's facts and behaviour (MigrationFakes.swift).
     let migration = MigrationFake()
 
+    /// LIVE-COPY / LIVE-LOCALIZE wait after their first PROGRESS until LIVE-ABORT.
+    var holdLive = false
+    /// The last LIVE-COPY, as the agent decoded it.
+    var liveRequest: LiveCopyRequest?
+    let liveAborted = AsyncStream.makeStream(of: Void.self)
+
     func caller(hosts: [String] = ["store", "src", "dst", "other"], serializeConnections: Bool = false) -> InProcessAgents {
         InProcessAgents(Dictionary(uniqueKeysWithValues: hosts.map { ($0, Agent(site: self, host: $0) as any RequestHandler) }),
                         serializeConnections: serializeConnections)
@@ -159,6 +165,16 @@ final class FakeSite: @unchecked Sendable {
             if host == "src", request.verb == CopyRequest.verb, !site.lock.withLock({ site.adopted }) {
                 let total = site.lock.withLock { site.disks.reduce(UInt64(0)) { $0 + $1.size } }
                 try await reply.progress(TransferProgress(done: 0, total: total, rate: 0, disk: "vda"))
+                try await reply.progress(TransferProgress(done: total, total: total, rate: total, disk: "vda"))
+            }
+            if host == "src", request.verb == LiveCopyRequest.verb || request.verb == LiveLocalizeRequest.verb {
+                let total = site.lock.withLock { site.disks.reduce(UInt64(0)) { $0 + $1.size } }
+                try await reply.progress(TransferProgress(done: 0, total: total, rate: 0, disk: "vda"))
+                if site.lock.withLock({ site.holdLive }) {
+                    for await _ in site.liveAborted.stream { break }
+                    site.lock.withLock { site.log.append("src \(request.verb) cancelled") }
+                    throw AgentError(.invalidState, "the live copy of w1 was stopped by LIVE-ABORT; w1 runs on its original disks")
+                }
                 try await reply.progress(TransferProgress(done: total, total: total, rate: total, disk: "vda"))
             }
             if let answer = try await site.migration.handle(site: site, host: host, request: request, reply: reply) {
@@ -264,7 +280,8 @@ final class FakeSite: @unchecked Sendable {
             let q = try VerifyRequest(request)
             guard copied else { throw AgentError(.notFound, "this host does not see \(q.path)") }
             guard let d = disks.first(where: { q.path.hasSuffix("/" + $0.file) }) else { throw AgentError(.notFound, "no \(q.path)") }
-            var answer = VerifyRequest.Answer(path: q.path, via: q.share == nil ? .mount : .libnfs, size: d.size, format: "qcow2")
+            var answer = VerifyRequest.Answer(path: q.path, via: q.share == nil ? .mount : .libnfs, size: d.size, format: "qcow2",
+                                              virtualSize: 10 * d.size)
             switch q.nonce {
             case .none: break
             case .write(let name):
@@ -300,6 +317,37 @@ final class FakeSite: @unchecked Sendable {
             adopted = false
             return LocalizeRequest.encodeAnswer(.init(moved: moved, domain: q.domain, share: facts, dir: q.dir ?? "/var/lib/libvirt/images",
                                                       changed: !moved.isEmpty, restored: nil))
+        case ("src", LiveCopyRequest.verb):
+            let q = try LiveCopyRequest(request)
+            liveRequest = q
+            guard running else { throw AgentError(.invalidState, "w1 is shut off; a live copy needs it running") }
+            let already = adopted
+            adopted = true
+            copied = true
+            adoptedLibNFS = q.share != .pool("shared-images")
+            let moved = disks.map {
+                LiveMovedDisk(disk: $0.target, from: "/var/lib/libvirt/images/" + $0.file, to: root + "/" + path(of: $0), path: path(of: $0),
+                              format: "qcow2", virtualSize: 10 * $0.size, copied: already ? 0 : $0.size, already: already)
+            }
+            return LiveCopyRequest.encodeAnswer(.init(moved: moved, domain: q.domain, share: facts, bytes: already ? 0 : moved.reduce(0) { $0 + $1.copied },
+                                                      changed: !already, attached: false, saved: already ? nil : "/var/lib/storagectl/domains/x.previous.xml",
+                                                      seconds: 0.5))
+        case ("src", LiveLocalizeRequest.verb):
+            let q = try LiveLocalizeRequest(request)
+            guard running else { throw AgentError(.invalidState, "w1 is shut off; a live copy needs it running") }
+            let moved = adopted ? disks.map {
+                LiveMovedDisk(disk: $0.target, from: root + "/" + path(of: $0), to: "/var/lib/libvirt/images/w1/" + $0.file, path: path(of: $0),
+                              format: "qcow2", virtualSize: 10 * $0.size, copied: $0.size, already: false)
+            } : []
+            localized = localized || adopted
+            adopted = false
+            return LiveLocalizeRequest.encodeAnswer(.init(moved: moved, domain: q.domain, share: facts, bytes: moved.reduce(0) { $0 + $1.copied },
+                                                          changed: !moved.isEmpty, attached: false, dir: q.dir ?? "/var/lib/libvirt/images"))
+        case ("src", LiveAbortRequest.verb):
+            _ = try LiveAbortRequest(request)
+            let held = holdLive
+            if held { liveAborted.continuation.yield() }
+            return ([], LiveAbortRequest.Answer(aborted: held, pivoted: false).encoded())
         default:
             throw AgentError(.unsupported, "unknown verb '\(request.verb)' on fake \(host)")
         }

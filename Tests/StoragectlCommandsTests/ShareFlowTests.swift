@@ -65,15 +65,84 @@ struct ShareFlowTests {
         #expect(fake.clients == ["src", "dst", "other"])
     }
 
-    @Test("a running VM is refused before anything changes")
-    func running() async throws {
+    @Test("--offline refuses a running VM before anything changes, and says how to copy it live")
+    func runningOffline() async throws {
         let fake = FakeSite()
         fake.running = true
-        await #expect(throws: ShareFailure.self) { try await flow(fake).run(ShareOptions(vm: "w1")) }
-        do { _ = try await flow(fake).run(ShareOptions(vm: "w1")) } catch {
+        await #expect(throws: ShareFailure.self) { try await flow(fake).run(ShareOptions(vm: "w1", mode: .offline)) }
+        do { _ = try await flow(fake).run(ShareOptions(vm: "w1", mode: .offline)) } catch {
             #expect(error.step == .preflight && error.error.code == .invalidState && error.remedy.contains("virsh shutdown w1"))
+            #expect(error.remedy.contains("drop --offline"))
         }
         #expect(!fake.verbs.contains { $0.hasSuffix("EXPORT") || $0.hasSuffix("COPY") })
+    }
+
+    @Test("a running VM is copied live: export, pools, LIVE-COPY, verify by format and virtual size; no COPY, CHECKSUM or ADOPT")
+    func runningLive() async throws {
+        let fake = FakeSite()
+        fake.running = true
+        let events = EventLog()
+        let result = try await flow(fake, events: events).run(ShareOptions(vm: "w1", to: ["dst"], bandwidthMiB: 50))
+        #expect(result.ready && result.mode == .live)
+        #expect(result.changed == ["export", "pool on src", "pool on dst", "copy"])
+        #expect(result.disks == [CopiedDisk(disk: "vda", path: "w1/w1.qcow2", size: 1048576, digest: "", alreadyPresent: false,
+                                            format: "qcow2", virtualSize: 10 * 1048576)])
+        let verbs = fake.verbs
+        #expect(!verbs.contains { $0.hasSuffix(" COPY") || $0.hasSuffix("CHECKSUM") || $0.hasSuffix("ADOPT") })
+        #expect(verbs.firstIndex(of: "src LIVE-COPY")! < verbs.firstIndex(of: "dst VERIFY")!, "verified after the pivot")
+        #expect(events.events.contains(.progress(disk: "vda", done: 1048576, total: 1048576, bytesPerSecond: 1048576)))
+        #expect(events.events.contains { if case .step(.adopt, "src", let d) = $0 { return d.contains("now runs from the shared copies") } else { return false } })
+        #expect(try ShareFormatting.json(result).contains("\"mode\" : \"live\""))
+        #expect(ShareFormatting.summary(result).contains("vda: /srv/shared/w1/w1.qcow2 (1.0 MiB, qcow2, copied live)"))
+
+        // A second run joins nothing and copies nothing: the disk is on the share already.
+        let again = try await flow(fake).run(ShareOptions(vm: "w1", to: ["dst"]))
+        #expect(again.ready && again.mode == .live && again.changed.isEmpty)
+    }
+
+    @Test("LIVE-COPY carries bandwidth= when --bandwidth is given")
+    func liveBandwidth() async throws {
+        let fake = FakeSite()
+        fake.running = true
+        let caller = fake.caller()
+        _ = try await ShareFlow(inventory: Self.inventory, caller: caller, emit: { _ in }).run(ShareOptions(vm: "w1", to: ["dst"], bandwidthMiB: 7))
+        let sent = try #require(fake.lock.withLock { fake.liveRequest })
+        #expect(sent.bandwidthMiB == 7 && sent.share == .pool("shared-images") && sent.domain == "w1")
+    }
+
+    @Test("--live refuses a shut-off VM; --dry-run of a running VM says the copy is live and changes nothing")
+    func liveModes() async throws {
+        let fake = FakeSite()
+        do { _ = try await flow(fake).run(ShareOptions(vm: "w1", mode: .live)); Issue.record("no failure") } catch {
+            #expect(error.step == .preflight && error.error.code == .invalidState && error.remedy.contains("virsh start w1"))
+        }
+        fake.running = true
+        let plan = try await flow(fake).run(ShareOptions(vm: "w1", to: ["dst"], dryRun: true))
+        #expect(plan.mode == .live && plan.dryRun && !plan.ready)
+        #expect(plan.plan.contains { $0.contains("live from src") && $0.contains("block copy") })
+        #expect(!fake.verbs.contains { $0.hasSuffix("EXPORT") || $0.hasSuffix("LIVE-COPY") })
+    }
+
+    @Test("Ctrl-C during the mirror sends LIVE-ABORT on a second connection, waits for the copy's end, and exits 130 saying the VM is unchanged")
+    func liveInterrupted() async throws {
+        let fake = FakeSite()
+        fake.running = true
+        fake.holdLive = true
+        let (ctrlC, press) = AsyncStream.makeStream(of: Void.self)
+        let events = EventLog()
+        let caller = fake.caller()
+        let flow = ShareFlow(inventory: Self.inventory, caller: caller, emit: { e in
+            events.append(e)
+            if case .progress = e { press.yield() }
+        }, interrupted: { for await _ in ctrlC { return } })
+        do { _ = try await flow.run(ShareOptions(vm: "w1", to: ["dst"])); Issue.record("no failure") } catch {
+            #expect(error.interrupted && error.exitStatus == 130 && error.step == .copy)
+            #expect(error.error.message.contains("w1 runs on its original disks"))
+            #expect(error.remedy.contains("run share again"))
+        }
+        #expect(caller.connectionLog.all.contains("src abort LIVE-ABORT"))
+        #expect(fake.verbs.contains("src LIVE-COPY cancelled"))
+        #expect(!fake.verbs.contains { $0.hasSuffix("VERIFY") || $0.hasSuffix("ADOPT") })
     }
 
     @Test("too little space on the storage host is refused before anything changes")

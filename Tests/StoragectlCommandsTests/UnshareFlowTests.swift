@@ -65,6 +65,15 @@ final class FakeUnshareAgents: AgentCaller, @unchecked Sendable {
             return LocalizeRequest.encodeAnswer(.init(
                 moved: [LocalizedImage(disk: "vda", from: sharedSource, to: "/var/lib/libvirt/images/w1.qcow2", size: 1048576, digest: digest)],
                 domain: q.domain, share: facts, dir: "/var/lib/libvirt/images", changed: true, restored: nil))
+        case ("src", LiveLocalizeRequest.verb):
+            let q = try LiveLocalizeRequest(request)
+            guard running else { throw AgentError(.invalidState, "w1 is shut off") }
+            onLine?(.progress(TransferProgress(done: 1048576, total: 1048576, rate: 1048576, disk: "vda").encoded()))
+            let moved = onShare ? [LiveMovedDisk(disk: "vda", from: sharedSource, to: "/var/lib/libvirt/images/w1/w1.qcow2", path: "w1/w1.qcow2",
+                                                 format: "qcow2", virtualSize: 1 << 30, copied: 1048576, already: false)] : []
+            onShare = false
+            return LiveLocalizeRequest.encodeAnswer(.init(moved: moved, domain: q.domain, share: facts, bytes: 1048576, changed: !moved.isEmpty,
+                                                          attached: false, dir: q.dir ?? "/var/lib/libvirt/images"))
         case (let h, DomainsQuery.verb):
             _ = try DomainsQuery(request)
             if h == failDomainsOn { throw AgentError(.unavailable, "\(h): connection refused") }
@@ -145,15 +154,35 @@ struct UnshareFlowTests {
         #expect(result.leftOnShare == ["store:/srv/shared/w1/w1.qcow2"])
     }
 
-    @Test("a running VM is refused before anything changes")
+    @Test("a running VM is copied back live (LIVE-LOCALIZE), never stopped; --offline refuses it before anything changes")
     func running() async throws {
         let fake = FakeUnshareAgents()
         fake.running = true
-        do { _ = try await flow(fake).run(UnshareOptions(vm: "w1")); Issue.record("no failure") } catch {
-            #expect(error.step == .preflight && error.error.code == .invalidState && error.remedy.contains("virsh shutdown w1"))
+        let result = try await flow(fake).run(UnshareOptions(vm: "w1"))
+        #expect(result.mode == .live && result.done)
+        #expect(result.disks == [LocalizedDisk(disk: "vda", from: "/srv/shared/w1/w1.qcow2", to: "/var/lib/libvirt/images/w1/w1.qcow2",
+                                               size: 1048576, digest: "")])
+        #expect(fake.verbs.contains("src LIVE-LOCALIZE") && !fake.verbs.contains("src LOCALIZE"))
+        #expect(result.leftOnShare == ["store:/srv/shared/w1/w1.qcow2"])
+        #expect(try UnshareFormatting.json(result).contains("\"mode\" : \"live\""))
+
+        let offline = FakeUnshareAgents()
+        offline.running = true
+        do { _ = try await flow(offline).run(UnshareOptions(vm: "w1", mode: .offline)); Issue.record("no failure") } catch {
+            #expect(error.step == .preflight && error.error.code == .invalidState && error.remedy.contains("drop --offline"))
+            #expect(error.remedy.contains("virsh shutdown w1"))
+        }
+        #expect(offline.verbs.allSatisfy { $0.hasSuffix(" DOMAIN") })
+        #expect(!offline.verbs.contains { $0.hasSuffix("LOCALIZE") || $0.hasSuffix("UNEXPORT") })
+    }
+
+    @Test("--live on a shut-off VM is refused before anything changes")
+    func liveShutOff() async throws {
+        let fake = FakeUnshareAgents()
+        do { _ = try await flow(fake).run(UnshareOptions(vm: "w1", mode: .live)); Issue.record("no failure") } catch {
+            #expect(error.step == .preflight && error.error.code == .invalidState && error.remedy.contains("virsh start w1"))
         }
         #expect(fake.verbs.allSatisfy { $0.hasSuffix(" DOMAIN") })
-        #expect(!fake.verbs.contains { $0.hasSuffix("LOCALIZE") || $0.hasSuffix("UNEXPORT") })
     }
 
     @Test("a host that still defines a shared VM stays an export client")

@@ -1,5 +1,6 @@
 import AgentAPI
 import AgentProtocol
+import AgentRuntime
 
 /// What a flow tells its display as it goes.
 public enum ShareEvent: Sendable, Equatable {
@@ -22,13 +23,19 @@ public struct ShareFailure: Error, Sendable, CustomStringConvertible {
     public var host: String
     public var error: AgentError
     public var remedy: String
+    /// The user stopped the run (Ctrl-C): storagectl exits 130, whatever the error's code.
+    public var interrupted = false
 
-    public init(step: ShareStep, host: String, error: AgentError, remedy: String) {
+    public init(step: ShareStep, host: String, error: AgentError, remedy: String, interrupted: Bool = false) {
         self.step = step
         self.host = host
         self.error = error
         self.remedy = remedy
+        self.interrupted = interrupted
     }
+
+    /// The exit status: 130 when interrupted, else the error code's (ExitStatus).
+    public var exitStatus: Int32 { interrupted ? 130 : ExitStatus.code(for: error.code) }
 
     public var description: String {
         "\(step.rawValue) on \(host) failed: \(error.message) [\(error.code.rawValue)]" + (remedy.isEmpty ? "" : "\n  what to do: \(remedy)")
@@ -40,11 +47,16 @@ public struct FlowContext: Sendable {
     public let inventory: Inventory
     public let caller: any AgentCaller
     public let emit: @Sendable (ShareEvent) -> Void
+    /// Returns when the user asks to stop (Ctrl-C); must return when its task is
+    /// cancelled. Steps that start a job on an agent race it (``sendLive``).
+    public let interrupted: @Sendable () async -> Void
 
-    public init(inventory: Inventory, caller: any AgentCaller, emit: @escaping @Sendable (ShareEvent) -> Void = { _ in }) {
+    public init(inventory: Inventory, caller: any AgentCaller, emit: @escaping @Sendable (ShareEvent) -> Void = { _ in },
+                interrupted: @escaping @Sendable () async -> Void = { await MigrateFlow.never() }) {
         self.inventory = inventory
         self.caller = caller
         self.emit = emit
+        self.interrupted = interrupted
     }
 
     /// Runs `body` as `step` on `host`, turning an agent error into a `ShareFailure`

@@ -30,7 +30,7 @@ enum FlowReport {
             } else {
                 printError("storagectl: \(command) \(vm): \(error)")
             }
-            throw ExitCode(ExitStatus.code(for: error.error.code))
+            throw ExitCode(error.exitStatus)
         }
     }
 }

@@ -27,7 +27,10 @@ public enum ShareFormatting {
         var s = r.changed.isEmpty
             ? "\(r.vm) was already shared; nothing changed.\n"
             : "\(r.vm) is ready: its disks are on \(r.storage):\(r.export) (\(r.attach.rawValue)), seen by \(([r.source] + r.destinations).joined(separator: ", ")).\n"
-        for d in r.disks { s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), digest \(d.digest.prefix(16))…)\n" }
+        for d in r.disks {
+            let how = d.digest.isEmpty ? "\(d.format ?? "image"), copied live" : "digest \(d.digest.prefix(16))…"
+            s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), \(how))\n"
+        }
         if let dest = r.destinations.first {
             // through the gate: check first, then libvirt's peer-to-peer migration
             s += "migrate it with: storagectl migrate \(r.vm) --to \(dest) --persistent (storagectl check \(r.vm) --to \(dest) says whether it can)\n"
@@ -47,8 +50,12 @@ public enum ShareFormatting {
     }
 
     public static func json(failure: ShareFailure) throws -> String {
-        struct Doc: Encodable { var ready = false; var failedStep: String; var host: String; var code: String; var message: String; var remedy: String }
+        struct Doc: Encodable {
+            var ready = false; var failedStep: String; var host: String; var code: String; var message: String; var remedy: String
+            var interrupted: Bool
+        }
         return String(decoding: try encoder().encode(Doc(failedStep: failure.step.rawValue, host: failure.host, code: failure.error.code.rawValue,
-                                                        message: failure.error.message, remedy: failure.remedy)), as: UTF8.self)
+                                                        message: failure.error.message, remedy: failure.remedy,
+                                                        interrupted: failure.interrupted)), as: UTF8.self)
     }
 }

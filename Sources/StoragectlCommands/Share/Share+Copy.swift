@@ -10,6 +10,7 @@ extension ShareSteps {
     /// The source's local disks copied into the share (the agent skips disks already
     /// there, and joins a copy that is running).
     @Sendable static func copy(_ context: FlowContext, _ run: inout ShareRun) async throws(ShareFailure) {
+        if run.live { return try await liveCopy(context, &run) }
         let source = run.source, vm = run.options.vm
         let copied = try await context.send(.copy, source, CopyRequest(domain: vm, share: shareRef(context.inventory, run.options.attach)),
                                             timeout: .seconds(24 * 3600),
@@ -32,6 +33,10 @@ extension ShareSteps {
     /// The storage host digests every copy on its own disk: the same content digest as
     /// the copy engine's, or the copy is not what was read.
     @Sendable static func checksum(_ context: FlowContext, _ run: inout ShareRun) async throws(ShareFailure) {
+        // A live copy has no digest to compare (the guest writes while it is copied): each
+        // mirror was synchronised when it was pivoted, and verify compares format and
+        // virtual size on every host.
+        guard !run.live else { return }
         let storage = context.inventory.storage, root = context.inventory.exportRoot
         for disk in run.result.disks {
             let path = root + "/" + disk.path
@@ -42,6 +47,39 @@ extension ShareSteps {
                                    remedy: "remove the damaged copy on \(storage.name) and run share again")
             }
             context.emit(.step(.checksum, host: storage.name, detail: "\(disk.path) digest \(disk.digest.prefix(12))… matches"))
+        }
+    }
+}
+
+extension ShareSteps {
+    /// A running VM's local disks block-copied into the share and pivoted onto the copies
+    /// (LIVE-COPY: the agent also points the persistent definition at them and keeps the
+    /// original); Ctrl-C cancels the mirrors before the pivot.
+    static func liveCopy(_ context: FlowContext, _ run: inout ShareRun) async throws(ShareFailure) {
+        let source = run.source, vm = run.options.vm
+        let request = LiveCopyRequest(domain: vm, share: shareRef(context.inventory, run.options.attach), bandwidthMiB: run.options.bandwidthMiB)
+        let answer = try await context.sendLive(
+            .copy, source, request, vm: vm,
+            remedy: "run share again: a mirror that runs is joined, a disk already pivoted is not copied again; \(vm) runs on whichever image it was on",
+            interruption: LiveInterruption(
+                cancelled: "the block copies were cancelled (LIVE-ABORT); \(vm) runs on its original disks, unchanged",
+                pivoted: "\(vm) runs from the shared copies and its definition names them",
+                remedy: "run share again (it continues where it stopped)"))
+        run.result.disks = answer.moved.map {
+            CopiedDisk(disk: $0.disk, path: $0.path, size: $0.copied, digest: "", alreadyPresent: $0.already,
+                       format: $0.format, virtualSize: $0.virtualSize)
+        }
+        if answer.changed { run.result.changed.append("copy") }
+        run.result.copySeconds = answer.seconds ?? 0
+        if run.result.disks.isEmpty && run.shared.isEmpty {
+            throw ShareFailure(step: .copy, host: source.name, error: AgentError(.invalidState, "\(vm) has no file disk to share"),
+                               remedy: "check its disks: storagectl call \(source.name) DOMAIN name=\(vm)")
+        }
+        let when = answer.changed ? "mirrored live in \(answer.seconds.map { String($0) } ?? "?") s, then pivoted" : "already on the share"
+        context.emit(.step(.copy, host: source.name, detail: "\(run.result.disks.count) disk(s), \(Bytes.human(answer.bytes)) (\(when)); \(vm) kept running"))
+        if answer.changed {
+            let moved = answer.moved.filter { !$0.already }.map { "\($0.disk) -> \($0.to)" }.joined(separator: ", ")
+            context.emit(.step(.adopt, host: source.name, detail: "\(vm) now runs from the shared copies (\(moved)); its persistent definition names them"))
         }
     }
 }

@@ -2,15 +2,24 @@ import AgentAPI
 import AgentProtocol
 
 extension ShareSteps {
-    /// Refuses a running VM with local disks and a share without room for them; writes
-    /// the plan (and ends a dry run there).
+    /// Decides live or offline (a running VM is copied live unless `--offline`), refuses
+    /// what that mode cannot do and a share without room for the images; writes the plan
+    /// (and ends a dry run there).
     @Sendable static func preflight(_ context: FlowContext, _ run: inout ShareRun) async throws(ShareFailure) {
         let inventory = context.inventory
         let storage = inventory.storage, root = inventory.exportRoot, vm = run.options.vm
-        if !run.local.isEmpty && run.location.state != .shutOff {
+        let state = run.location.state
+        if run.live {
+            guard Self.canMirror(state) else {
+                throw ShareFailure(step: .preflight, host: run.source.name,
+                                   error: AgentError(.invalidState, "\(vm) is \(state); a live copy needs it running (or paused)"),
+                                   remedy: state == .shutOff ? "start it (virsh start \(vm)), or drop --live to copy it offline"
+                                                             : "wait until it is running or shut off, then run share again")
+            }
+        } else if !run.local.isEmpty && state != .shutOff {
             throw ShareFailure(step: .preflight, host: run.source.name,
-                               error: AgentError(.invalidState, "\(vm) is \(run.location.state); its disks can only be copied while it is shut off"),
-                               remedy: "shut it down (virsh shutdown \(vm)), then run share again")
+                               error: AgentError(.invalidState, "\(vm) is \(state); --offline copies its disks only while it is shut off"),
+                               remedy: "drop --offline to copy it live (block copy, then pivot: it keeps running), or shut it down (virsh shutdown \(vm)) and run share again")
         }
         let needed = run.local.reduce(UInt64(0)) { $0 + ($1.allocated ?? 0) }
         let space = try await context.send(.preflight, storage, SpaceQuery(path: root))
@@ -20,19 +29,30 @@ extension ShareSteps {
                                remedy: "free space on \(storage.name) or grow the file system, then run share again")
         }
         context.emit(.step(.preflight, host: storage.name,
-                           detail: "\(run.local.count) local disk(s), \(Bytes.human(needed)) allocated; \(Bytes.human(space.available)) free on \(storage.name)"))
+                           detail: "\(run.local.count) local disk(s), \(Bytes.human(needed)) allocated; \(Bytes.human(space.available)) free on \(storage.name); \(run.live ? "live copy (\(vm) is \(state))" : "offline copy")"))
         let hosts = run.hosts.map(\.name).joined(separator: ", ")
         let pool = inventory.poolName
+        let limit = run.options.bandwidthMiB.map { ", at most \($0) MiB/s per disk" } ?? ""
         run.result.plan = [
             "export \(root) on \(storage.name) to \(hosts) (rw, no_root_squash)",
             run.options.attach == .mount
                 ? "netfs pool '\(pool)' (\(inventory.nfsServer):\(root) at \(root), nolock, NFSv3) on \(hosts)"
                 : "libnfs share '\(pool)' recorded on \(hosts)",
-            "copy \(run.local.count) disk(s) of \(vm) (\(Bytes.human(needed))) from \(run.source.name) into the share",
+        ] + (run.live ? [
+            "copy \(run.local.count) disk(s) of \(vm) (\(Bytes.human(needed))) live from \(run.source.name) into the share: libvirt block copy (QEMU drive mirror) while \(vm) runs\(limit)",
+            "pivot every disk onto its copy once all mirrors are synchronised; the persistent definition names the copies (the original is kept for unshare, the local images stay)",
+            "verify the copies from \(run.destinations.map(\.name).joined(separator: ", ")): format and virtual size, and a nonce across hosts (no content digest: the guest writes while it is copied)",
+        ] : [
+            "copy \(run.local.count) disk(s) of \(vm) (\(Bytes.human(needed))) from \(run.source.name) into the share (offline: \(vm) is shut off)",
             "compare each copy's content digest on \(storage.name)'s disk with the copy's",
             "verify the copies from \(run.destinations.map(\.name).joined(separator: ", ")) and a nonce across hosts",
             "redefine \(vm) on \(run.source.name) onto the shared copies (\(run.options.attach.rawValue))",
-        ]
+        ])
         if run.options.dryRun { run.finished = true }
+    }
+
+    /// States in which libvirt's block copy works.
+    static func canMirror(_ state: DomainRunState) -> Bool {
+        state == .running || state == .paused || state.rawValue == "idle"
     }
 }

@@ -9,8 +9,12 @@ extension ShareSteps {
         let inventory = context.inventory
         let ref = shareRef(inventory, run.options.attach)
         let root = inventory.exportRoot, attach = run.options.attach
+        let live = run.live
         let files = run.result.disks.map { disk in
-            SharedFile(label: disk.path, size: disk.size) { nonce in
+            // A live image changes size while the guest writes: its format and virtual size
+            // are compared instead.
+            SharedFile(label: disk.path, size: live ? nil : disk.size,
+                       image: live ? disk.format.flatMap { f in disk.virtualSize.map { (f, $0) } } : nil) { nonce in
                 attach == .mount ? VerifyRequest(path: root + "/" + disk.path, nonce: nonce)
                                  : VerifyRequest(path: disk.path, share: ref, nonce: nonce)
             }
@@ -31,6 +35,11 @@ extension ShareSteps {
     /// The domain on the source redefined onto the shared copies.
     @Sendable static func adopt(_ context: FlowContext, _ run: inout ShareRun) async throws(ShareFailure) {
         let inventory = context.inventory, vm = run.options.vm
+        // A live copy's pivot moved the running VM and its definition already.
+        if run.live {
+            run.result.ready = true
+            return
+        }
         let request = run.options.attach == .mount
             ? AdoptRequest(domain: vm, share: .pool(inventory.poolName))
             : AdoptRequest(domain: vm, share: .nfs(server: inventory.nfsServer, export: inventory.exportRoot), attach: .libnfs)
@@ -47,11 +56,16 @@ extension ShareSteps {
 struct SharedFile: Sendable {
     var label: String
     var size: UInt64?
+    /// A live image: every host must see this format and virtual size (its size is not
+    /// compared: the guest writes while it is verified).
+    var image: (format: String, virtualSize: UInt64)?
     var request: @Sendable (NonceStep) -> VerifyRequest
 
-    init(label: String, size: UInt64?, request: @escaping @Sendable (NonceStep) -> VerifyRequest) {
+    init(label: String, size: UInt64?, image: (format: String, virtualSize: UInt64)? = nil,
+         request: @escaping @Sendable (NonceStep) -> VerifyRequest) {
         self.label = label
         self.size = size
+        self.image = image
         self.request = request
     }
 }
@@ -79,9 +93,10 @@ extension FlowContext {
             if sizes[0] == nil { sizes[0] = written.size }
             reads[dest.name] = first.request(.read(name: name, value: value))
         }
-        for i in files.indices where sizes[i] == nil {
+        for i in files.indices where sizes[i] == nil && files[i].image == nil {
             sizes[i] = try await send(.verify, source, files[i].request(.none)).size
         }
+        if files[0].image != nil { sizes[0] = nil }
         let caller = self.caller
         let nonceReads = reads
         let expected = sizes
@@ -90,6 +105,9 @@ extension FlowContext {
                 let answer = try await caller.send(dest, i == 0 ? nonceReads[dest.name]! : file.request(.none))
                 if let size = expected[i], answer.size != size {
                     throw AgentError(.invalidState, "\(dest.name) sees \(file.label) with size \(answer.size), not \(size)")
+                }
+                if let image = file.image, answer.format != image.format || answer.virtualSize != image.virtualSize {
+                    throw AgentError(.invalidState, "\(dest.name) sees \(file.label) as \(answer.format) of virtual size \(answer.virtualSize.map(String.init) ?? "?"), not \(image.format) of \(image.virtualSize)")
                 }
             }
         }

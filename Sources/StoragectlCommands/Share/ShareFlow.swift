@@ -2,19 +2,35 @@ import AgentAPI
 import AgentProtocol
 import AgentRuntime
 
+/// How share and unshare move a VM's disks.
+public enum CopyMode: String, Sendable, Codable, CaseIterable {
+    /// Live for a running (or paused) VM, offline for a shut-off one.
+    case auto
+    /// Block copy while the VM runs, then pivot (LIVE-COPY / LIVE-LOCALIZE).
+    case live
+    /// The copy engine on a shut-off VM, verified by content digest (COPY / LOCALIZE).
+    case offline
+}
+
 public struct ShareOptions: Sendable {
     public var vm: String
     public var from: String?
     public var to: [String]
     public var attach: AttachMode
     public var dryRun: Bool
+    public var mode: CopyMode
+    /// A live copy's limit per disk, MiB/s.
+    public var bandwidthMiB: UInt64?
 
-    public init(vm: String, from: String? = nil, to: [String] = [], attach: AttachMode = .mount, dryRun: Bool = false) {
+    public init(vm: String, from: String? = nil, to: [String] = [], attach: AttachMode = .mount, dryRun: Bool = false,
+                mode: CopyMode = .auto, bandwidthMiB: UInt64? = nil) {
         self.vm = vm
         self.from = from
         self.to = to
         self.attach = attach
         self.dryRun = dryRun
+        self.mode = mode
+        self.bandwidthMiB = bandwidthMiB
     }
 }
 
@@ -22,9 +38,13 @@ public struct CopiedDisk: Sendable, Equatable, Codable {
     public var disk: String
     public var path: String
     public var size: UInt64
-    /// The content digest the copy engine computed (docs/protocol.md, "Content digest").
+    /// The content digest the copy engine computed (docs/protocol.md, "Content digest");
+    /// empty for a live copy (the guest writes while it is copied: nothing to compare).
     public var digest: String
     public var alreadyPresent: Bool
+    /// A live copy's image format and virtual size (every destination saw the same).
+    public var format: String? = nil
+    public var virtualSize: UInt64? = nil
 }
 
 /// The result of a `share` run.
@@ -36,6 +56,8 @@ public struct ShareResult: Sendable, Codable, Equatable {
     public var storage: String
     public var export: String
     public var pool: String
+    /// `live` (block copy and pivot while the VM runs) or `offline` (copy engine, VM shut off).
+    public var mode: CopyMode
     public var disks: [CopiedDisk]
     /// Steps that changed something; empty when the run changed nothing.
     public var changed: [String]
@@ -58,6 +80,8 @@ public struct ShareRun: Sendable {
     public var result: ShareResult
     /// Set by the last step that must run (a dry run ends after the plan).
     public var finished = false
+    /// The disks move live (the VM runs): LIVE-COPY instead of COPY, CHECKSUM and ADOPT.
+    public var live: Bool { result.mode == .live }
 
     public var source: Inventory.Host { location.host }
     /// The source and every destination.
@@ -70,8 +94,10 @@ public struct ShareRun: Sendable {
 public struct ShareFlow: Sendable {
     public let context: FlowContext
 
-    public init(inventory: Inventory, caller: any AgentCaller, emit: @escaping @Sendable (ShareEvent) -> Void) {
-        context = FlowContext(inventory: inventory, caller: caller, emit: emit)
+    /// `interrupted` returns at the user's Ctrl-C: a live copy is then cancelled (LIVE-ABORT).
+    public init(inventory: Inventory, caller: any AgentCaller, emit: @escaping @Sendable (ShareEvent) -> Void,
+                interrupted: @escaping @Sendable () async -> Void = { await MigrateFlow.never() }) {
+        context = FlowContext(inventory: inventory, caller: caller, emit: emit, interrupted: interrupted)
     }
 
     /// The steps after locate, in order.
@@ -103,9 +129,17 @@ public struct ShareFlow: Sendable {
         let inventory = context.inventory
         let result = ShareResult(vm: options.vm, source: location.host.name, destinations: destinations.map(\.name),
                                  attach: options.attach, storage: inventory.storage.name, export: inventory.exportRoot,
-                                 pool: inventory.poolName, disks: [], changed: [], ready: false, dryRun: options.dryRun, plan: [])
+                                 pool: inventory.poolName, mode: Self.mode(options.mode, state: location.state), disks: [], changed: [],
+                                 ready: false, dryRun: options.dryRun, plan: [])
         return ShareRun(options: options, location: location, destinations: destinations,
                         local: location.disks.filter(context.isLocal), shared: location.disks.filter(context.isShared), result: result)
+    }
+}
+
+extension ShareFlow {
+    /// The mode a run uses: `auto` is live for a VM that is not shut off.
+    static func mode(_ asked: CopyMode, state: DomainRunState) -> CopyMode {
+        asked != .auto ? asked : (state == .shutOff ? .offline : .live)
     }
 }
 

@@ -5,10 +5,15 @@ import AgentRuntime
 public struct UnshareOptions: Sendable {
     public var vm: String
     public var from: String?
+    public var mode: CopyMode
+    /// A live copy's limit per disk, MiB/s.
+    public var bandwidthMiB: UInt64?
 
-    public init(vm: String, from: String? = nil) {
+    public init(vm: String, from: String? = nil, mode: CopyMode = .auto, bandwidthMiB: UInt64? = nil) {
         self.vm = vm
         self.from = from
+        self.mode = mode
+        self.bandwidthMiB = bandwidthMiB
     }
 }
 
@@ -18,7 +23,8 @@ public struct LocalizedDisk: Sendable, Equatable, Codable {
     public var from: String
     public var to: String
     public var size: UInt64
-    /// The content digest of the local copy (docs/protocol.md, "Content digest").
+    /// The content digest of the local copy (docs/protocol.md, "Content digest"); empty
+    /// for a live copy.
     public var digest: String
 }
 
@@ -28,6 +34,8 @@ public struct UnshareResult: Sendable, Codable, Equatable {
     public var host: String
     public var storage: String
     public var export: String
+    /// `live` (block copy and pivot while the VM runs) or `offline`.
+    public var mode: CopyMode
     public var disks: [LocalizedDisk]
     /// Steps that changed something; empty when the run changed nothing.
     public var changed: [String]
@@ -49,6 +57,8 @@ public struct UnshareRun: Sendable {
     public var result: UnshareResult
 
     public var owner: Inventory.Host { location.host }
+    /// The disks move live (the VM runs): LIVE-LOCALIZE instead of LOCALIZE.
+    public var live: Bool { result.mode == .live }
 }
 
 /// `storagectl unshare`: the way back. The VM's disks are copied from the share to the
@@ -60,8 +70,10 @@ public struct UnshareRun: Sendable {
 public struct UnshareFlow: Sendable {
     public let context: FlowContext
 
-    public init(inventory: Inventory, caller: any AgentCaller, emit: @escaping @Sendable (ShareEvent) -> Void) {
-        context = FlowContext(inventory: inventory, caller: caller, emit: emit)
+    /// `interrupted` returns at the user's Ctrl-C: a live copy is then cancelled (LIVE-ABORT).
+    public init(inventory: Inventory, caller: any AgentCaller, emit: @escaping @Sendable (ShareEvent) -> Void,
+                interrupted: @escaping @Sendable () async -> Void = { await MigrateFlow.never() }) {
+        context = FlowContext(inventory: inventory, caller: caller, emit: emit, interrupted: interrupted)
     }
 
     /// The steps after locate, in order.
@@ -87,7 +99,7 @@ public struct UnshareFlow: Sendable {
         let inventory = context.inventory
         return UnshareRun(options: options, location: location, shared: shared,
                           result: UnshareResult(vm: options.vm, host: location.host.name, storage: inventory.storage.name,
-                                                export: inventory.exportRoot, disks: [], changed: [], removedClients: [],
+                                                export: inventory.exportRoot, mode: ShareFlow.mode(options.mode, state: location.state), disks: [], changed: [], removedClients: [],
                                                 remainingClients: [], leftOnShare: [], done: false))
     }
 }
