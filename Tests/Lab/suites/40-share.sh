@@ -184,21 +184,31 @@ t_share_vm_starts_from_share() {
     must "virsh start" on source-example virsh -c qemu:///system start "$SH_VM" || return 1
     must "domstate" on source-example virsh -c qemu:///system domstate "$SH_VM" || return 1
     [[ $(echo $OUT) == running ]] || fail "wanderer1 is $OUT" || return 1
-    # share while it runs (from the share): refused at the copy step, as the agent's COPY
-    # needs the VM shut off (exit 65, invalid-state, names virsh shutdown); nothing is
-    # copied again and nothing changes
+    # share --offline while it runs (from the share): refused at the copy step, as the
+    # agent's COPY needs the VM shut off (exit 65, invalid-state, names virsh shutdown);
+    # nothing is copied again and nothing changes
     must "exports before" on cargo-bay cat /etc/exports || return 1
     local before=$OUT copy; copy="$(hd_of cargo-bay)/var-lib/libvirt/shared-images/wanderer1/wanderer1.qcow2"
     local stat_before; stat_before=$(stat -c '%i %s %Y' "$copy") || { fail "no shared copy at $copy"; return 1; }
-    OUT=$(sh_sctl share "$SH_VM" --to dest-example --json 2>&1); local rc=$? said
+    OUT=$(sh_sctl share "$SH_VM" --to dest-example --offline --json 2>&1); local rc=$? said
     said=$OUT
+    # without --offline (the default for a running VM: live) there is nothing to copy:
+    # the disk is on the share already; the copies are verified again, nothing changes
+    OUT=$(sh_sctl share "$SH_VM" --to dest-example --json 2>&1); local live_rc=$? live=$OUT
     must "virsh destroy" on source-example virsh -c qemu:///system destroy "$SH_VM" || return 1
-    ((rc == 65)) || fail "share of the running VM: exit $rc, want 65: $said" || return 1
-    python3 - "$said" <<'PY' || { fail "share of the running VM: $said"; return 1; }
+    ((rc == 65)) || fail "share --offline of the running VM: exit $rc, want 65: $said" || return 1
+    python3 - "$said" <<'PY' || { fail "share --offline of the running VM: $said"; return 1; }
 import json, sys
 r = json.loads(sys.argv[1])
 assert r["ready"] is False and r["failed_step"] == "copy" and r["code"] == "invalid-state", r
 assert "virsh shutdown wanderer1" in r["message"], r
+PY
+    ((live_rc == 0)) || fail "share (live) of the running, shared VM: exit $live_rc: $live" || return 1
+    python3 - "$live" <<'PY' || { fail "share (live) of the running, shared VM: $live"; return 1; }
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["ready"] is True and r["mode"] == "live" and r["changed"] == [], r
+assert [d["already_present"] for d in r["disks"]] == [True], r
 PY
     must "exports after" on cargo-bay cat /etc/exports || return 1
     [[ $OUT == "$before" ]] || fail "share of the running VM changed /etc/exports" || return 1
@@ -208,8 +218,9 @@ PY
 }
 
 t_share_refuses_running_local() {
-    # a running VM whose disk is still local is refused before anything is exported or
-    # copied (exit 65, invalid-state at preflight), and share says how to go on
+    # with --offline, a running VM whose disk is still local is refused before anything is
+    # exported or copied (exit 65, invalid-state at preflight), and share says how to go
+    # on (shut it down, or drop --offline for a live copy)
     must "exports before" on cargo-bay cat /etc/exports || return 1
     local before=$OUT
     must "define and start runner1" on source-example sh -ec '
@@ -217,7 +228,7 @@ t_share_refuses_running_local() {
         sed -e "s/<name>wanderer1</<name>runner1</" -e "s/wanderer1.qcow2/runner1.qcow2/" /run/lab/wanderer1.xml >/run/lab/runner1.xml
         virsh -c qemu:///system -q define /run/lab/runner1.xml >/dev/null
         virsh -c qemu:///system -q start runner1 >/dev/null' || return 1
-    OUT=$(sh_sctl share runner1 --to dest-example --json 2>&1); local rc=$? said
+    OUT=$(sh_sctl share runner1 --to dest-example --offline --json 2>&1); local rc=$? said
     said=$OUT
     on source-example virsh -c qemu:///system -q destroy runner1 >/dev/null 2>&1
     on source-example virsh -c qemu:///system -q undefine runner1 >/dev/null 2>&1
@@ -227,7 +238,7 @@ t_share_refuses_running_local() {
 import json, sys
 r = json.loads(sys.argv[1])
 assert r["ready"] is False and r["failed_step"] == "preflight" and r["code"] == "invalid-state", r
-assert "shut off" in r["message"] and "virsh shutdown runner1" in r["remedy"], r
+assert "shut off" in r["message"] and "virsh shutdown runner1" in r["remedy"] and "drop --offline" in r["remedy"], r
 PY
     must "list the share" on cargo-bay ls -A "$EXPORT_ROOT" || return 1
     ! grep -qx runner1 <<<"$OUT" || fail "a refused share created $EXPORT_ROOT/runner1" || return 1
@@ -250,6 +261,6 @@ run "share stopped by Ctrl-C after export, then failing at the pool of a stopped
 run "share interrupted by Ctrl-C after each step in turn, re-run: ready with an identical copy each time (content digest as storagectl digest prints it on both hosts)" t_share_interrupted_at_each_step
 run "share result: exports with no_root_squash for both, pools active, identical copy, domain on it, status READY" t_share_state_is_real
 run "share again changes nothing and says so (--json)" t_share_again_changes_nothing
-run "wanderer1 starts on source-example from the shared copy; share while it runs is refused (65, invalid-state at copy), copies and changes nothing" t_share_vm_starts_from_share
-run "share refuses a running VM with a local disk (exit 65, invalid-state at preflight), exports and copies nothing" t_share_refuses_running_local
+run "wanderer1 starts on source-example from the shared copy; share --offline while it runs is refused (65, invalid-state at copy), share (live) changes nothing" t_share_vm_starts_from_share
+run "share --offline refuses a running VM with a local disk (exit 65, invalid-state at preflight), exports and copies nothing" t_share_refuses_running_local
 run "share refuses an unknown VM and a destination outside the inventory" t_share_refusals

@@ -12,9 +12,9 @@ us_sctl() { on source-example "$(lab_bin)/storagectl" "$@" --config /run/lab/sto
 
 t_unshare_refuses_running() {
     must "virsh start" on source-example virsh -c qemu:///system start "$US_VM" || return 1
-    OUT=$(us_sctl unshare "$US_VM" 2>&1); local rc=$? said=$OUT
+    OUT=$(us_sctl unshare "$US_VM" --offline 2>&1); local rc=$? said=$OUT
     must "virsh destroy" on source-example virsh -c qemu:///system destroy "$US_VM" || return 1
-    ((rc == 65)) || fail "unshare of a running VM: exit $rc, want 65 (refused by the current state): $said" || return 1
+    ((rc == 65)) || fail "unshare --offline of a running VM: exit $rc, want 65 (refused by the current state): $said" || return 1
     grep -q "virsh shutdown $US_VM" <<<"$said" || fail "no remedy in: $said" || return 1
     must "domblklist" on source-example virsh -c qemu:///system domblklist "$US_VM" || return 1
     grep -q "vda *$US_COPY" <<<"$OUT" || fail "a refused unshare changed the disks: $OUT" || return 1
@@ -100,7 +100,7 @@ PY
     grep -q "vda *$US_LOCAL" <<<"$OUT" || fail "wanderer1 disks: $OUT" || return 1
 }
 
-run "unshare refuses a running VM and changes nothing" t_unshare_refuses_running
+run "unshare --offline refuses a running VM and changes nothing" t_unshare_refuses_running
 run "unshare copies wanderer1 back (identical to the share copy, which is kept; same content digest), domain on the local disk, mig1's clients kept" t_unshare_brings_back
 run "unshare keeps clients a shared VM (mig1) needs; once mig1 is undefined it drops both and the managed block" t_unshare_drops_clients
 run "wanderer1 starts on source-example from its local disk" t_unshare_vm_starts_locally
