@@ -305,7 +305,8 @@ struct LiveCopyRunnerTests {
         let abort = LiveSwitch()
         let runner = Self.runner(control, abort: abort)
         let task = Task { await runner.run(LiveCopyTests.record([LiveCopyTests.disk("vda"), LiveCopyTests.disk("vdb")])) }
-        try await Task.sleep(for: .milliseconds(50))
+        // once both mirrors run (an abort asked for earlier starts none)
+        for _ in 0..<1000 where !control.log.contains("start vdb 1048576") { try await Task.sleep(for: .milliseconds(5)) }
         #expect(abort.requestAbort() == .requested)
         let done = await task.value
         #expect(done.phase == .aborted && done.errorCode == "invalid-state")
