@@ -56,13 +56,19 @@ extension ComputeAgentHandler {
             } else {
                 try await ComputeWork.run(prepare)
             }
-            let saved = try await ComputeWork.run { () throws -> String in
+            let saved = try await ComputeWork.run { () throws -> (path: String, created: Bool) in
                 try LiveCopyPreparation.saveDefinition(session, state: state, domain: name)
             }
             let record = LiveJobRecord(kind: .copy, domain: name, uuid: read.uuid, share: share, dir: nil, disks: plan.disks,
-                                       phase: .mirroring, pivoted: [], copied: [:], virtualSizes: [:], saved: saved,
+                                       phase: .mirroring, pivoted: [], copied: [:], virtualSizes: [:], saved: saved.path,
                                        errorCode: nil, errorMessage: nil, started: Date(), finished: nil)
-            let runner = liveRunner(record, share: share, bandwidth: bandwidth, finish: { _ in nil })
+            var runner = liveRunner(record, share: share, bandwidth: bandwidth, finish: { _ in nil })
+            // Nothing pivoted: the definition is still the one kept; a kept copy this job
+            // made would outlive its reason (and go stale if the definition changes).
+            if saved.created {
+                let uuid = read.uuid
+                runner.abandon = { _ in _ = await state.readOffPool { s -> Bool? in s.remove("domains", Adoption.savedName(uuid)); return true } }
+            }
             let (job, attached) = try await jobs.startLive(record, runner: runner)
             return .job(job, attached: attached)
         }

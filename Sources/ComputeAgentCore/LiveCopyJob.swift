@@ -125,6 +125,9 @@ struct LiveCopyRunner: Sendable {
     /// Called after every pivot (LIVE-LOCALIZE: the redefinition onto the local files).
     var finish: @Sendable (LiveJobRecord) async throws -> String? = { _ in nil }
     var bandwidthBytes: UInt64?
+    /// Called when the job ends without having pivoted any disk (aborted or failed):
+    /// LIVE-COPY forgets the definition it kept, when this job kept it.
+    var abandon: @Sendable (LiveJobRecord) async -> Void = { _ in }
     /// Prints to the agent's log.
     var log: @Sendable (String) -> Void = { _ in }
 
@@ -212,6 +215,7 @@ struct LiveCopyRunner: Sendable {
             record.errorCode = e.code.rawValue
             record.errorMessage = e.message
         }
+        if record.phase != .done, record.pivoted.isEmpty { await abandon(record) }
         record.finished = Date()
         await save(record)
         return record
@@ -411,7 +415,7 @@ enum LiveCopyPreparation {
                                  details: ["disk": d.target])
             }
             try remove(d.to, share: share)
-            log("LIVE-COPY of \(plan.domain): removed \(d.to.spelled), a leftover copy of disk \(d.target) no domain uses (an earlier run did not finish)")
+            log("LIVE-COPY of \(plan.domain): removed \(d.to.spelled), a leftover copy of disk \(d.target) that no domain of this host uses (from an interrupted live copy, or the shared image a LIVE-LOCALIZE left)")
         }
         switch share.attach {
         case .mount:
@@ -444,15 +448,18 @@ enum LiveCopyPreparation {
     }
 
     /// LIVE-COPY: keeps the persistent definition before the first pivot as ADOPT does
-    /// (`domains/UUID.previous.xml`, only when none is kept). Returns its path. Blocking.
-    static func saveDefinition(_ session: LibvirtSession, state: StateStore, domain name: String) throws(AgentError) -> String {
+    /// (`domains/UUID.previous.xml`, only when none is kept). Returns its path and
+    /// whether this call wrote it. Blocking.
+    static func saveDefinition(_ session: LibvirtSession, state: StateStore, domain name: String) throws(AgentError) -> (path: String, created: Bool) {
         let d = try session.domain(name)
         let (uuid, xml) = try lv { () throws -> (String, String) in (try d.uuidString.lowercased(), try d.xmlDesc(flags: [.inactive, .secure])) }
         let file = Adoption.savedName(uuid)
+        var created = false
         if try state.read("domains", file) == nil {
             try state.write("domains", file, Data(xml.utf8))
+            created = true
         }
-        return state.path("domains", file)
+        return (state.path("domains", file), created)
     }
 
     /// LIVE-LOCALIZE: each local destination must not exist (a mirror of ours to it is

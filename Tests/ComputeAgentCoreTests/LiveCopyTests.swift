@@ -279,6 +279,7 @@ struct LiveCopyRunnerTests {
 
     static func runner(_ control: FakeBlockControl, saved: Saved = Saved(), abort: LiveSwitch = LiveSwitch()) -> LiveCopyRunner {
         var r = LiveCopyRunner(control: control, progress: JobProgress(total: 0, disk: ""), abort: abort, save: { saved.add($0) })
+        r.abandon = { _ in control.note("abandon") }
         r.interval = .milliseconds(5)
         r.bandwidthBytes = 1 << 20
         return r
@@ -311,7 +312,7 @@ struct LiveCopyRunnerTests {
         let done = await task.value
         #expect(done.phase == .aborted && done.errorCode == "invalid-state")
         #expect(done.errorMessage == "the LIVE-COPY of bc1 was stopped by LIVE-ABORT; bc1 runs on its original disks")
-        #expect(control.log == ["start vda 1048576", "start vdb 1048576", "cancel vda", "remove vda", "cancel vdb", "remove vdb"])
+        #expect(control.log == ["start vda 1048576", "start vdb 1048576", "cancel vda", "remove vda", "cancel vdb", "remove vdb", "abandon"])
         #expect(done.pivoted.isEmpty)
     }
 
@@ -323,6 +324,7 @@ struct LiveCopyRunnerTests {
                                                                          LiveCopyTests.disk("vdc")]))
         #expect(done.phase == .failed && done.errorCode == "invalid-state" && done.pivoted == ["vda"])
         #expect(done.errorMessage?.contains("pivot of disk vdb") == true && done.errorMessage?.contains("runs on") == true)
+        // vda was pivoted: the kept definition stays (it is the one before the first pivot)
         #expect(Array(control.log.suffix(5)) == ["pivot vdb", "cancel vdb", "remove vdb", "cancel vdc", "remove vdc"])
         #expect(!control.log.contains("pivot vdc"))
     }
@@ -334,6 +336,6 @@ struct LiveCopyRunnerTests {
         let done = await Self.runner(control).run(LiveCopyTests.record([LiveCopyTests.disk("vda"), LiveCopyTests.disk("vdb")]))
         #expect(done.phase == .failed && done.errorMessage?.contains("disk vdb") == true)
         #expect(control.log.contains("cancel vda") && control.log.contains("remove vda") && control.log.contains("remove vdb"))
-        #expect(!control.log.contains { $0.hasPrefix("pivot") })
+        #expect(!control.log.contains { $0.hasPrefix("pivot") } && control.log.last == "abandon")
     }
 }

@@ -73,8 +73,11 @@ struct LiveCopyVerbTests {
         let result = await host.ask("LIVE-COPY domain=bc1 pool=shared").result
         #expect(!FileManager.default.fileExists(atPath: host.share + "/bc1/bc1.qcow2"))
         #expect(result.error != nil)
-        // the definition before the copy is kept as ADOPT keeps it
-        #expect(FileManager.default.fileExists(atPath: host.state + "/domains/a0c51adf-decd-4b94-9fd7-e3deffae895c.previous.xml"))
+        // the definition kept before the copy is forgotten again: nothing was pivoted
+        #expect(!FileManager.default.fileExists(atPath: host.state + "/domains/a0c51adf-decd-4b94-9fd7-e3deffae895c.previous.xml"))
+        // the job's record says how it ended
+        let record = try #require(StateStore(root: host.state).readJSON(LiveJobRecord.self, "jobs", "a0c51adf-decd-4b94-9fd7-e3deffae895c.live.json"))
+        #expect(record.phase == .failed && record.kind == .copy && record.disks.map(\.target) == ["vda"] && record.pivoted.isEmpty)
     }
 
     @Test("LIVE-LOCALIZE never overwrites an existing local file")
