@@ -104,6 +104,8 @@ protocol LiveBlockControl: Sendable {
     func pivot(_ target: String) throws
     /// Cancels the disk's block job without a pivot (waits for it).
     func cancel(_ target: String) throws
+    /// Whether the domain's live definition has the disk on its destination (pivoted).
+    func uses(_ disk: LiveDisk) throws -> Bool
     /// Removes the (partial) destination of a cancelled mirror.
     func removeDestination(_ disk: LiveDisk) throws
     /// After a pivot: makes the persistent definition name the new image.
@@ -135,8 +137,10 @@ struct LiveCopyRunner: Sendable {
         var record = initial
         let control = self.control
         let moving = record.disks.filter { !$0.already }
+        // The disks with a mirror of this job (started or joined).
         var running: [LiveDisk] = []
         let start = ContinuousClock.now
+        let stopped = "the \(record.verb) of \(record.domain) was stopped by LIVE-ABORT; \(record.domain) runs on its original disks"
         do {
             for d in record.disks {
                 record.virtualSizes[d.target] = try await ComputeWork.run { try control.virtualSize(d.target) }
@@ -155,17 +159,15 @@ struct LiveCopyRunner: Sendable {
             var ends: [String: UInt64] = [:]
             while true {
                 if abort.isAbortRequested {
-                    await cancel(running, record: record)
                     record.phase = .aborted
-                    throw AgentError(.invalidState, "the \(record.verb) of \(record.domain) was stopped by LIVE-ABORT; \(record.domain) runs on its original disks")
+                    throw AgentError(.invalidState, stopped)
                 }
                 var done: UInt64 = 0, total: UInt64 = 0
                 var behind: String?
                 for d in running {
                     guard let info = try await ComputeWork.run({ try control.info(d.target) }) else {
-                        await cancel(running.filter { $0.target != d.target }, record: record)
-                        try? await ComputeWork.run { try control.removeDestination(d) }
-                        throw AgentError(.invalidState, "the block copy of disk \(d.target) of \(record.domain) to \(d.to.spelled) ended before it was synchronised (libvirt ended the job: see the libvirt log for why); every mirror was cancelled and \(record.domain) runs on its original disks")
+                        throw AgentError(.invalidState, "the block copy of disk \(d.target) of \(record.domain) to \(d.to.spelled) ended before it was synchronised (libvirt ended the job: its log says why); the mirrors were cancelled and \(record.domain) runs on its original disks",
+                                         details: ["disk": d.target])
                     }
                     done += info.cur
                     total += info.end
@@ -182,26 +184,34 @@ struct LiveCopyRunner: Sendable {
                 try? await Task.sleep(for: interval)
             }
             guard abort.beginPivot() else {
-                await cancel(running, record: record)
                 record.phase = .aborted
-                throw AgentError(.invalidState, "the \(record.verb) of \(record.domain) was stopped by LIVE-ABORT; \(record.domain) runs on its original disks")
+                throw AgentError(.invalidState, stopped)
             }
             record.phase = .pivoting
             await save(record)
-            for (i, d) in running.enumerated() {
+            for d in running {
                 record.copied[d.target] = ends[d.target] ?? 0
                 do {
                     try await ComputeWork.run { try control.pivot(d.target) }
                 } catch {
-                    let rest = Array(running[i...])
-                    await cancel(rest, record: record)
-                    let before = record.pivoted.isEmpty ? "" : " (\(record.pivoted.joined(separator: ", ")) had been pivoted and stay on their new images)"
-                    throw AgentError(.invalidState, "the pivot of disk \(d.target) of \(record.domain) onto \(d.to.spelled) failed: \(error.message); \(rest.map(\.target).joined(separator: ", ")) stay on their original images\(before), their mirrors were cancelled; \(record.domain) runs on",
-                                     details: ["disk": d.target])
+                    // A pivot libvirt reports failed may still have switched the disk:
+                    // the live definition decides (and its copy is then never removed).
+                    if (try? await ComputeWork.run({ try control.uses(d) })) != true {
+                        let before = record.pivoted.isEmpty ? "" : " (\(record.pivoted.joined(separator: ", ")) had been pivoted and stay on their copies)"
+                        let rest = running.filter { !record.pivoted.contains($0.target) }.map(\.target)
+                        throw AgentError(.invalidState, "the pivot of disk \(d.target) of \(record.domain) onto \(d.to.spelled) failed: \(error.message); \(rest.joined(separator: ", ")) stay on their original images\(before), their mirrors were cancelled; \(record.domain) runs on",
+                                         details: ["disk": d.target])
+                    }
+                    log("\(record.verb) of \(record.domain): the pivot of \(d.target) was reported failed (\(error.message)) but the disk runs on \(d.to.spelled)")
                 }
                 record.pivoted.append(d.target)
                 await save(record)
-                try await ComputeWork.run { try control.persist(d) }
+                do {
+                    try await ComputeWork.run { try control.persist(d) }
+                } catch {
+                    throw AgentError(.internal, "disk \(d.target) of \(record.domain) runs on \(d.to.spelled) now, but its persistent definition could not be made to name it (\(error.message)); the remaining mirrors were cancelled. Fix the definition before \(record.domain) restarts (virsh edit \(record.domain): the source of \(d.target) is \(d.to.spelled))",
+                                     details: ["disk": d.target])
+                }
             }
             for d in running where record.copied[d.target] == nil { record.copied[d.target] = 0 }
             let saved = try await finish(record)
@@ -214,6 +224,8 @@ struct LiveCopyRunner: Sendable {
             if record.phase != .aborted { record.phase = .failed }
             record.errorCode = e.code.rawValue
             record.errorMessage = e.message
+            // Every mirror not pivoted is cancelled and its partial copy removed.
+            await cancel(running.filter { !record.pivoted.contains($0.target) }, record: record)
         }
         if record.phase != .done, record.pivoted.isEmpty { await abandon(record) }
         record.finished = Date()
@@ -221,14 +233,19 @@ struct LiveCopyRunner: Sendable {
         return record
     }
 
-    /// Cancels the mirrors of `disks` and removes their destinations (best effort: what
-    /// fails is logged; a leftover copy is recognised and removed by the next run).
+    /// Cancels the mirrors of `disks` and removes their destinations, unless the domain
+    /// runs on one (best effort: what fails is logged; a leftover copy is recognised and
+    /// removed by the next run).
     func cancel(_ disks: [LiveDisk], record: LiveJobRecord) async {
         let control = self.control
         for d in disks {
             do {
                 if try await ComputeWork.run({ try control.info(d.target) }) != nil {
                     try await ComputeWork.run { try control.cancel(d.target) }
+                }
+                if try await ComputeWork.run({ try control.uses(d) }) {
+                    log("\(record.verb) of \(record.domain): \(d.target) runs on \(d.to.spelled): it is kept")
+                    continue
                 }
                 try await ComputeWork.run { try control.removeDestination(d) }
                 log("\(record.verb) of \(record.domain): cancelled the block copy of \(d.target) and removed \(d.to.spelled)")
@@ -277,6 +294,12 @@ struct LibvirtLiveControl: LiveBlockControl {
         try lv { try d.blockJobAbort(disk: target, pivot: false) }
     }
 
+    func uses(_ disk: LiveDisk) throws -> Bool {
+        let d = try session.domain(domain)
+        let xml = try lv { try d.xmlDesc() }
+        return try LiveCopyPlanning.definitionNames(xml, disk: disk.target, disk.to) == true
+    }
+
     func removeDestination(_ disk: LiveDisk) throws {
         try LiveCopyPreparation.remove(disk.to, share: share)
     }
@@ -287,7 +310,7 @@ struct LibvirtLiveControl: LiveBlockControl {
     func persist(_ disk: LiveDisk) throws {
         let d = try session.domain(domain)
         let inactive = try lv { try d.xmlDesc(flags: [.inactive, .secure]) }
-        guard try LiveCopyPlanning.persistentNames(inactive, disk: disk.target, disk.to) == false else { return }
+        guard try LiveCopyPlanning.definitionNames(inactive, disk: disk.target, disk.to) == false else { return }
         let rewritten = try DomainDefinition.rewrite(inactive, placements: [disk.target: disk.to.placement])
         let c = try session.connection()
         _ = try lv { try c.defineXML(rewritten) }

@@ -246,8 +246,9 @@ enum LiveCopyPlanning {
         return disk.xmlString
     }
 
-    /// Whether the persistent definition `xml` has `disk` on `to` (nil: no such disk).
-    static func persistentNames(_ xml: String, disk: String, _ to: LiveDestination) throws(AgentError) -> Bool? {
+    /// Whether the definition `xml` (persistent or live) has `disk` on `to` (nil: no
+    /// such disk).
+    static func definitionNames(_ xml: String, disk: String, _ to: LiveDestination) throws(AgentError) -> Bool? {
         guard let d = try DomainDefinition.disks(xml).first(where: { $0.target == disk }) else { return nil }
         return to.isSource(of: d)
     }

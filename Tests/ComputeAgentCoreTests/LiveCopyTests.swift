@@ -158,9 +158,9 @@ struct LiveCopyTests {
     @Test("the persistent definition is checked per disk; users of a destination are every definition naming it")
     func persistentAndUsers() throws {
         let xml = Self.domain(Self.local)
-        #expect(try LiveCopyPlanning.persistentNames(xml, disk: "vda", .file(path: "/var/lib/libvirt/images/bc1.qcow2")) == true)
-        #expect(try LiveCopyPlanning.persistentNames(xml, disk: "vda", .file(path: "/s/bc1/bc1.qcow2")) == false)
-        #expect(try LiveCopyPlanning.persistentNames(xml, disk: "vdz", .file(path: "/x")) == nil)
+        #expect(try LiveCopyPlanning.definitionNames(xml, disk: "vda", .file(path: "/var/lib/libvirt/images/bc1.qcow2")) == true)
+        #expect(try LiveCopyPlanning.definitionNames(xml, disk: "vda", .file(path: "/s/bc1/bc1.qcow2")) == false)
+        #expect(try LiveCopyPlanning.definitionNames(xml, disk: "vdz", .file(path: "/x")) == nil)
         let disks = try DomainDefinition.disks(Self.domain(Self.local + Self.otherNFS))
         #expect(LiveCopyPlanning.users(of: .file(path: "/var/lib/libvirt/images/bc1.qcow2"), among: [("w", disks), ("v", [])]) == ["w"])
         #expect(LiveCopyPlanning.users(of: .nfs(server: "198.18.0.9", name: "/srv/data.img"), among: [("w", disks)]) == ["w"])
@@ -255,17 +255,29 @@ final class FakeBlockControl: LiveBlockControl, @unchecked Sendable {
     func readyTargets() throws -> Set<String> {
         lock.withLock { Set(jobs.filter { $0.value.cur == $0.value.end }.keys) }
     }
+    /// Disks whose pivot is reported failed although the disk switched.
+    var switchedAnyway: Set<String> = []
+    var switched: Set<String> = []
     func pivot(_ target: String) throws {
         note("pivot \(target)")
+        if switchedAnyway.contains(target) {
+            lock.withLock { _ = jobs.removeValue(forKey: target); _ = switched.insert(target) }
+            throw AgentError(.timeout, "libvirt timed out")
+        }
         if failPivot.contains(target) { throw AgentError(.invalidState, "QEMU refused the pivot") }
-        _ = lock.withLock { jobs.removeValue(forKey: target) }
+        lock.withLock { _ = jobs.removeValue(forKey: target); _ = switched.insert(target) }
     }
+    func uses(_ disk: LiveDisk) throws -> Bool { lock.withLock { switched.contains(disk.target) } }
     func cancel(_ target: String) throws {
         note("cancel \(target)")
         _ = lock.withLock { jobs.removeValue(forKey: target) }
     }
     func removeDestination(_ disk: LiveDisk) throws { note("remove \(disk.target)") }
-    func persist(_ disk: LiveDisk) throws { note("persist \(disk.target)") }
+    var failPersist: Set<String> = []
+    func persist(_ disk: LiveDisk) throws {
+        note("persist \(disk.target)")
+        if failPersist.contains(disk.target) { throw AgentError(.internal, "defineXML failed") }
+    }
     func virtualSize(_ target: String) throws -> UInt64 { 1 << 30 }
 }
 
@@ -327,6 +339,24 @@ struct LiveCopyRunnerTests {
         // vda was pivoted: the kept definition stays (it is the one before the first pivot)
         #expect(Array(control.log.suffix(5)) == ["pivot vdb", "cancel vdb", "remove vdb", "cancel vdc", "remove vdc"])
         #expect(!control.log.contains("pivot vdc"))
+    }
+
+    @Test("a pivot reported failed that switched the disk anyway counts as pivoted: its copy is never removed")
+    func pivotSwitchedAnyway() async throws {
+        let control = FakeBlockControl()
+        control.switchedAnyway = ["vda"]
+        let done = await Self.runner(control).run(LiveCopyTests.record([LiveCopyTests.disk("vda"), LiveCopyTests.disk("vdb")]))
+        #expect(done.phase == .done && done.pivoted == ["vda", "vdb"])
+        #expect(!control.log.contains("remove vda") && control.log.contains("persist vda"))
+    }
+
+    @Test("a definition that cannot be made to name a pivoted disk stops the job: the rest are cancelled, the error says what to fix")
+    func persistFails() async throws {
+        let control = FakeBlockControl()
+        control.failPersist = ["vda"]
+        let done = await Self.runner(control).run(LiveCopyTests.record([LiveCopyTests.disk("vda"), LiveCopyTests.disk("vdb")]))
+        #expect(done.phase == .failed && done.pivoted == ["vda"] && done.errorMessage?.contains("virsh edit bc1") == true)
+        #expect(Array(control.log.suffix(2)) == ["cancel vdb", "remove vdb"] && !control.log.contains("remove vda"))
     }
 
     @Test("a mirror that ends by itself fails the job; the other mirrors are cancelled and every copy removed")
