@@ -511,7 +511,9 @@ enum LiveCopyPreparation {
                                  details: ["disk": disk.target])
             }
             let info = try lv { try d.blockInfo(disk: disk.target) }
-            let n = min(info.allocation == 0 ? info.capacity : info.allocation, info.capacity)
+            // A raw destination ends up fully allocated (the mirror writes its zeros, as
+            // seen in the lab); a qcow2 one only as much as the source holds.
+            let n = disk.format == "raw" || info.allocation == 0 ? info.capacity : min(info.allocation, info.capacity)
             needed = needed.addingReportingOverflow(n).overflow ? .max : needed + n
         }
         var fs = statvfs()
