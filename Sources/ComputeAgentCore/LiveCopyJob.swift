@@ -157,12 +157,14 @@ struct LiveCopyRunner: Sendable {
                 running.append(d)
             }
             var ends: [String: UInt64] = [:]
+            // What joined mirrors had copied before this job: not counted in its rate.
+            var joinedBefore: UInt64?
             while true {
                 if abort.isAbortRequested {
                     record.phase = .aborted
                     throw AgentError(.invalidState, stopped)
                 }
-                var done: UInt64 = 0, total: UInt64 = 0
+                var done: UInt64 = 0, total: UInt64 = 0, joined: UInt64 = 0
                 var behind: String?
                 for d in running {
                     guard let info = try await ComputeWork.run({ try control.info(d.target) }) else {
@@ -171,11 +173,14 @@ struct LiveCopyRunner: Sendable {
                     }
                     done += info.cur
                     total += info.end
+                    if d.join, joinedBefore == nil { joined += info.cur }
                     ends[d.target] = info.end
                     if behind == nil, info.cur < info.end || info.end == 0 { behind = d.target }
                 }
+                if joinedBefore == nil { joinedBefore = joined }
                 let elapsed = (ContinuousClock.now - start) / .seconds(1)
-                progress.set(.init(done: done, total: total, rate: elapsed > 0 ? UInt64(Double(done) / elapsed) : 0,
+                let fresh = done - min(done, joinedBefore ?? 0)
+                progress.set(.init(done: done, total: total, rate: elapsed > 0 ? UInt64(Double(fresh) / elapsed) : 0,
                                    disk: behind ?? running.last?.target ?? ""))
                 if behind == nil {
                     let ready = try await ComputeWork.run { try control.readyTargets() }
