@@ -516,9 +516,11 @@ enum LiveCopyPreparation {
                                  details: ["disk": disk.target])
             }
             let info = try lv { try d.blockInfo(disk: disk.target) }
-            // A raw destination ends up fully allocated (the mirror writes its zeros, as
-            // seen in the lab); a qcow2 one only as much as the source holds.
-            let n = disk.format == "raw" || info.allocation == 0 ? info.capacity : min(info.allocation, info.capacity)
+            // A raw image read through QEMU's nfs driver (libnfs mode) has no holes to
+            // report, so its local copy is fully allocated (seen in the lab); through the
+            // mount, and for qcow2, the copy holds what the source holds.
+            let full = disk.format == "raw" && share.attach == .libnfs
+            let n = full || info.allocation == 0 ? info.capacity : min(info.allocation, info.capacity)
             needed = needed.addingReportingOverflow(n).overflow ? .max : needed + n
         }
         var fs = statvfs()
