@@ -62,7 +62,7 @@ extension ComputeAgentHandler {
             let record = LiveJobRecord(kind: .copy, domain: name, uuid: read.uuid, share: share, dir: nil, disks: plan.disks,
                                        phase: .mirroring, pivoted: [], copied: [:], virtualSizes: [:], saved: saved.path,
                                        errorCode: nil, errorMessage: nil, started: Date(), finished: nil)
-            var runner = liveRunner(record, share: share, bandwidth: bandwidth, finish: { _ in nil })
+            var runner = liveRunner(record, share: share, fileRoot: shareRoot ?? "/", bandwidth: bandwidth, finish: { _ in nil })
             // Nothing pivoted: the definition is still the one kept; a kept copy this job
             // made would outlive its reason (and go stale if the definition changes).
             if saved.created {
@@ -101,7 +101,7 @@ extension ComputeAgentHandler {
                                        errorCode: nil, errorMessage: nil, started: Date(), finished: nil)
             // Once every disk is pivoted: the definition ADOPT or LIVE-COPY kept, onto the
             // local files (LOCALIZE's redefine; the saved file is used up).
-            let runner = liveRunner(record, share: share, bandwidth: bandwidth, finish: { r in
+            let runner = liveRunner(record, share: share, fileRoot: imagesRoot, bandwidth: bandwidth, finish: { r in
                 let moved = r.disks.filter { r.pivoted.contains($0.target) }.compactMap { d -> LocalizeJobRecord.Moved? in
                     guard case .file(let path) = d.to else { return nil }
                     return LocalizeJobRecord.Moved(target: d.target, from: d.from, to: path, size: r.virtualSizes[d.target] ?? 0, digest: "")
@@ -120,11 +120,11 @@ extension ComputeAgentHandler {
         case nothing(LivePlan, uuid: String)
     }
 
-    func liveRunner(_ record: LiveJobRecord, share: Share, bandwidth: UInt64?,
+    func liveRunner(_ record: LiveJobRecord, share: Share, fileRoot: String, bandwidth: UInt64?,
                     finish: @escaping @Sendable (LiveJobRecord) async throws -> String?) -> LiveCopyRunner {
         let store = state
         let name = record.uuid + ".live.json"
-        let control = LibvirtLiveControl(session: session, domain: record.domain, share: share)
+        let control = LibvirtLiveControl(session: session, domain: record.domain, share: share, fileRoot: fileRoot)
         var runner = LiveCopyRunner(control: control, progress: JobProgress(total: 0, disk: record.disks.first { !$0.already }?.target ?? ""),
                                     abort: LiveSwitch(), save: { r in try? await store.offPool { try $0.writeJSON(r, "jobs", name) } })
         runner.finish = finish

@@ -271,6 +271,9 @@ struct LibvirtLiveControl: LiveBlockControl {
     let session: LibvirtSession
     let domain: String
     let share: Share
+    /// Where a file destination's directory is opened from when it is removed: the
+    /// share root (LIVE-COPY in mount mode) or the images root (LIVE-LOCALIZE).
+    let fileRoot: String
 
     func start(_ disk: LiveDisk, bandwidthBytes: UInt64?) throws {
         let d = try session.domain(domain)
@@ -306,7 +309,7 @@ struct LibvirtLiveControl: LiveBlockControl {
     }
 
     func removeDestination(_ disk: LiveDisk) throws {
-        try LiveCopyPreparation.remove(disk.to, share: share)
+        try LiveCopyPreparation.remove(disk.to, share: share, root: fileRoot)
     }
 
     /// libvirt 9 updates the persistent definition at the pivot; an older one (or a
@@ -381,12 +384,26 @@ enum LiveCopyPreparation {
     /// The existing file at a destination: nil when there is none.
     enum Existing: Sendable, Equatable { case regularFile, other }
 
-    /// What is at `to` now. Blocking (stat through the mount, or libnfs).
-    static func existing(_ to: LiveDestination, share: Share) throws(AgentError) -> Existing? {
+    /// Opens the directory holding `path` from `root` without following a symbolic link.
+    static func parent(of path: String, under root: String) throws(AgentError) -> (fd: Int32, leaf: String) {
+        let dir = (path as NSString).deletingLastPathComponent
+        do {
+            return (try RootedPath.openDirectory(dir, under: root), (path as NSString).lastPathComponent)
+        } catch {
+            throw AgentError(.invalidState, "\(dir) is not a directory reached from \(root) without symbolic links (\(error.description)); move what is there away and ask again")
+        }
+    }
+
+    /// What is at `to` now (never following a link: a link is `.other`). `root`: where a
+    /// file destination's directory is opened from (the share root or the images root).
+    /// Blocking (the mount, or libnfs).
+    static func existing(_ to: LiveDestination, share: Share, root: String) throws(AgentError) -> Existing? {
         switch to {
         case .file(let path):
+            let (fd, leaf) = try parent(of: path, under: root)
+            defer { close(fd) }
             var st = stat()
-            if lstat(path, &st) != 0 {
+            if fstatat(fd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 {
                 if errno == ENOENT { return nil }
                 throw AgentError(.unavailable, "cannot stat \(path): \(String(cString: strerror(errno)))")
             }
@@ -406,11 +423,22 @@ enum LiveCopyPreparation {
         }
     }
 
-    /// Removes the file at `to` (absent is fine). Blocking.
-    static func remove(_ to: LiveDestination, share: Share) throws(AgentError) {
+    /// Removes the regular file at `to` (absent is fine; anything else is left and
+    /// refused). Blocking.
+    static func remove(_ to: LiveDestination, share: Share, root: String) throws(AgentError) {
         switch to {
         case .file(let path):
-            guard unlink(path) == 0 || errno == ENOENT else {
+            let (fd, leaf) = try parent(of: path, under: root)
+            defer { close(fd) }
+            var st = stat()
+            if fstatat(fd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 {
+                if errno == ENOENT { return }
+                throw AgentError(.unavailable, "cannot stat \(path): \(String(cString: strerror(errno)))")
+            }
+            guard (st.st_mode & S_IFMT) == S_IFREG else {
+                throw AgentError(.conflict, "\(path) is not a regular file; it was left alone")
+            }
+            guard unlinkat(fd, leaf, 0) == 0 || errno == ENOENT else {
                 throw AgentError(.unavailable, "cannot remove \(path): \(String(cString: strerror(errno)))")
             }
         case .nfs(_, let name):
@@ -424,31 +452,20 @@ enum LiveCopyPreparation {
         }
     }
 
-    /// LIVE-COPY: each destination that exists and is no mirror of ours is this
-    /// domain's leftover (a regular file in its own share directory that no domain of
-    /// this host uses: removed, and said so in `log`) or a `conflict`. Then the
-    /// domain's share directory is made (mount: under the target without following a
-    /// link; libnfs: through libnfs). Blocking.
+    /// LIVE-COPY: first the domain's share directory is made (mount: under the target,
+    /// opened from the share root without following a link; libnfs: through libnfs).
+    /// Then each destination that exists and is no mirror of ours is this domain's
+    /// leftover (a regular file in its own share directory that no domain of this host
+    /// uses: removed, and said so in `log`) or a `conflict`. Blocking.
     static func prepareShare(_ plan: LivePlan, share: Share, shareRoot: String?, definitions: [(owner: String, disks: [DomainDisk])],
                              log: (String) -> Void) throws(AgentError) {
         let moving = plan.moving.filter { !$0.join }
         guard let first = moving.first else { return }
         let dir = (first.path as NSString).deletingLastPathComponent
-        for d in moving {
-            guard let found = try existing(d.to, share: share) else { continue }
-            let users = LiveCopyPlanning.users(of: d.to, among: definitions)
-            guard found == .regularFile, users.isEmpty else {
-                let why = users.isEmpty ? "it is not a regular file" : "it is a disk of \(users.joined(separator: ", "))"
-                throw AgentError(.conflict, "\(d.to.spelled), where LIVE-COPY would copy disk \(d.target) of \(plan.domain), exists and \(why); it is never overwritten: move it away (or rename the image of \(plan.domain)) and ask again",
-                                 details: ["disk": d.target])
-            }
-            try remove(d.to, share: share)
-            log("LIVE-COPY of \(plan.domain): removed \(d.to.spelled), a leftover copy of disk \(d.target) that no domain of this host uses (from an interrupted live copy, or the shared image a LIVE-LOCALIZE left)")
-        }
+        let root = shareRoot ?? share.target ?? "/"
         switch share.attach {
         case .mount:
             guard let target = share.target else { return }
-            let root = shareRoot ?? target
             let parent: Int32
             do { parent = try RootedPath.openDirectory(target, under: root) } catch {
                 throw AgentError(.invalidState, "the pool target \(target) is not a directory reached without symbolic links (\(error.description)); is the pool active?")
@@ -472,6 +489,17 @@ enum LiveCopyPreparation {
                     throw AgentError(.invalidState, "\(dir) on \(share.server):\(share.export) is not a directory; move it away and ask again")
                 }
             }
+        }
+        for d in moving {
+            guard let found = try existing(d.to, share: share, root: root) else { continue }
+            let users = LiveCopyPlanning.users(of: d.to, among: definitions)
+            guard found == .regularFile, users.isEmpty else {
+                let why = users.isEmpty ? "it is not a regular file" : "it is a disk of \(users.joined(separator: ", "))"
+                throw AgentError(.conflict, "\(d.to.spelled), where LIVE-COPY would copy disk \(d.target) of \(plan.domain), exists and \(why); it is never overwritten: move it away (or rename the image of \(plan.domain)) and ask again",
+                                 details: ["disk": d.target])
+            }
+            try remove(d.to, share: share, root: root)
+            log("LIVE-COPY of \(plan.domain): removed \(d.to.spelled), a leftover copy of disk \(d.target) that no domain of this host uses (from an interrupted live copy, or the shared image a LIVE-LOCALIZE left)")
         }
     }
 

@@ -64,6 +64,18 @@ struct LiveCopyVerbTests {
         #expect(d?.code == .conflict && d?.message.contains("not a regular file") == true, "\(String(describing: d))")
     }
 
+    @Test("a symbolic link for the domain's share directory is refused; nothing behind it is removed")
+    func linkedDirectory() async throws {
+        let host = try await Self.host()
+        let elsewhere = host.dir + "/elsewhere"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: elsewhere + "/bc1.qcow2", contents: Data("precious".utf8))
+        try FileManager.default.createSymbolicLink(atPath: host.share + "/bc1", withDestinationPath: elsewhere)
+        let e = await host.ask("LIVE-COPY domain=bc1 pool=shared").result.error
+        #expect(e?.code == .invalidState && e?.message.contains("not a directory") == true, "\(String(describing: e))")
+        #expect(FileManager.default.contents(atPath: elsewhere + "/bc1.qcow2") == Data("precious".utf8))
+    }
+
     @Test("a leftover copy of the domain's own that no domain uses is removed before the copy starts")
     func leftoverRemoved() async throws {
         let host = try await Self.host()
