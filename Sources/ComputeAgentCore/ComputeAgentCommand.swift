@@ -16,7 +16,7 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
             [compute-agent], with the option's long name as key.
 
             Verbs: HELLO, PING, HEALTH, DOMAIN, DOMAINS, POOL-ENSURE, COPY, ADOPT, RESTORE, VERIFY, LOCALIZE, \
-            MIGRATION-FACTS, LIBVIRT-REACH, DIRTY-RATE, MIGRATION-TARGET, MIGRATE, MIGRATE-ABORT. \
+            LIVE-COPY, LIVE-LOCALIZE, LIVE-ABORT, MIGRATION-FACTS, LIBVIRT-REACH, DIRTY-RATE, MIGRATION-TARGET, MIGRATE, MIGRATE-ABORT. \
             Protocol: docs/protocol.md; operations: docs/compute-agent.md.
             A clean stop (SIGTERM, or the idle exit) exits 0.
 
@@ -55,7 +55,7 @@ public struct ComputeAgentCommand: AsyncParsableCommand {
     public var imagesRoot: String?
 
     @Option(name: .customLong("nfs-server"), help: ArgumentHelp(
-        "An NFS server requests may name with server= (COPY, ADOPT, VERIFY, LOCALIZE in libnfs mode) besides the servers of this host's pools and libnfs shares (repeatable).",
+        "An NFS server requests may name with server= (COPY, ADOPT, VERIFY, LOCALIZE, LIVE-COPY, LIVE-LOCALIZE in libnfs mode) besides the servers of this host's pools and libnfs shares (repeatable).",
         valueName: "host"))
     public var nfsServer: [String] = []
 

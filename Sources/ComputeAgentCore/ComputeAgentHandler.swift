@@ -13,7 +13,8 @@ public protocol HypervisorProbe: Sendable {
 /// `Pools`, `CopyPlan` + `CopyJobs`, `Adoption` and `Verification`; everything that
 /// blocks runs through `ComputeWork`.
 ///
-/// Verbs that change the host (POOL-ENSURE, COPY, ADOPT, RESTORE, LOCALIZE, VERIFY with a nonce)
+/// Verbs that change the host (POOL-ENSURE, COPY, ADOPT, RESTORE, LOCALIZE, LIVE-COPY,
+/// LIVE-LOCALIZE, LIVE-ABORT, VERIFY with a nonce)
 /// are served only to authenticated peers (unix socket as root, or mutual TLS).
 public struct ComputeAgentHandler: RequestHandler {
     public let configuration: ComputeAgentConfiguration
@@ -44,7 +45,7 @@ public struct ComputeAgentHandler: RequestHandler {
         [HealthQuery.verb, DomainQuery.verb, DomainsQuery.verb, PoolEnsureRequest.verb, CopyRequest.verb, AdoptRequest.verb,
          RestoreRequest.verb, VerifyRequest.verb, LocalizeRequest.verb, MigrationFactsQuery.verb, LibvirtReachQuery.verb,
          DirtyRateQuery.verb, MigrationTargetQuery.verb, MigrateRequest.verb, MigrateAbortRequest.verb, PortListenRequest.verb,
-         PortProbeRequest.verb]
+         PortProbeRequest.verb, LiveCopyRequest.verb, LiveLocalizeRequest.verb, LiveAbortRequest.verb]
     }
 
     var pools: Pools { Pools(session: session, state: state, checkMountOptions: configuration.driverKeepsMountOptions) }
@@ -95,6 +96,18 @@ public struct ComputeAgentHandler: RequestHandler {
             let verify = try VerifyRequest(request)
             try context.authorize(verify)
             return try await self.verify(verify).encoded()
+        case LiveCopyRequest.verb:
+            let live = try LiveCopyRequest(request)
+            try context.authorize(live)
+            return try await liveCopy(live, reply: reply)
+        case LiveLocalizeRequest.verb:
+            let live = try LiveLocalizeRequest(request)
+            try context.authorize(live)
+            return try await liveLocalize(live, reply: reply)
+        case LiveAbortRequest.verb:
+            let abort = try LiveAbortRequest(request)
+            try context.authorize(abort)
+            return try await liveAbort(abort).encoded()
         case PortListenRequest.verb: return try portListen(request, context: context)
         case PortProbeRequest.verb: return try await portProbe(request, context: context, reply: reply)
         case MigrationFactsQuery.verb:
@@ -278,8 +291,8 @@ public struct ComputeAgentHandler: RequestHandler {
         if let attach = request.attach, attach != share.attach {
             throw AgentError.invalidArgument("attach=\(attach.rawValue) does not match the share, which is in \(share.attach.rawValue) mode")
         }
-        guard await !jobs.isRunning(name) else {
-            throw AgentError(.busy, "a COPY of \(name) is running; ADOPT after it has finished")
+        if let running = await jobs.runningVerb(name) {
+            throw AgentError(.busy, "a \(running) of \(name) is running; ADOPT after it has finished")
         }
         if share.attach == .mount {
             let pools = self.pools
@@ -289,8 +302,8 @@ public struct ComputeAgentHandler: RequestHandler {
         }
         let adoption = Adoption(session: session, state: state)
         let outcome = try await exclusive(name) { () async throws -> Adoption.Outcome in
-            guard await !jobs.isRunning(name) else {
-                throw AgentError(.busy, "a COPY of \(name) is running; ADOPT after it has finished")
+            if let running = await jobs.runningVerb(name) {
+                throw AgentError(.busy, "a \(running) of \(name) is running; ADOPT after it has finished")
             }
             // libnfs mode stats the copies through libnfs: on the NFS threads, bounded.
             if share.attach == .libnfs {
@@ -306,14 +319,14 @@ public struct ComputeAgentHandler: RequestHandler {
 
     func restore(_ request: RestoreRequest) async throws -> RestoreRequest.Answer {
         let name = try Validation.domainName(request.domain)
-        guard await !jobs.isRunning(name) else {
-            throw AgentError(.busy, "a COPY of \(name) is running; RESTORE after it has finished")
+        if let running = await jobs.runningVerb(name) {
+            throw AgentError(.busy, "a \(running) of \(name) is running; RESTORE after it has finished")
         }
         let adoption = Adoption(session: session, state: state)
         let jobs = self.jobs
         let outcome = try await exclusive(name) { () async throws -> (Bool, String?) in
-            guard await !jobs.isRunning(name) else {
-                throw AgentError(.busy, "a COPY of \(name) is running; RESTORE after it has finished")
+            if let running = await jobs.runningVerb(name) {
+                throw AgentError(.busy, "a \(running) of \(name) is running; RESTORE after it has finished")
             }
             return try await ComputeWork.run { () throws -> (Bool, String?) in try adoption.restore(domain: name) }
         }

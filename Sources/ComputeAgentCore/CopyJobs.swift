@@ -88,6 +88,21 @@ final class AgentJob<Record: Sendable>: Sendable {
 typealias CopyJob = AgentJob<CopyJobRecord>
 typealias LocalizeJob = AgentJob<LocalizeJobRecord>
 
+/// A running LIVE-COPY or LIVE-LOCALIZE: the job, and LIVE-ABORT's handle on it.
+final class LiveJob: Sendable {
+    let kind: LiveJobRecord.Kind
+    let job: AgentJob<LiveJobRecord>
+    let abort: LiveSwitch
+
+    var verb: String { kind == .copy ? LiveCopyRequest.verb : LiveLocalizeRequest.verb }
+
+    init(kind: LiveJobRecord.Kind, job: AgentJob<LiveJobRecord>, abort: LiveSwitch) {
+        self.kind = kind
+        self.job = job
+        self.abort = abort
+    }
+}
+
 /// The agent's COPY and LOCALIZE jobs, keyed by domain name (one job per domain: a
 /// LOCALIZE while a COPY of the domain runs, or the reverse, is `busy`). A job runs in a
 /// task owned by this actor, not by the request that started it, so a client that
@@ -105,6 +120,8 @@ actor CopyJobs {
     let copier: ImageCopier
     private var running: [String: CopyJob] = [:]
     private var localizing: [String: LocalizeJob] = [:]
+    /// LIVE-COPY and LIVE-LOCALIZE jobs (one per domain, as the others).
+    private var live: [String: LiveJob] = [:]
 
     init(state: StateStore, copier: ImageCopier) {
         self.state = state
@@ -179,6 +196,9 @@ actor CopyJobs {
         if localizing[domain] != nil {
             throw AgentError(.busy, "a LOCALIZE of \(domain) is running; COPY after it has finished")
         }
+        if let job = live[domain] {
+            throw AgentError(.busy, "a \(job.verb) of \(domain) is running; COPY after it has finished (or stop it: LIVE-ABORT domain=\(domain))")
+        }
         guard let job = running[domain] else { return nil }
         guard job.share == share else {
             throw AgentError(.busy, "a COPY of \(domain) to \(job.share.server):\(job.share.export) is running; wait for it (COPY domain=\(domain) attaches to it)")
@@ -191,6 +211,9 @@ actor CopyJobs {
     func runningLocalize(_ domain: String, share: Share, dir: String) throws(AgentError) -> LocalizeJob? {
         if running[domain] != nil {
             throw AgentError(.busy, "a COPY of \(domain) is running; LOCALIZE after it has finished")
+        }
+        if let job = live[domain] {
+            throw AgentError(.busy, "a \(job.verb) of \(domain) is running; LOCALIZE after it has finished (or stop it: LIVE-ABORT domain=\(domain))")
         }
         guard let job = localizing[domain] else { return nil }
         guard job.share == share, job.dir == dir else {
@@ -264,8 +287,57 @@ actor CopyJobs {
         localizing[domain] = nil
     }
 
-    /// Whether a COPY or LOCALIZE of `domain` runs now (ADOPT and RESTORE refuse meanwhile).
-    func isRunning(_ domain: String) -> Bool { running[domain] != nil || localizing[domain] != nil }
+    /// Whether a COPY, LOCALIZE, LIVE-COPY or LIVE-LOCALIZE of `domain` runs now (ADOPT
+    /// and RESTORE refuse meanwhile).
+    func isRunning(_ domain: String) -> Bool { running[domain] != nil || localizing[domain] != nil || live[domain] != nil }
+
+    /// The verb of the job of `domain` that runs now, for `busy` messages.
+    func runningVerb(_ domain: String) -> String? {
+        if running[domain] != nil { return "COPY" }
+        if localizing[domain] != nil { return "LOCALIZE" }
+        return live[domain]?.verb
+    }
+
+    // MARK: - live copies
+
+    /// The running live copy of `domain` of the same kind, share and directory to attach
+    /// to, or nil. `busy` when another job of the domain runs.
+    func runningLive(_ domain: String, kind: LiveJobRecord.Kind, share: Share, dir: String?) throws(AgentError) -> LiveJob? {
+        let verb = kind == .copy ? LiveCopyRequest.verb : LiveLocalizeRequest.verb
+        if running[domain] != nil {
+            throw AgentError(.busy, "a COPY of \(domain) is running; \(verb) after it has finished")
+        }
+        if localizing[domain] != nil {
+            throw AgentError(.busy, "a LOCALIZE of \(domain) is running; \(verb) after it has finished")
+        }
+        guard let job = live[domain] else { return nil }
+        guard job.kind == kind, job.job.share == share, job.job.dir == dir else {
+            throw AgentError(.busy, "a \(job.verb) of \(domain) (\(job.job.share.server):\(job.job.share.export)\(job.job.dir.map { ", dir \($0)" } ?? "")) is running; wait for it (asking the same again attaches to it) or stop it with LIVE-ABORT domain=\(domain)")
+        }
+        return job
+    }
+
+    /// Starts the live copy `record` with `runner` (or attaches to one started meanwhile).
+    func startLive(_ record: LiveJobRecord, runner: LiveCopyRunner) throws(AgentError) -> (LiveJob, attached: Bool) {
+        if let job = try runningLive(record.domain, kind: record.kind, share: record.share, dir: record.dir) { return (job, true) }
+        let domain = record.domain
+        let task = Task<LiveJobRecord, Error> {
+            let final = await runner.run(record)
+            self.finishedLive(domain)
+            return final
+        }
+        let job = LiveJob(kind: record.kind, job: AgentJob(domain: domain, share: record.share, dir: record.dir, progress: runner.progress,
+                                                           restarted: false, task: task), abort: runner.abort)
+        live[domain] = job
+        return (job, false)
+    }
+
+    /// The running live copy of `domain`, for LIVE-ABORT.
+    func liveJob(_ domain: String) -> LiveJob? { live[domain] }
+
+    private func finishedLive(_ domain: String) {
+        live[domain] = nil
+    }
 }
 
 extension CopyJobRecord {
