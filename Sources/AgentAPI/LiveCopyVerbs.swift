@@ -169,9 +169,9 @@ public struct LiveCopyRequest: AgentVerb, Equatable {
 
 /// `LIVE-LOCALIZE domain=NAME (pool=POOL | server=HOST export=PATH) [dir=PATH] [bandwidth=MIB]`: the way
 /// back for a **running** domain: each disk on the share is block-copied to a new local
-/// file `DIR/<domain dir>/<file name>` (`dir=` under `--images-root`, the default; the
-/// rules of LOCALIZE: never over an existing file or another domain's disk, free space
-/// checked first), all are pivoted once synchronised, and the persistent definition names
+/// file `DIR/<domain dir>/<file name>` (`dir=` under `--images-root`, the default; never
+/// over an existing file or another domain's disk: then the next free name
+/// `STEM-N.EXT`; free space checked first), all are pivoted once synchronised, and the persistent definition names
 /// the local files (the definition ADOPT or LIVE-COPY saved is used up, as LOCALIZE does).
 /// The shared images are left on the share. Same streaming, joining and abort as LIVE-COPY.
 public struct LiveLocalizeRequest: AgentVerb, Equatable {

@@ -89,12 +89,12 @@ extension ComputeAgentHandler {
         let started = try await exclusive(name) { () async throws -> LiveStart in
             if let job = try await jobs.runningLive(name, kind: .localize, share: share, dir: dir) { return .job(job, attached: true) }
             let read = try await ComputeWork.run { () throws -> LiveCopyPreparation.Domain in try LiveCopyPreparation.read(session, domain: name) }
-            let plan = try LiveCopyPlanning.localize(read.xml, domain: name, uuid: read.uuid, running: read.running,
-                                                     persistent: read.persistent, share: share, dir: dir)
-            if plan.moving.isEmpty { return .nothing(plan, uuid: read.uuid) }
+            let planned = try LiveCopyPlanning.localize(read.xml, domain: name, uuid: read.uuid, running: read.running,
+                                                        persistent: read.persistent, share: share, dir: dir)
+            if planned.moving.isEmpty { return .nothing(planned, uuid: read.uuid) }
             let definitions = read.definitions
-            try await ComputeWork.run { () throws -> Void in
-                try LiveCopyPreparation.prepareLocal(plan, share: share, dir: dir, imagesRoot: imagesRoot, definitions: definitions, session: session)
+            let plan = try await ComputeWork.run { () throws -> LivePlan in
+                try LiveCopyPreparation.prepareLocal(planned, share: share, dir: dir, imagesRoot: imagesRoot, definitions: definitions, session: session)
             }
             let record = LiveJobRecord(kind: .localize, domain: name, uuid: read.uuid, share: share, dir: dir, disks: plan.disks,
                                        phase: .mirroring, pivoted: [], copied: [:], virtualSizes: [:], saved: nil,

@@ -518,31 +518,46 @@ enum LiveCopyPreparation {
         return (state.path("domains", file), created)
     }
 
-    /// LIVE-LOCALIZE: each local destination must not exist (a mirror of ours to it is
-    /// joined, not checked) nor be another disk's; the domain's directory is made and
-    /// the space checked (the shared images' allocated bytes). Blocking.
-    static func prepareLocal(_ plan: LivePlan, share: Share, dir: String, imagesRoot: String,
-                             definitions: [(owner: String, disks: [DomainDisk])], session: LibvirtSession) throws(AgentError) {
-        let moving = plan.moving.filter { !$0.join }
-        guard let first = moving.first, case .file(let firstPath) = first.to else { return }
-        for d in moving {
-            let users = LiveCopyPlanning.users(of: d.to, among: definitions)
-            if !users.isEmpty {
-                throw AgentError(.conflict, "\(d.to.spelled), where LIVE-LOCALIZE would put disk \(d.target) of \(plan.domain), is a disk of \(users.joined(separator: ", ")); it is never overwritten: move that disk or give another dir=",
-                                 details: ["domain": users[0]])
-            }
+    /// The first of ``LiveCopyPlanning/localName(_:_:)``'s names for `planned` that is
+    /// neither in the directory `own` (open; nothing followed) nor in `taken` nor a disk
+    /// of `definitions`; nil when all are. Blocking.
+    static func freeLocalName(_ planned: String, in own: Int32, taken: Set<String>,
+                              definitions: [(owner: String, disks: [DomainDisk])]) -> String? {
+        for n in 1...LiveCopyPlanning.localNameLimit {
+            let candidate = LiveCopyPlanning.localName(planned, n)
+            var st = stat()
+            let exists = fstatat(own, (candidate as NSString).lastPathComponent, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT
+            guard !exists, !taken.contains(candidate),
+                  LiveCopyPlanning.users(of: .file(path: candidate), among: definitions).isEmpty else { continue }
+            return candidate
         }
+        return nil
+    }
+
+    /// LIVE-LOCALIZE: each local destination must be a new file: when the planned name
+    /// exists (an image kept from an earlier round trip) or is another disk's, the next
+    /// free name `STEM-N.EXT` is taken instead (``LiveCopyPlanning/localName(_:_:)``):
+    /// nothing is ever overwritten. A mirror of ours is joined, not checked. The domain's
+    /// directory is made and the space checked (the shared images' allocated bytes).
+    /// Returns the plan with the names chosen. Blocking.
+    static func prepareLocal(_ plan: LivePlan, share: Share, dir: String, imagesRoot: String,
+                             definitions: [(owner: String, disks: [DomainDisk])], session: LibvirtSession) throws(AgentError) -> LivePlan {
+        var plan = plan
+        let moving = plan.moving.filter { !$0.join }
+        guard let first = moving.first, case .file(let firstPath) = first.to else { return plan }
         let own = try Localization.domainDirectory(dir, under: imagesRoot, name: (firstPath as NSString).deletingLastPathComponent)
         defer { close(own) }
         var needed: UInt64 = 0
         let d = try session.domain(plan.domain)
+        var chosen = Set<String>()
         for disk in moving {
-            guard case .file(let path) = disk.to else { continue }
-            var st = stat()
-            if fstatat(own, (path as NSString).lastPathComponent, &st, AT_SYMLINK_NOFOLLOW) == 0 {
-                throw AgentError(.conflict, "\(path), where LIVE-LOCALIZE would put disk \(disk.target) of \(plan.domain), exists; it is never overwritten: move it away or give another dir=",
+            guard case .file(let planned) = disk.to else { continue }
+            guard let path = freeLocalName(planned, in: own, taken: chosen, definitions: definitions) else {
+                throw AgentError(.conflict, "\(planned) and the next \(LiveCopyPlanning.localNameLimit - 1) names after it exist, where LIVE-LOCALIZE would put disk \(disk.target) of \(plan.domain); they are never overwritten: remove old copies or give another dir=",
                                  details: ["disk": disk.target])
             }
+            chosen.insert(path)
+            if let i = plan.disks.firstIndex(where: { $0.target == disk.target }) { plan.disks[i].to = .file(path: path) }
             let info = try lv { try d.blockInfo(disk: disk.target) }
             // A raw image read through QEMU's nfs driver (libnfs mode) has no holes to
             // report, so its local copy is fully allocated (seen in the lab); through the
@@ -556,5 +571,6 @@ enum LiveCopyPreparation {
             let (free, overflow) = UInt64(fs.f_bavail).multipliedReportingOverflow(by: UInt64(fs.f_frsize))
             try Localization.requireSpace(needed: needed, free: overflow ? .max : free, dir: dir)
         }
+        return plan
     }
 }

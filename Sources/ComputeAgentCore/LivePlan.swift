@@ -217,12 +217,36 @@ enum LiveCopyPlanning {
             guard formats.contains(format) else {
                 throw AgentError(.invalidState, "disk \(p.target) of \(domain) (\(p.from)) is in format \(format); LIVE-LOCALIZE copies qcow2 and raw images only")
             }
-            let to = LiveDestination.file(path: p.to)
+            var to = LiveDestination.file(path: p.to)
+            // A mirror of ours may go to another free name of the same file (an earlier
+            // run found FILE taken: ``localName(_:_:)``): joined as well.
+            if let m = mirrors[p.target], m.job == "copy", case .file(let mpath)? = m.destination, isLocalName(mpath, of: p.to) {
+                to = .file(path: mpath)
+            }
             let join = try join(mirrors[p.target], disk: p.target, domain: domain, to: to)
             plan.disks.append(LiveDisk(target: p.target, from: p.from, to: to, path: here.0, format: format, already: false, join: join))
         }
         return plan
     }
+
+    /// The `n`th name LIVE-LOCALIZE tries for a local file when `path` is taken (an
+    /// image kept from an earlier round trip, or another domain's disk: never
+    /// overwritten): `DIR/STEM-N.EXT` (`n` >= 2), or `path` itself for `n` = 1. Pure.
+    static func localName(_ path: String, _ n: Int) -> String {
+        guard n > 1 else { return path }
+        let dir = (path as NSString).deletingLastPathComponent, file = (path as NSString).lastPathComponent
+        let ext = (file as NSString).pathExtension
+        let stem = ext.isEmpty ? file : (file as NSString).deletingPathExtension
+        return dir + "/" + stem + "-\(n)" + (ext.isEmpty ? "" : "." + ext)
+    }
+
+    /// Whether `candidate` is one of ``localName(_:_:)``'s names for `path`. Pure.
+    static func isLocalName(_ candidate: String, of path: String) -> Bool {
+        (1...localNameLimit).contains { localName(path, $0) == candidate }
+    }
+
+    /// How many names LIVE-LOCALIZE tries before it gives up with `conflict`.
+    static let localNameLimit = 99
 
     /// The `<disk>` element libvirt's block copy gets for `to`, built with the XML
     /// library (values escaped): a file, or an NFS network disk with root's identity.

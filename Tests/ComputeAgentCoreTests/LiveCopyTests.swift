@@ -368,4 +368,14 @@ struct LiveCopyRunnerTests {
         #expect(control.log.contains("cancel vda") && control.log.contains("remove vda") && control.log.contains("remove vdb"))
         #expect(!control.log.contains { $0.hasPrefix("pivot") } && control.log.last == "abandon")
     }
+
+    @Test("LIVE-LOCALIZE's other names for a taken local file: STEM-N.EXT, recognised when a mirror goes there")
+    func localNames() {
+        #expect(LiveCopyPlanning.localName("/i/bc1/bc1.qcow2", 1) == "/i/bc1/bc1.qcow2")
+        #expect(LiveCopyPlanning.localName("/i/bc1/bc1.qcow2", 2) == "/i/bc1/bc1-2.qcow2")
+        #expect(LiveCopyPlanning.localName("/i/bc1/disk", 3) == "/i/bc1/disk-3")
+        #expect(LiveCopyPlanning.isLocalName("/i/bc1/bc1-7.qcow2", of: "/i/bc1/bc1.qcow2"))
+        #expect(!LiveCopyPlanning.isLocalName("/i/other/bc1-7.qcow2", of: "/i/bc1/bc1.qcow2"))
+        #expect(!LiveCopyPlanning.isLocalName("/i/bc1/bc1-x.qcow2", of: "/i/bc1/bc1.qcow2"))
+    }
 }

@@ -92,7 +92,7 @@ struct LiveCopyVerbTests {
         #expect(record.phase == .failed && record.kind == .copy && record.disks.map(\.target) == ["vda"] && record.pivoted.isEmpty)
     }
 
-    @Test("LIVE-LOCALIZE never overwrites an existing local file")
+    @Test("LIVE-LOCALIZE never overwrites an existing local file: it takes the next free name")
     func localizeExisting() async throws {
         let host = try await Self.host(bc1Disks: { dir in """
             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
@@ -100,9 +100,19 @@ struct LiveCopyVerbTests {
             """ })
         try FileManager.default.createDirectory(atPath: host.images + "/bc1", withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: host.images + "/bc1/bc1.qcow2", contents: Data("mine".utf8))
+        // The test driver reports a 1 TiB disk: the request ends at the space check, after
+        // the names were chosen and before anything is written.
         let e = await host.ask("LIVE-LOCALIZE domain=bc1 pool=shared dir=\(host.images)").result.error
-        #expect(e?.code == .conflict && e?.message.contains("never overwritten") == true, "\(String(describing: e))")
+        #expect(e?.code == .invalidState && e?.message.contains("free") == true, "\(String(describing: e))")
         #expect(FileManager.default.contents(atPath: host.images + "/bc1/bc1.qcow2") == Data("mine".utf8))
+        // The name it takes instead: the next free one, not a disk of another domain.
+        let own = open(host.images + "/bc1", O_RDONLY | O_DIRECTORY)
+        defer { close(own) }
+        let twin = DomainDisk(target: "vdb", type: "file", device: "disk", source: host.images + "/bc1/bc1-2.qcow2", format: "qcow2",
+                              cache: nil, readOnly: false, backingStore: [], networkProtocol: nil, networkName: nil, networkHosts: [])
+        #expect(LiveCopyPreparation.freeLocalName(host.images + "/bc1/bc1.qcow2", in: own, taken: [], definitions: []) == host.images + "/bc1/bc1-2.qcow2")
+        #expect(LiveCopyPreparation.freeLocalName(host.images + "/bc1/bc1.qcow2", in: own, taken: [], definitions: [("twin1", [twin])])
+                == host.images + "/bc1/bc1-3.qcow2")
         // a shut-off domain with nothing on the share: nothing to do
         let nothing = await host.ask("LIVE-LOCALIZE domain=wanderer1 pool=shared dir=\(host.images)")
         #expect(nothing.result.ok?["disks"] == "0" && nothing.result.ok?["changed"] == "no")
