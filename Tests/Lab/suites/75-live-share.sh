@@ -216,9 +216,10 @@ t_ls_ctrl_c_during_mirror() {
 t_ls_share_live() {
     [[ -n $LS_MON_PID ]] || fail "the monitor does not run (previous test failed)" || return 1
     local rc t0; t0=$(now_ms)
-    OUT=$(ls_sctl share "$LS_VM" --to dest-example --attach libnfs --json 2>&1); rc=$?
+    # the JSON document on stdout; stderr (warnings) apart
+    OUT=$(ls_sctl share "$LS_VM" --to dest-example --attach libnfs --json 2>"$STATE/logs/ls-share.err"); rc=$?
     note "  share (live): $(secs $(( $(now_ms) - t0 ))) s"
-    ((rc == 0)) || fail "share of the running $LS_VM: exit $rc: $(tail -n 5 <<<"$OUT" | tr '\n' ' ')" || return 1
+    ((rc == 0)) || fail "share of the running $LS_VM: exit $rc: $(tail -n 5 <<<"$OUT" | tr '\n' ' ') $(tail -n 3 "$STATE/logs/ls-share.err")" || return 1
     python3 - "$OUT" <<'PY' || { fail "share --json: $(tr '\n' ' ' <<<"$OUT" | cut -c1-800)"; return 1; }
 import json, sys
 r = json.loads(sys.argv[1])
@@ -283,9 +284,9 @@ t_ls_unshare_live() {
     before=$OUT
     ls_monitor_start || return 1
     local rc t0; t0=$(now_ms)
-    OUT=$(ls_sctl unshare "$LS_VM" --json 2>&1); rc=$?
+    OUT=$(ls_sctl unshare "$LS_VM" --json 2>"$STATE/logs/ls-unshare.err"); rc=$?
     note "  unshare (live): $(secs $(( $(now_ms) - t0 ))) s"
-    ((rc == 0)) || fail "unshare of the running $LS_VM: exit $rc: $(tail -n 5 <<<"$OUT" | tr '\n' ' ')" || return 1
+    ((rc == 0)) || fail "unshare of the running $LS_VM: exit $rc: $(tail -n 5 <<<"$OUT" | tr '\n' ' ') $(tail -n 3 "$STATE/logs/ls-unshare.err")" || return 1
     python3 - "$OUT" <<'PY' || { fail "unshare --json: $(tr '\n' ' ' <<<"$OUT" | cut -c1-800)"; return 1; }
 import json, sys
 r = json.loads(sys.argv[1])
