@@ -215,6 +215,11 @@ t_ls_ctrl_c_during_mirror() {
 
 t_ls_share_live() {
     [[ -n $LS_MON_PID ]] || fail "the monitor does not run (previous test failed)" || return 1
+    ls_share_live; local rc=$?
+    ls_monitor_stop          # the migration (next test) stops the QEMU on source-example
+    return $rc
+}
+ls_share_live() {
     local rc t0; t0=$(now_ms)
     # the JSON document on stdout; stderr (warnings) apart
     OUT=$(ls_sctl share "$LS_VM" --to dest-example --attach libnfs --json 2>"$STATE/logs/ls-share.err"); rc=$?
@@ -228,16 +233,16 @@ assert r.get("ready") is True, r
 PY
     ls_blk source-example || return 1
     [[ $OUT == "$LS_COPY" ]] || fail "after share $LS_VM runs on '$OUT', want $LS_COPY" || return 1
+    LS_SHARED=1              # the later tests can run, whatever fails below
     ls_blk source-example --inactive || return 1
     [[ $OUT == "$LS_COPY" ]] || fail "the inactive definition has '$OUT', want $LS_COPY" || return 1
-    ls_monitor_ok || return 1
-    ls_monitor_stop          # the migration (next test) stops the QEMU on source-example
     # the kept original: what the guest wrote before the pivot, in order
     ls_check source-example "$LS_IMAGE" || return 1
     note "  original after the pivot: $OUT"
     ((LS_C_STRAY == 0 && LS_C_M > 0)) || fail "the original after the pivot: $OUT" || return 1
-    LS_RUN=$LS_C_RUN LS_P=$LS_C_M LS_SHARED=1
-    ls_writing source-example
+    LS_RUN=$LS_C_RUN LS_P=$LS_C_M
+    ls_writing source-example || return 1
+    ls_monitor_ok
 }
 
 t_ls_migrate() {
@@ -258,6 +263,7 @@ t_ls_migrate() {
 
 t_ls_shared_image_in_order() {
     [[ -n $LS_SHARED ]] || fail "$LS_VM is not shared (previous test failed)" || return 1
+    [[ -n $LS_P ]] || fail "no count of the writes before the pivot (the share test failed)" || return 1
     # virsh destroy: QEMU gets SIGTERM and flushes its qcow2 metadata before it exits
     must "destroy $LS_VM" on source-example "${VIRSH[@]}" destroy "$LS_VM" || return 1
     ls_check cargo-bay "$LS_COPY" || return 1
@@ -270,19 +276,8 @@ t_ls_shared_image_in_order() {
     ls_writing source-example
 }
 
-t_ls_unshare_live() {
-    [[ -n $LS_SHARED ]] || fail "$LS_VM is not shared (previous test failed)" || return 1
-    # twin1: another VM whose disk has scribe1's file name, in a directory of its own
-    must "twin1's disk" on source-example sh -ec "mkdir -p ${LS_TWIN_DISK%/*}
-        qemu-img create -q -f qcow2 $LS_TWIN_DISK 64M
-        qemu-io -c 'write -P 0x77 0 1M' $LS_TWIN_DISK >/dev/null
-        sed -e 's/<name>wanderer1</<name>twin1</' -e 's|/var/lib/libvirt/images/wanderer1.qcow2|$LS_TWIN_DISK|' \
-            /run/lab/wanderer1.xml > /run/lab/twin1.xml
-        virsh -c qemu:///system -q define /run/lab/twin1.xml >/dev/null" || return 1
-    local before after
-    must "sha256 before" on source-example sha256sum "$LS_IMAGE" "$LS_TWIN_DISK" || return 1
-    before=$OUT
-    ls_monitor_start || return 1
+# ls_unshare_live: unshare --json of the running scribe1, while the monitor runs
+ls_unshare_live() {
     local rc t0; t0=$(now_ms)
     OUT=$(ls_sctl unshare "$LS_VM" --json 2>"$STATE/logs/ls-unshare.err"); rc=$?
     note "  unshare (live): $(secs $(( $(now_ms) - t0 ))) s"
@@ -293,8 +288,24 @@ r = json.loads(sys.argv[1])
 assert r.get("mode") == "live", r.get("mode")
 assert r.get("done") is True, r
 PY
-    ls_monitor_ok || return 1
+    ls_monitor_ok
+}
+
+t_ls_unshare_live() {
+    [[ -n $LS_SHARED ]] || fail "$LS_VM is not shared (previous test failed)" || return 1
+    # twin1: another VM whose disk has scribe1's file name, in a directory of its own
+    must "twin1's disk" on source-example sh -ec "mkdir -p ${LS_TWIN_DISK%/*}
+        qemu-img create -q -f qcow2 $LS_TWIN_DISK 64M
+        qemu-io -c 'write -P 0x77 0 1M' $LS_TWIN_DISK >/dev/null
+        sed -e 's/<name>wanderer1</<name>twin1</' -e 's|/var/lib/libvirt/images/wanderer1.qcow2|$LS_TWIN_DISK|' \
+            /run/lab/wanderer1.xml > /run/lab/twin1.xml
+        virsh -c qemu:///system -q define /run/lab/twin1.xml >/dev/null" || return 1
+    must "sha256 before" on source-example sha256sum "$LS_IMAGE" "$LS_TWIN_DISK" || return 1
+    local before=$OUT rc
+    ls_monitor_start || { ls_monitor_stop; return 1; }
+    ls_unshare_live; rc=$?
     ls_monitor_stop
+    ((rc == 0)) || return 1
     ls_blk source-example || return 1
     LS_NEW=$OUT
     note "  $LS_VM now on $LS_NEW"
@@ -304,8 +315,7 @@ PY
     ls_blk source-example --inactive || return 1
     [[ $OUT == "$LS_NEW" ]] || fail "the inactive definition has '$OUT', want $LS_NEW" || return 1
     must "sha256 after" on source-example sha256sum "$LS_IMAGE" "$LS_TWIN_DISK" || return 1
-    after=$OUT
-    [[ $after == "$before" ]] || fail "unshare changed other files: before $before, after $after" || return 1
+    [[ $OUT == "$before" ]] || fail "unshare changed other files: before $before, after $OUT" || return 1
     ls_writing source-example || return 1
     # what it wrote on the share before this pivot, then all of it in the new local file
     ls_check cargo-bay "$LS_COPY" || return 1
