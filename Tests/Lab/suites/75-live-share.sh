@@ -149,6 +149,30 @@ ls_guest() {
         virsh -c qemu:///system -q define "/run/lab/$name.xml" >/dev/null' sh "$1"
 }
 
+# scribe-check itself, on raw images made here (a checker that always passes would make the
+# tests below vacuous): in order, a hole, a sector of the run after the others, LBA 1 empty
+t_ls_checker() {
+    must "test images" on source-example python3 -c '
+import struct, sys
+def image(name, sectors):
+    data = bytearray(512 * 64)
+    for lba, run in sectors.items():
+        data[lba * 512:lba * 512 + 24] = b"SCRIBE01" + struct.pack("<QQ", run, lba)
+    open("/run/lab/ls-check-%s.raw" % name, "wb").write(data)
+older = {lba: 5 for lba in range(1, 40)}
+image("ordered", {**older, **{lba: 7 for lba in range(1, 21)}})
+image("hole", {lba: 7 for lba in range(1, 21) if lba != 9})
+image("late", {**{lba: 7 for lba in range(1, 21)}, 30: 7})
+image("empty", {})' || return 1
+    local case name rc want got
+    for case in ordered:0:contiguous=20 hole:1:contiguous=8 late:1:first_stray=30 empty:1:run_id=none; do
+        IFS=: read -r name rc want <<<"$case"
+        OUT=$(on source-example python3 - "/run/lab/ls-check-$name.raw" <"$HERE/scribe-check" 2>&1); got=$?
+        [[ $got == "$rc" && " $OUT " == *" $want "* ]] || fail "scribe-check of the '$name' image: $OUT (exit $got), want exit $rc and $want" || return 1
+    done
+    on source-example sh -c 'rm -f /run/lab/ls-check-*.raw'
+}
+
 t_ls_scribe_writes() {
     must "inventory on source-example" on source-example sh -c 'cat > /run/lab/storagectl.conf' <"$STATE/storagectl.conf" || return 1
     must "live inventory" on source-example sh -c "sed '/^nfs-server = /a pool = lab-libnfs' /run/lab/storagectl.conf > $LS_CONF" || return 1
@@ -347,6 +371,7 @@ t_ls_cleanup() {
     done
 }
 
+run "live share: scribe-check finds the run in order, a hole, a later sector of the run, an empty LBA 1" t_ls_checker
 run "live share: scribe1 runs on its local disk and keeps writing" t_ls_scribe_writes
 run "live share: a monitor in source-example samples scribe1's state and QEMU pid every 100 ms" t_ls_monitor
 run "live share: Ctrl-C during the mirror (--bandwidth 1) exits 130; scribe1 runs on its local disk, no block job, no partial copy" t_ls_ctrl_c_during_mirror
