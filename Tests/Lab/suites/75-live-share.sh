@@ -27,6 +27,7 @@ LS_TWIN_DISK=/var/lib/libvirt/images/twin1/scribe1.qcow2    # another VM's disk,
 LS_CONF=/run/lab/storagectl-live.conf                       # pool lab-libnfs (as suite 70)
 LS_MON_LOG=/run/lab/scribe1-monitor.log                     # inside source-example
 LS_MON_PID=""             # the monitor (a child of run-tests), while it runs
+LS_EVT_PID=""             # its virsh event --loop (a child of run-tests)
 LS_RUN="" LS_P=""         # run id and writes before the share's pivot (test d)
 LS_SHARED=""              # scribe1 runs on the share (test d passed)
 LS_NEW=""                 # scribe1's new local image after unshare (test g)
@@ -78,9 +79,16 @@ for d in E.fromstring(sys.stdin.read()).iter("disk"):
 }
 
 # The monitor: inside source-example, every 100 ms, one line "MS PID STATE" (the QEMU
-# pid from libvirt's pid file, the first line virsh domstate printed).
+# pid from libvirt's pid file, the first line virsh domstate printed). Beside it
+# `virsh event --loop` prints every lifecycle event of the domain (suspended, resumed,
+# stopped, started...): a pause shorter than the sampling interval is seen there.
 ls_monitor_start() {
     must "empty the monitor log" on source-example sh -c ": > $LS_MON_LOG" || return 1
+    : >"$STATE/logs/ls-events.log"
+    # stdbuf: each event line reaches the file at once (virsh's stdout is a file here)
+    "$LAB" exec source-example stdbuf -oL virsh -c qemu:///system event "$LS_VM" --event lifecycle --loop --timestamp \
+        </dev/null >"$STATE/logs/ls-events.log" 2>&1 &
+    LS_EVT_PID=$!
     # "$LAB" exec directly (not the on function): $! is then the loop's own bash (lab exec
     # and nsenter exec, they do not fork), so it is stopped by its pid
     "$LAB" exec source-example bash -c '
@@ -102,10 +110,12 @@ ls_monitor_start() {
 }
 
 ls_monitor_stop() {
-    [[ -n $LS_MON_PID ]] || return 0
-    kill "$LS_MON_PID" 2>/dev/null
-    wait "$LS_MON_PID" 2>/dev/null
-    LS_MON_PID=""
+    local p
+    for p in $LS_MON_PID $LS_EVT_PID; do
+        kill "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    LS_MON_PID="" LS_EVT_PID=""
 }
 
 # ls_monitor_ok: every sample so far says running, with one QEMU pid; notes how many
@@ -131,6 +141,13 @@ ls_monitor_ok() {
     # a blind stretch is no proof: ~10 samples a second are expected, 3 s without one fails
     local gap; gap=$(sed -n 's/.*longest gap \([0-9]*\) ms/\1/p' <<<"$verdict")
     ((${gap:-0} <= 3000)) || fail "monitor: no sample for $gap ms" || return 1
+    # "Defined Updated" is a redefinition (unshare defines the domain onto its local files),
+    # not a stop: any other lifecycle event (Suspended, Stopped, Started, ...) fails
+    local events; events=$(grep . "$STATE/logs/ls-events.log" | grep -v ": Defined [A-Za-z]*$")
+    [[ -z $events ]] || fail "lifecycle events while watched: $(tr '\n' ' ' <<<"$events")" || return 1
+    events=$(grep -c ": Defined " "$STATE/logs/ls-events.log")
+    ((events == 0)) || note "  virsh event: $events redefinition(s), no other lifecycle event"
+    kill -0 "$LS_EVT_PID" 2>/dev/null || fail "virsh event stopped watching: $(cat "$STATE/logs/ls-events.log")" || return 1
 }
 
 # ls_guest NAME: the scribe disk image (qcow2, 40 MiB: the scribe sector, 16 MiB random
