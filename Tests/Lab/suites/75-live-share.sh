@@ -7,11 +7,13 @@
 # The guest scribe1 (96 MiB, TCG, a local qcow2 on source-example) boots the lab's scribe
 # sector (Tests/Lab/lab, write_scribe_sector): it writes LBA 1, 2, 3, ... in order, ~17
 # sectors a second, each holding "SCRIBE01", the run id of its boot and the LBA; the image
-# also holds 16 MiB of random data from 17 MiB on (the guest never writes there), so a
-# mirror capped at 1 MiB/s takes ~16 s. Tests/Lab/scribe-check reads an image back:
-# LBAs 1..M hold one run contiguously and no later sector holds that run.
+# also holds 16 MiB of random data from 17 MiB on (the guest never writes there); a
+# mirror of its 40 MiB capped at 1 MiB/s takes ~40 s (QEMU copies the zeros too).
+# Tests/Lab/scribe-check reads an image back: LBAs 1..M hold one run contiguously and no
+# later sector holds that run (tested first on images made for it).
 #   a. scribe1 runs and writes; b. a monitor inside source-example samples every 100 ms
-#   virsh domstate and QEMU's pid (any state but running, or another pid, fails);
+#   virsh domstate and QEMU's pid (any state but running, or another pid, fails), and
+#   virsh event --loop reports any lifecycle event (one but a redefinition fails);
 #   c. Ctrl-C during a share capped at 1 MiB/s: exit 130, the guest on its local disk, no
 #   block job, no partial copy on the share; d. share again: live, the disk on the share
 #   (live and inactive definition), never stopped; the kept original gives P, the writes
@@ -39,7 +41,7 @@ ls_check() {
     must "scribe-check $2 on $1" on "$1" python3 - "$2" <"$HERE/scribe-check" || return 1
     LS_C_RUN=$(sed -n 's/.*run_id=\([^ ]*\).*/\1/p' <<<"$OUT")
     LS_C_M=$(sed -n 's/.*contiguous=\([0-9]*\).*/\1/p' <<<"$OUT")
-    LS_C_STRAY=$(sed -n 's/.*stray=\([0-9]*\).*/\1/p' <<<"$OUT")
+    LS_C_STRAY=$(sed -n 's/.* stray=\([0-9]*\).*/\1/p' <<<"$OUT")     # (not first_stray=)
     [[ -n $LS_C_RUN && -n $LS_C_M && -n $LS_C_STRAY ]] || fail "scribe-check printed: $OUT" || return 1
 }
 
