@@ -25,7 +25,9 @@
 LS_VM=scribe1
 LS_IMAGE=/var/lib/libvirt/images/scribe1.qcow2              # the original, kept after share
 LS_COPY=$EXPORT_ROOT/scribe1/scribe1.qcow2                  # share's layout: VM/DISK
-LS_TWIN_DISK=/var/lib/libvirt/images/twin1/scribe1.qcow2    # another VM's disk, same file name
+# another VM's disk with scribe1's file name, exactly where unshare would put scribe1's
+# new local file first (DIR/scribe1/scribe1.qcow2): unshare must take another name
+LS_TWIN_DISK=/var/lib/libvirt/images/scribe1/scribe1.qcow2
 LS_CONF=/run/lab/storagectl-live.conf                       # pool lab-libnfs (as suite 70)
 LS_MON_LOG=/run/lab/scribe1-monitor.log                     # inside source-example
 LS_MON_PID=""             # the monitor (a child of run-tests), while it runs
@@ -336,7 +338,7 @@ PY
 
 t_ls_unshare_live() {
     [[ -n $LS_SHARED ]] || fail "$LS_VM is not shared (previous test failed)" || return 1
-    # twin1: another VM whose disk has scribe1's file name, in a directory of its own
+    # twin1: another VM whose disk has scribe1's file name, at the path unshare tries first
     must "twin1's disk" on source-example sh -ec "mkdir -p ${LS_TWIN_DISK%/*}
         qemu-img create -q -f qcow2 $LS_TWIN_DISK 64M
         qemu-io -c 'write -P 0x77 0 1M' $LS_TWIN_DISK >/dev/null
@@ -355,6 +357,8 @@ t_ls_unshare_live() {
     [[ $LS_NEW == /var/lib/libvirt/images/* ]] || fail "after unshare $LS_VM runs on '$LS_NEW', not a local file" || return 1
     [[ $LS_NEW != "$LS_IMAGE" ]] || fail "unshare put $LS_VM back on its original image $LS_IMAGE (kept since share)" || return 1
     [[ $LS_NEW != "$LS_TWIN_DISK" ]] || fail "unshare put $LS_VM on twin1's disk" || return 1
+    [[ $LS_NEW == /var/lib/libvirt/images/scribe1/scribe1-2.qcow2 ]] \
+        || fail "unshare put $LS_VM on '$LS_NEW', want the next free name /var/lib/libvirt/images/scribe1/scribe1-2.qcow2" || return 1
     ls_blk source-example --inactive || return 1
     [[ $OUT == "$LS_NEW" ]] || fail "the inactive definition has '$OUT', want $LS_NEW" || return 1
     must "sha256 after" on source-example sha256sum "$LS_IMAGE" "$LS_TWIN_DISK" || return 1
