@@ -16,6 +16,8 @@ final class FakeUnshareAgents: AgentCaller, @unchecked Sendable {
     var onShare = true
     var libnfs = false
     var otherSharedOnDst = false
+    /// dst keeps a definition of w1 on the share (left by migrate --persistent).
+    var w1DefinedOnDst = false
     var clients: Set<String> = ["src", "dst"]
     var failDomainsOn: String?
     var failLocalize: AgentError?
@@ -79,7 +81,10 @@ final class FakeUnshareAgents: AgentCaller, @unchecked Sendable {
             if h == failDomainsOn { throw AgentError(.unavailable, "\(h): connection refused") }
             switch h {
             case "src": return DomainsQuery.encodeAnswer([.init(name: "w1", state: .shutOff, persistent: true, shared: onShare)])
-            case "dst": return DomainsQuery.encodeAnswer([.init(name: "w2", state: .running, persistent: true, shared: otherSharedOnDst)])
+            case "dst":
+                var list: [AgentAPI.DomainListing] = [.init(name: "w2", state: .running, persistent: true, shared: otherSharedOnDst)]
+                if w1DefinedOnDst { list.append(.init(name: "w1", state: .shutOff, persistent: true, shared: true)) }
+                return DomainsQuery.encodeAnswer(list)
             default: return DomainsQuery.encodeAnswer([])
             }
         case ("store", ExportsQuery.verb):
@@ -183,6 +188,18 @@ struct UnshareFlowTests {
             #expect(error.step == .preflight && error.error.code == .invalidState && error.remedy.contains("virsh start w1"))
         }
         #expect(fake.verbs.allSatisfy { $0.hasSuffix(" DOMAIN") })
+    }
+
+    @Test("a definition of the VM left on another host by a migration is named as stale, with what to do")
+    func staleDefinitionElsewhere() async throws {
+        let fake = FakeUnshareAgents()
+        fake.w1DefinedOnDst = true
+        let events = ShareFlowTests.EventLog()
+        let result = try await flow(fake, events: events).run(UnshareOptions(vm: "w1"))
+        #expect(result.staleDefinitions == ["dst"] && result.remainingClients == ["dst"])
+        #expect(events.events.contains { if case .note(let n) = $0 { return n.contains("dst also defines w1") && n.contains("virsh undefine w1") } else { return false } })
+        #expect(UnshareFormatting.summary(result).contains("warning: dst still defines w1 on the shared image"))
+        #expect(try UnshareFormatting.json(result).contains("\"stale_definitions\" : [\n    \"dst\""))
     }
 
     @Test("a host that still defines a shared VM stays an export client")

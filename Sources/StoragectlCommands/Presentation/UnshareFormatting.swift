@@ -11,6 +11,9 @@ public enum UnshareFormatting {
             s += "export \(r.storage):\(r.export) no longer lists \(r.removedClients.joined(separator: ", "))"
                 + (r.remainingClients.isEmpty ? " (no client left)" : "; still exported to \(r.remainingClients.joined(separator: ", "))") + ".\n"
         }
+        for h in r.staleDefinitions {
+            s += "warning: \(h) still defines \(r.vm) on the shared image, which is stale now: remove that definition (on \(h): virsh undefine \(r.vm)).\n"
+        }
         if !r.leftOnShare.isEmpty {
             s += "the copies on the share were kept (nothing is deleted); remove them when no longer needed:\n"
             for p in r.leftOnShare { s += "  \(p)\n" }

@@ -34,6 +34,12 @@ extension UnshareSteps {
         }
         for (h, vms) in keptFor.sorted(by: { $0.0 < $1.0 }) {
             context.emit(.note("\(h) stays an export client: shared VM(s) \(vms.joined(separator: ", "))"))
+            // A definition of this VM on another host (left by migrate --persistent) still
+            // names the shared image, which is stale from now on.
+            if h != run.owner.name, vms.contains(run.options.vm) {
+                run.result.staleDefinitions.append(h)
+                context.emit(.note("warning: \(h) also defines \(run.options.vm) on the shared image (left by a migration), which is stale now that \(run.options.vm) runs from local disks on \(run.owner.name); starting it there would boot the old data: remove that definition (on \(h): virsh undefine \(run.options.vm))"))
+            }
         }
     }
 }

@@ -45,6 +45,9 @@ public struct UnshareResult: Sendable, Codable, Equatable {
     public var remainingClients: [String]
     /// The copies left on the share (`STORAGE-HOST:PATH`): nothing is deleted.
     public var leftOnShare: [String]
+    /// Other compute hosts that still define the VM on the share (a definition left by a
+    /// migration): stale now, to be removed there.
+    public var staleDefinitions: [String] = []
     public var done: Bool
 }
 

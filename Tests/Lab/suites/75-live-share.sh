@@ -332,6 +332,9 @@ import json, sys
 r = json.loads(sys.argv[1])
 assert r.get("mode") == "live", r.get("mode")
 assert r.get("done") is True, r
+# the migration there and back left a definition of scribe1 on dest-example that names
+# the shared image: unshare names it as stale
+assert r.get("stale_definitions") == ["dest-example"], r.get("stale_definitions")
 PY
     ls_monitor_ok
 }
