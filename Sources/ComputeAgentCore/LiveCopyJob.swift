@@ -133,6 +133,9 @@ struct LiveCopyRunner: Sendable {
     /// Prints to the agent's log.
     var log: @Sendable (String) -> Void = { _ in }
 
+    /// How far back the progress rate looks.
+    static let rateWindow: Duration = .seconds(3)
+
     func run(_ initial: LiveJobRecord) async -> LiveJobRecord {
         var record = initial
         let control = self.control
@@ -159,6 +162,9 @@ struct LiveCopyRunner: Sendable {
             var ends: [String: UInt64] = [:]
             // What joined mirrors had copied before this job: not counted in its rate.
             var joinedBefore: UInt64?
+            // The rate is taken over the last few seconds (QEMU skips the holes of an image
+            // in a burst, and a bandwidth cap only shows after it): (time, done) samples.
+            var window: [(at: ContinuousClock.Instant, done: UInt64)] = []
             while true {
                 if abort.isAbortRequested {
                     record.phase = .aborted
@@ -178,9 +184,13 @@ struct LiveCopyRunner: Sendable {
                     if behind == nil, info.cur < info.end || info.end == 0 { behind = d.target }
                 }
                 if joinedBefore == nil { joinedBefore = joined }
-                let elapsed = (ContinuousClock.now - start) / .seconds(1)
+                let now = ContinuousClock.now
                 let fresh = done - min(done, joinedBefore ?? 0)
-                progress.set(.init(done: done, total: total, rate: elapsed > 0 ? UInt64(Double(fresh) / elapsed) : 0,
+                window.append((now, fresh))
+                if window.count > 1, now - window[0].at > Self.rateWindow { window.removeFirst() }
+                let (since, base) = window.count > 1 ? (window[0].at, window[0].done) : (start, 0)
+                let seconds = (now - since) / .seconds(1)
+                progress.set(.init(done: done, total: total, rate: seconds > 0 ? UInt64(Double(fresh - min(fresh, base)) / seconds) : 0,
                                    disk: behind ?? running.last?.target ?? ""))
                 if behind == nil {
                     let ready = try await ComputeWork.run { try control.readyTargets() }

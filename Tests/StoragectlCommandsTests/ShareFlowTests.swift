@@ -93,7 +93,7 @@ struct ShareFlowTests {
         #expect(events.events.contains(.progress(disk: "vda", done: 1048576, total: 1048576, bytesPerSecond: 1048576)))
         #expect(events.events.contains { if case .step(.adopt, "src", let d) = $0 { return d.contains("now runs from the shared copies") } else { return false } })
         #expect(try ShareFormatting.json(result).contains("\"mode\" : \"live\""))
-        #expect(ShareFormatting.summary(result).contains("vda: /srv/shared/w1/w1.qcow2 (1.0 MiB, qcow2, copied live)"))
+        #expect(ShareFormatting.summary(result).contains("vda: /srv/shared/w1/w1.qcow2 (qcow2, virtual size 10.0 MiB, copied live)"))
 
         // A second run joins nothing and copies nothing: the disk is on the share already.
         let again = try await flow(fake).run(ShareOptions(vm: "w1", to: ["dst"]))

@@ -28,8 +28,13 @@ public enum ShareFormatting {
             ? "\(r.vm) was already shared; nothing changed.\n"
             : "\(r.vm) is ready: its disks are on \(r.storage):\(r.export) (\(r.attach.rawValue)), seen by \(([r.source] + r.destinations).joined(separator: ", ")).\n"
         for d in r.disks {
-            let how = d.digest.isEmpty ? "\(d.format ?? "image"), copied live" : "digest \(d.digest.prefix(16))…"
-            s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), \(how))\n"
+            if r.mode == .live {
+                // A live copy has no digest; QEMU's mirror walks the whole virtual size.
+                let size = d.virtualSize.map { ", virtual size \(Bytes.human($0))" } ?? ""
+                s += "  \(d.disk): \(r.export)/\(d.path) (\(d.format ?? "image")\(size), \(d.alreadyPresent ? "on the share already" : "copied live"))\n"
+            } else {
+                s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), digest \(d.digest.prefix(16))…)\n"
+            }
         }
         if let dest = r.destinations.first {
             // through the gate: check first, then libvirt's peer-to-peer migration

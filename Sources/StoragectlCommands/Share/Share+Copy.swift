@@ -75,8 +75,10 @@ extension ShareSteps {
             throw ShareFailure(step: .copy, host: source.name, error: AgentError(.invalidState, "\(vm) has no file disk to share"),
                                remedy: "check its disks: storagectl call \(source.name) DOMAIN name=\(vm)")
         }
-        let when = answer.changed ? "mirrored live in \(answer.seconds.map { String($0) } ?? "?") s, then pivoted" : "already on the share"
-        context.emit(.step(.copy, host: source.name, detail: "\(run.result.disks.count) disk(s), \(Bytes.human(answer.bytes)) (\(when)); \(vm) kept running"))
+        let detail = answer.changed
+            ? "\(run.result.disks.count) disk(s) mirrored live in \(answer.seconds.map { String($0) } ?? "?") s (QEMU's mirror walked \(Bytes.human(answer.bytes)) of virtual size; holes are not written), then pivoted; \(vm) kept running"
+            : "\(run.result.disks.count) disk(s) on the share already; \(vm) runs from them"
+        context.emit(.step(.copy, host: source.name, detail: detail))
         if answer.changed {
             let moved = answer.moved.filter { !$0.already }.map { "\($0.disk) -> \($0.to)" }.joined(separator: ", ")
             context.emit(.step(.adopt, host: source.name, detail: "\(vm) now runs from the shared copies (\(moved)); its persistent definition names them"))
