@@ -95,6 +95,13 @@ public struct LiveCopyAnswer: Sendable, Equatable {
         self.seconds = seconds
     }
 
+    /// The `bandwidth=` of LIVE-COPY and LIVE-LOCALIZE: MiB/s, at least 1, or absent.
+    static func bandwidth(_ r: FieldReader) throws(AgentError) -> UInt64? {
+        let value = try r.optionalUInt64("bandwidth")
+        if value == 0 { throw AgentError.invalidArgument("bandwidth= is MiB/s and must be at least 1 (leave it out for no limit)") }
+        return value
+    }
+
     static func decode(verb: String, data: [Fields], ok: Fields) throws(AgentError) -> LiveCopyAnswer {
         let r = FieldReader(answer: verb, ok)
         return LiveCopyAnswer(moved: try rows(data, verb: verb, as: LiveMovedDisk.self), domain: try r.string("domain"),
@@ -150,8 +157,7 @@ public struct LiveCopyRequest: AgentVerb, Equatable {
     public init(decoding r: FieldReader) throws(AgentError) {
         domain = try r.string("domain")
         share = try ShareRef.decode(r, allowPoolTarget: false)
-        bandwidthMiB = try r.optionalUInt64("bandwidth")
-        if bandwidthMiB == 0 { throw AgentError.invalidArgument("bandwidth= is MiB/s and must be at least 1 (leave it out for no limit)") }
+        bandwidthMiB = try LiveCopyAnswer.bandwidth(r)
     }
 
     public func encode(into w: inout FieldWriter) {
@@ -195,8 +201,7 @@ public struct LiveLocalizeRequest: AgentVerb, Equatable {
         domain = try r.string("domain")
         dir = try r.optional("dir")
         share = try ShareRef.decode(r, allowPoolTarget: false)
-        bandwidthMiB = try r.optionalUInt64("bandwidth")
-        if bandwidthMiB == 0 { throw AgentError.invalidArgument("bandwidth= is MiB/s and must be at least 1 (leave it out for no limit)") }
+        bandwidthMiB = try LiveCopyAnswer.bandwidth(r)
     }
 
     public func encode(into w: inout FieldWriter) {

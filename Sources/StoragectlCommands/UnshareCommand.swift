@@ -55,14 +55,7 @@ public struct UnshareCommand: AsyncParsableCommand {
     @Option(name: .customLong("from"), help: ArgumentHelp("The compute host that defines the VM (default: ask every compute host).", valueName: "host"))
     public var from: String?
 
-    @Flag(name: .customLong("offline"), help: "Copy with the VM shut off (the copy engine, verified by content digest); a running VM is refused.")
-    public var offline = false
-
-    @Flag(name: .customLong("live"), help: "Copy while the VM runs (block copy, then pivot); a VM that is not running is refused. Default: live for a running VM, offline for a shut-off one.")
-    public var live = false
-
-    @Option(name: .customLong("bandwidth"), help: ArgumentHelp("Limit each disk's live copy to this many MiB/s (default: no limit).", valueName: "MiB/s"))
-    public var bandwidth: UInt64?
+    @OptionGroup public var copyMode: CopyModeOptions
 
     @Flag(name: .customLong("json"), help: "Print one JSON document with the result (no progress).")
     public var json = false
@@ -70,9 +63,6 @@ public struct UnshareCommand: AsyncParsableCommand {
     public init() {}
 
     public func validate() throws {
-        if live && offline { throw ValidationError("--live and --offline exclude each other") }
-        if bandwidth == 0 { throw ValidationError("--bandwidth is MiB/s and must be at least 1 (leave it out for no limit)") }
-        if bandwidth != nil && offline { throw ValidationError("--bandwidth limits a live copy; it does not apply with --offline") }
         try validateDomainName(vm)
     }
 
@@ -80,7 +70,7 @@ public struct UnshareCommand: AsyncParsableCommand {
         try await ExitStatus.reporting("storagectl") {
             let inventory = try Inventory.load(path: global.config)
             let display = ShareDisplay(mode: json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
-            let options = UnshareOptions(vm: vm, from: from, mode: live ? .live : offline ? .offline : .auto, bandwidthMiB: bandwidth)
+            let options = UnshareOptions(vm: vm, from: from, mode: copyMode.mode, bandwidthMiB: copyMode.bandwidth)
             let (interrupted, _) = Interrupts.install(onlyWhileWaited: true)
             let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: global.timeoutDuration) { caller in
                 await FlowReport.capture { () throws(ShareFailure) in

@@ -9,18 +9,7 @@ extension ShareSteps {
         let inventory = context.inventory
         let storage = inventory.storage, root = inventory.exportRoot, vm = run.options.vm
         let state = run.location.state
-        if run.live {
-            guard Self.canMirror(state) else {
-                throw ShareFailure(step: .preflight, host: run.source.name,
-                                   error: AgentError(.invalidState, "\(vm) is \(state); a live copy needs it running (or paused)"),
-                                   remedy: state == .shutOff ? "start it (virsh start \(vm)), or drop --live to copy it offline"
-                                                             : "wait until it is running or shut off, then run share again")
-            }
-        } else if !run.local.isEmpty && state != .shutOff {
-            throw ShareFailure(step: .preflight, host: run.source.name,
-                               error: AgentError(.invalidState, "\(vm) is \(state); --offline copies its disks only while it is shut off"),
-                               remedy: "drop --offline to copy it live (block copy, then pivot: it keeps running), or shut it down (virsh shutdown \(vm)) and run share again")
-        }
+        try requireMode(live: run.live, state: state, vm: vm, host: run.source, command: "share", hasDisks: !run.local.isEmpty)
         let needed = run.local.reduce(UInt64(0)) { $0 + ($1.allocated ?? 0) }
         let space = try await context.send(.preflight, storage, SpaceQuery(path: root))
         if needed > 0, needed + needed / 20 > space.available {
@@ -49,6 +38,26 @@ extension ShareSteps {
             "redefine \(vm) on \(run.source.name) onto the shared copies (\(run.options.attach.rawValue))",
         ])
         if run.options.dryRun { run.finished = true }
+    }
+
+    /// Refuses, before anything changes, what the run's mode cannot do: a live copy of a
+    /// VM that is not running (or paused), an offline copy of a VM that is not shut off
+    /// (when it has disks to copy); each failure names the other way.
+    static func requireMode(live: Bool, state: DomainRunState, vm: String, host: Inventory.Host, command: String,
+                            hasDisks: Bool) throws(ShareFailure) {
+        let back = command == "unshare" ? " back" : ""
+        if live {
+            guard canMirror(state) else {
+                throw ShareFailure(step: .preflight, host: host.name,
+                                   error: AgentError(.invalidState, "\(vm) is \(state); a live copy needs it running (or paused)"),
+                                   remedy: state == .shutOff ? "start it (virsh start \(vm)), or drop --live to copy it\(back) offline"
+                                                             : "wait until it is running or shut off, then run \(command) again")
+            }
+        } else if hasDisks && state != .shutOff {
+            throw ShareFailure(step: .preflight, host: host.name,
+                               error: AgentError(.invalidState, "\(vm) is \(state); --offline copies its disks\(back) only while it is shut off"),
+                               remedy: "drop --offline to copy it\(back) live (block copy, then pivot: it keeps running), or shut it down (virsh shutdown \(vm)) and run \(command) again")
+        }
     }
 
     /// States in which libvirt's block copy works.

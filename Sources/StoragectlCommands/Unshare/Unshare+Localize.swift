@@ -7,18 +7,7 @@ extension UnshareSteps {
     @Sendable static func preflight(_ context: FlowContext, _ run: inout UnshareRun) async throws(ShareFailure) {
         let vm = run.options.vm, state = run.location.state
         guard !run.shared.isEmpty else { return }
-        if run.live {
-            guard ShareSteps.canMirror(state) else {
-                throw ShareFailure(step: .preflight, host: run.owner.name,
-                                   error: AgentError(.invalidState, "\(vm) is \(state); a live copy needs it running (or paused)"),
-                                   remedy: state == .shutOff ? "start it (virsh start \(vm)), or drop --live to copy it back offline"
-                                                             : "wait until it is running or shut off, then run unshare again")
-            }
-        } else if state != .shutOff {
-            throw ShareFailure(step: .preflight, host: run.owner.name,
-                               error: AgentError(.invalidState, "\(vm) is \(state); --offline copies its disks back only while it is shut off"),
-                               remedy: "drop --offline to copy it back live (block copy, then pivot: it keeps running), or shut it down (virsh shutdown \(vm)) and run unshare again")
-        }
+        try ShareSteps.requireMode(live: run.live, state: state, vm: vm, host: run.owner, command: "unshare", hasDisks: true)
         context.emit(.step(.preflight, host: run.owner.name,
                            detail: "\(run.shared.count) disk(s) on the share; \(run.live ? "live copy back (\(vm) is \(state))" : "offline copy back")"))
     }
