@@ -28,7 +28,7 @@ public enum ShareFormatting {
             ? "\(r.vm) was already shared; nothing changed.\n"
             : "\(r.vm) is ready: its disks are on \(r.storage):\(r.export) (\(r.attach.rawValue)), seen by \(([r.source] + r.destinations).joined(separator: ", ")).\n"
         for d in r.disks {
-            let how = d.digest.isEmpty ? "\(d.format ?? "image"), copied live" : "digest \(d.digest.prefix(16))…"
+            let how = d.digest.isEmpty ? "\(d.format ?? "image"), copied live" : "digest \(DigestFormatting.short(d.digest))"
             s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), \(how))\n"
         }
         if let dest = r.destinations.first {

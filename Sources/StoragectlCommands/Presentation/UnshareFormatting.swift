@@ -6,7 +6,7 @@ public enum UnshareFormatting {
         var s = r.changed.isEmpty ? "\(r.vm) was already on local disks of \(r.host); nothing changed.\n"
             : r.changed.contains("localize") ? "\(r.vm) is on local disks of \(r.host) again.\n"
             : "\(r.vm) was already on local disks of \(r.host).\n"
-        for d in r.disks { s += "  \(d.disk): \(d.to) (\(Bytes.human(d.size))\(d.digest.isEmpty ? "" : ", digest \(d.digest.prefix(16))…"))\n" }
+        for d in r.disks { s += "  \(d.disk): \(d.to) (\(Bytes.human(d.size))\(d.digest.isEmpty ? "" : ", digest \(DigestFormatting.short(d.digest))"))\n" }
         if !r.removedClients.isEmpty {
             s += "export \(r.storage):\(r.export) no longer lists \(r.removedClients.joined(separator: ", "))"
                 + (r.remainingClients.isEmpty ? " (no client left)" : "; still exported to \(r.remainingClients.joined(separator: ", "))") + ".\n"
