@@ -9,8 +9,8 @@ LAB := Tests/Lab/lab
 PREFIX ?= /usr/local
 
 # Every Debian package the build, the tests and the lab need.
-DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils libxml2-dev \
-	systemd iproute2 util-linux python3 openssl \
+DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils libxml2-dev libxxhash-dev \
+	systemd iproute2 util-linux python3 python3-xxhash openssl \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
 	qemu-system-x86 qemu-block-extra qemu-utils \
 	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server

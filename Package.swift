@@ -84,8 +84,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log")]),
         .target(name: "StoragectlCommands", dependencies: ["AgentProtocol", "AgentAPI", "AgentRuntime", "ConfigFile", "ContentDigest", "SafeFiles",
             .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        // The content digest of disk images (SHA-256 over 4 MiB block digests).
-        .target(name: "ContentDigest", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        // libxxhash's XXH3-128 (Debian's libxxhash-dev; on x86 its run-time dispatched SIMD entry points).
+        .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        // The content digest of disk images (xxh3-128: XXH3-128 over 4 MiB block digests).
+        .target(name: "ContentDigest", dependencies: ["CXXHash"]),
         // The image copy engine: local (sparse) file -> NFS export over libnfs, pipelined, digest computed while reading.
         // Its errors carry typed causes (System's Errno); the compute agent maps them to the protocol.
         .target(name: "ImageCopy", dependencies: ["CNFS", "LibNFS", "BlockingIO", "ContentDigest", "SafeFiles",
@@ -124,7 +126,7 @@ let package = Package(
             "AgentTestSupport", "ComputeAgentCore", "StorageAgentCore", "ContentDigest",
             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "StorageAgentCoreTests", dependencies: ["StorageAgentCore", "ExportsFile", "AgentProtocol", "AgentAPI", "AgentRuntime", "ContentDigest", "AgentTestSupport"]),
-        .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest"]),
+        .testTarget(name: "ContentDigestTests", dependencies: ["ContentDigest", "CXXHash"]),
         .testTarget(name: "ImageCopyTests", dependencies: ["ImageCopy", "ContentDigest", "TestSupport",
             .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "ComputeAgentCoreTests", dependencies: ["ComputeAgentCore", "MigrationHook", "AgentProtocol", "AgentRuntime", "Libvirt", "ConfigFile", "ImageCopy", "TestSupport", "AgentTestSupport"]),

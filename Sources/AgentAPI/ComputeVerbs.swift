@@ -453,7 +453,7 @@ public struct CopiedImage: Sendable, Equatable, AgentRecord {
         path = try r.string("path")
         size = try r.uint64("size")
         dataBytes = try r.optionalUInt64("data-bytes") ?? size
-        digest = try r.string("digest")
+        digest = try r.contentDigest("digest")
         alreadyPresent = try r.bool("already-present", default: false)
     }
 
@@ -821,7 +821,7 @@ public struct LocalizedImage: Sendable, Equatable, Codable, AgentRecord {
         from = try r.string("from")
         to = try r.string("to")
         size = try r.uint64("size")
-        digest = try r.string("digest")
+        digest = try r.contentDigest("digest")
     }
 
     public func encode(into w: inout FieldWriter) {

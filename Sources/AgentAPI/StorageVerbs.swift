@@ -347,7 +347,8 @@ public struct ChecksumRequest: AgentVerb, Equatable {
     public struct Answer: AgentRecord, Equatable {
         public var path: String
         public var size: UInt64
-        /// The content digest (docs/protocol.md, "Content digest").
+        /// The content digest (docs/protocol.md, "Content digest"): `xxh3-128:` and 32
+        /// lowercase hex digits; any other spelling is refused as `unsupported`.
         public var digest: String
         /// How long the reading took, as the agent wrote it (`0.12`).
         public var seconds: String
@@ -362,7 +363,7 @@ public struct ChecksumRequest: AgentVerb, Equatable {
         public init(decoding r: FieldReader) throws(AgentError) {
             path = try r.string("path")
             size = try r.uint64("size")
-            digest = try r.string("digest")
+            digest = try r.contentDigest("digest")
             seconds = try r.optional("seconds") ?? ""
         }
 

@@ -10,7 +10,9 @@ struct CopyJobRecord: Sendable, Codable, Equatable {
         var size: UInt64
         var dataBytes: UInt64
         /// The content digest of the copy. A record written before digests replaced
-        /// SHA-256 (a `sha256` key) does not decode: it counts as no record.
+        /// SHA-256 (a `sha256` key) does not decode: it counts as no record; one whose
+        /// digests are not `xxh3-128:` (SHA-256 content digests, agents from before
+        /// XXH3-128) is not answered either (``CopyJobRecord/hasCurrentDigests``).
         var digest: String
         var alreadyPresent: Bool
         var seconds: Double
@@ -145,7 +147,8 @@ actor CopyJobs {
         let previous = await state.readOffPool { $0.readJSON(CopyJobRecord.self, "jobs", name) }
         // Another request may have started a job while the record was read.
         if let attached = try attachCopy(plan.domain, share: share) { return attached }
-        if trustFinished, let previous, previous.phase == .done, previous.share == share, previous.disks == plan.disks {
+        if trustFinished, let previous, previous.phase == .done, previous.share == share, previous.disks == plan.disks,
+           previous.hasCurrentDigests {
             return .finished(previous)
         }
         let restarted = previous?.phase == .running && previous?.share == share
@@ -341,6 +344,12 @@ actor CopyJobs {
 }
 
 extension CopyJobRecord {
+    /// Whether every digest in the record is spelled as this version's (`xxh3-128:`). A
+    /// finished record of an agent from before XXH3-128 (SHA-256 content digests) counts
+    /// as no record: the copies are checked again and digested anew, so a digest of one
+    /// algorithm is never answered where storagectl compares the other's.
+    var hasCurrentDigests: Bool { results.values.allSatisfy { ContentDigestSpelling.isCurrent($0.digest) } }
+
     /// One row per disk of a finished job.
     var rows: [CopyRow] {
         disks.compactMap { d in

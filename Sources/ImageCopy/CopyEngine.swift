@@ -76,7 +76,7 @@ func validateRelativePath(_ path: String, allowPartialName: Bool = false) throws
     }
 }
 
-/// SHA-256 of a file on the export, pipelined reads on `remote`'s context.
+/// The content digest of a file on the export, pipelined reads on `remote`'s context.
 func remoteChecksum(remote: RemoteExport, path: String, size: UInt64, configuration: ImageCopier,
                     cancel: CancelFlag, progress: @escaping @Sendable (CopyProgress) -> Void) throws(ImageCopyError) -> String {
     let file = try remote.open(path)

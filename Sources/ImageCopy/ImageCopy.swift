@@ -44,7 +44,8 @@ public struct CopyResult: Sendable, Equatable {
     public var size: UInt64
     /// Bytes of data extents sent over the wire (holes excluded); 0 when `alreadyPresent`.
     public var dataBytes: UInt64
-    /// SHA-256 of the logical content (holes read as zeros), lowercase hex.
+    /// The content digest of the logical content (holes read as zeros): `xxh3-128:` and
+    /// 32 lowercase hex digits (docs/protocol.md, "Content digest").
     public var digest: String
     public var elapsedSeconds: Double
     /// The target already held identical content: nothing was written.
@@ -222,7 +223,7 @@ public struct ImageCopier: Sendable {
     }
 
     /// Copies the local file `source` to `relativePath` under the export; writes under a temporary name
-    /// (`.<name>.storagectl-partial`), renames only after size and SHA-256 of what the server holds are confirmed.
+    /// (`.<name>.storagectl-partial`), renames only after size and content digest of what the server holds are confirmed.
     /// Identical existing target -> success with alreadyPresent = true; different existing target -> .exists error.
     ///
     /// Side effects: creates missing parent directories of `relativePath` (mode 0755),
@@ -234,7 +235,7 @@ public struct ImageCopier: Sendable {
         try await CopyEngine(configuration: self).copy(source: source, to: target, relativePath: relativePath, progress: progress)
     }
 
-    /// SHA-256 of a file on the NFS export (read back through libnfs, pipelined).
+    /// The content digest of a file on the NFS export (read back through libnfs, pipelined).
     /// - Throws: ``ImageCopyError/targetNotFound(_:)`` if it does not exist.
     public func checksum(of relativePath: String, on target: NFSTarget) async throws -> (size: UInt64, digest: String) {
         try await CopyEngine(configuration: self).checksum(of: relativePath, on: target)

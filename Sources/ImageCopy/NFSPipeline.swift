@@ -702,7 +702,7 @@ final class NFSPipeline {
     }
 
     /// Writes every chunk the reader produces, reads each back and compares it, until the
-    /// reader is done and nothing is outstanding. Returns the reader's SHA-256 and data bytes.
+    /// reader is done and nothing is outstanding. Returns the reader's content digest and data bytes.
     func runCopy(pipe: ChunkPipe, total: UInt64, ticker: inout ProgressTicker) throws(ImageCopyError) -> (digest: String, dataBytes: UInt64) {
         self.pipe = pipe
         var pending: [ChunkPipe.Chunk] = []

@@ -14,10 +14,13 @@ public struct DigestCommand: AsyncParsableCommand {
         commandName: "digest",
         abstract: "Print the content digest of local files, as share, unshare and the agents report it.",
         discussion: """
-            The content digest of a file is the SHA-256 of the concatenated SHA-256 digests \
-            of its consecutive 4 MiB blocks (the last block may be shorter; an empty file has \
-            the SHA-256 of nothing). It is Dropbox's "content hash" scheme with 4 MiB blocks. \
-            It is not the file's SHA-256 (sha256sum prints another value): blocks of zeros \
+            The content digest of a file is "xxh3-128:" and the XXH3-128 (32 lowercase hex \
+            digits) of the concatenated XXH3-128 digests of its consecutive 4 MiB blocks \
+            (16 big-endian bytes each; the last block may be shorter; an empty file has the \
+            XXH3-128 of nothing). It is Dropbox's "content hash" scheme with 4 MiB blocks and \
+            XXH3-128, rsync's whole-file checksum, in place of SHA-256: it detects corruption \
+            in transit or on disk, it is not a defence against an adversary (docs/protocol.md). \
+            It is not the file's XXH3-128 (xxh128sum prints another value): blocks of zeros \
             always have the same digest, so holes of a sparse image are skipped (SEEK_DATA) \
             and the blocks are hashed in parallel; an image costs time in proportion to its \
             data, not to its virtual size.
@@ -27,15 +30,16 @@ public struct DigestCommand: AsyncParsableCommand {
             digest of each local copy. Compare them with a file here, for example on the \
             storage host: storagectl digest /var/lib/libvirt/shared-images/VM/VM.qcow2
 
-            Output: one line per FILE, "DIGEST  FILE" (64 lowercase hex digits, two spaces, \
-            the name as given), like sha256sum. With --json, one document: {"files": [{"path", \
+            Output: one line per FILE, "DIGEST  FILE" (xxh3-128: and 32 lowercase hex digits, \
+            two spaces, the name as given), like sha256sum. With --json, one document: {"files": [{"path", \
             "size", "digest"}]}, a file that cannot be read as {"path", "code", "message"}. \
             Symbolic links are followed; only regular files are digested.
 
-            The same value with python3 (paste the three lines as they are):
-              python3 -c 'import hashlib as h,sys;f=open(sys.argv[1],"rb");\\
-              d=b"".join(h.sha256(b).digest()for b in iter(lambda:f.read(4<<20),b""));\\
-              print(h.sha256(d).hexdigest())' FILE
+            The same value with python3 and Debian's python3-xxhash (paste the three lines \
+            as they are):
+              python3 -c 'import xxhash,sys;X=xxhash.xxh3_128;f=open(sys.argv[1],"rb");\\
+              d=b"".join(X(b).digest()for b in iter(lambda:f.read(4<<20),b""));\\
+              print("xxh3-128:"+X(d).hexdigest())' FILE
 
             EXIT STATUS
               0   every FILE was digested
@@ -124,7 +128,7 @@ public struct DigestCommand: AsyncParsableCommand {
 public struct DigestedFile: Sendable, Codable, Equatable {
     public var path: String
     public var size: UInt64
-    /// The content digest, 64 lowercase hex digits.
+    /// The content digest, `xxh3-128:` and 32 lowercase hex digits.
     public var digest: String
 }
 
@@ -138,6 +142,13 @@ public struct DigestOutcome: Sendable, Equatable {
 public enum DigestFormatting {
     /// `DIGEST  PATH`, as sha256sum prints its lines.
     public static func line(_ d: DigestedFile) -> String { "\(d.digest)  \(d.path)" }
+
+    /// A digest shortened for a summary line: its algorithm (`xxh3-128:`) and its first
+    /// `hexDigits` hex digits, then `…`.
+    public static func short(_ digest: String, hexDigits: Int = 16) -> String {
+        let value = digest.firstIndex(of: ":").map { digest.index(after: $0) } ?? digest.startIndex
+        return String(digest[..<value]) + String(digest[value...].prefix(hexDigits)) + "…"
+    }
 
     public static func errorLine(_ e: AgentError) -> String { "storagectl: error: \(e.message) [\(e.code.rawValue)]" }
 

@@ -90,7 +90,7 @@ struct AgentAPITests {
     func answerRoundTrip() throws {
         let copy = CopyRequest.Answer(
             rows: [.skipped(disk: "hdc", source: "/iso", reason: "cdrom"),
-                   .copied(CopiedImage(disk: "vda", source: "/i/w1.qcow2", path: "w1/w1.qcow2", size: 10, dataBytes: 8, digest: "ab", alreadyPresent: true))],
+                   .copied(CopiedImage(disk: "vda", source: "/i/w1.qcow2", path: "w1/w1.qcow2", size: 10, dataBytes: 8, digest: "xxh3-128:" + String(repeating: "0f", count: 16), alreadyPresent: true))],
             domain: "w1", share: ShareFacts(pool: "p", server: "s", export: "/e", attach: .mount, target: "/t"),
             bytes: 10, attached: true, restarted: false, seconds: 0.5)
         let (data, ok) = CopyRequest.encodeAnswer(copy)
@@ -129,6 +129,37 @@ struct AgentAPITests {
             #expect(error.code == .unsupported && error.message.contains("total=x"))
         }
         #expect(WireValue.bool("yes") == true && WireValue.bool("no") == false && WireValue.bool("true") == nil)
+    }
+
+    @Test("a digest= that is not xxh3-128:<32 hex> is unsupported in CHECKSUM, COPY and LOCALIZE answers: the SHA-256 form of earlier agents is never taken for a digest")
+    func contentDigestSpelling() throws {
+        let current = "xxh3-128:" + String(repeating: "9a", count: 16)
+        let sha256 = String(repeating: "9c", count: 32)
+        #expect(ContentDigestSpelling.isCurrent(current))
+        for bad in [sha256, "xxh3-128:" + String(repeating: "9A", count: 16), "xxh3-128:" + String(repeating: "9a", count: 15),
+                    "xxh3-128:" + String(repeating: "9a", count: 17), "sha256:" + sha256, "XXH3-128:" + String(repeating: "9a", count: 16), ""] {
+            #expect(!ContentDigestSpelling.isCurrent(bad), "\(bad)")
+        }
+        func checksum(_ digest: String) -> Fields { ["path": "/p", "size": "3", "digest": digest, "seconds": "0.1"] }
+        #expect(try ChecksumRequest.Answer(answer: "CHECKSUM", checksum(current)).digest == current)
+        func refusal(_ decode: () throws(AgentError) -> Void) -> AgentError? {
+            do { try decode(); return nil } catch { return error }
+        }
+        let old = refusal { () throws(AgentError) in _ = try ChecksumRequest.Answer(answer: "CHECKSUM", checksum(sha256)) }
+        #expect(old?.code == .unsupported)
+        #expect(old?.message.contains("CHECKSUM with digest=\(sha256), a SHA-256 content digest") == true, "\(String(describing: old))")
+        #expect(old?.message.contains("Upgrade the agents and storagectl together") == true)
+        let other = refusal { () throws(AgentError) in _ = try ChecksumRequest.Answer(answer: "CHECKSUM", checksum("blake3:00")) }
+        #expect(other?.code == .unsupported && other?.message.contains("another algorithm (blake3)") == true, "\(String(describing: other))")
+        let copied = refusal { () throws(AgentError) in
+            _ = try CopiedImage(answer: "COPY", ["disk": "vda", "path": "w1/w1.qcow2", "size": "3", "digest": sha256])
+        }
+        #expect(copied?.code == .unsupported && copied?.message.contains("COPY with digest=") == true)
+        let localized = refusal { () throws(AgentError) in
+            _ = try LocalizedImage(answer: "LOCALIZE", ["disk": "vda", "from": "/s/w1.qcow2", "to": "/i/w1.qcow2", "size": "3", "digest": sha256])
+        }
+        #expect(localized?.code == .unsupported && localized?.message.contains("LOCALIZE with digest=") == true)
+        #expect(try LocalizedImage(answer: "LOCALIZE", ["disk": "vda", "from": "/s", "to": "/i", "size": "3", "digest": current]).digest == current)
     }
 }
 

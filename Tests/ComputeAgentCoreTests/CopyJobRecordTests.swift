@@ -54,7 +54,7 @@ struct CopyJobRecordTests {
     @Test("a finished record answers digest= per disk and reads back as written")
     func roundTrip() async throws {
         let host = try await SimHost()
-        let digest = String(repeating: "5a", count: 32)
+        let digest = "xxh3-128:" + String(repeating: "5a", count: 16)
         let record = CopyJobRecord(domain: "wanderer1", uuid: Self.uuid, share: Self.share, disks: [Self.disk], phase: .done,
                                    results: ["vda": .init(size: 1048576, dataBytes: 65536, digest: digest, alreadyPresent: false, seconds: 0.5)],
                                    errorCode: nil, errorMessage: nil, started: Date(), finished: Date(), attempts: 1)
@@ -84,5 +84,35 @@ struct CopyJobRecordTests {
         #expect(record.attempts == 1)
         let rewritten = try #require(state.readJSON(CopyJobRecord.self, "jobs", Self.uuid + ".json"), "the new record replaces the old one")
         #expect(rewritten.phase == .failed)
+    }
+
+    @Test("a finished record whose digests are SHA-256 ones (before XXH3-128) counts as no record; one with xxh3-128 digests is answered")
+    func sha256Digests() async throws {
+        let host = try await SimHost()
+        let state = StateStore(root: host.state)
+        let plan = CopyPlan(domain: "wanderer1", uuid: Self.uuid, state: .shutoff, persistent: true, disks: [Self.disk], skipped: [])
+        func finished(_ digest: String) -> CopyJobRecord {
+            CopyJobRecord(domain: "wanderer1", uuid: Self.uuid, share: Self.share, disks: [Self.disk], phase: .done,
+                          results: ["vda": .init(size: 1048576, dataBytes: 1048576, digest: digest, alreadyPresent: false, seconds: 0.5)],
+                          errorCode: nil, errorMessage: nil, started: Date(), finished: Date(), attempts: 1)
+        }
+        let current = finished("xxh3-128:" + String(repeating: "5a", count: 16))
+        try state.writeJSON(current, "jobs", Self.uuid + ".json")
+        guard case .finished(let answered) = try await host.handler.jobs.start(plan, share: Self.share) else {
+            Issue.record("a finished record with xxh3-128 digests was not answered")
+            return
+        }
+        #expect(answered == current)
+
+        try state.writeJSON(finished(String(repeating: "9c", count: 32)), "jobs", Self.uuid + ".json")
+        let start = try await host.handler.jobs.start(plan, share: Self.share)
+        guard case .job(let job, let attached) = start else {
+            Issue.record("a record with a SHA-256 digest was taken as a finished job: \(start)")
+            return
+        }
+        #expect(!attached && !job.restarted)
+        let record = try await job.task.value
+        #expect(record.phase == .failed, "the test plan cannot be copied")
+        #expect(state.readJSON(CopyJobRecord.self, "jobs", Self.uuid + ".json")?.phase == .failed, "the new record replaces the old one")
     }
 }

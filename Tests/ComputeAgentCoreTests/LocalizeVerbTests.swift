@@ -11,16 +11,18 @@ import Glibc
 
 @Suite("LOCALIZE and DOMAINS (libvirt test driver)")
 struct LocalizeVerbTests {
-    /// The content digest of `path` by an independent reference: python3's hashlib
-    /// (SHA-256 over the SHA-256 digests of the 4 MiB blocks; docs/protocol.md).
+    /// The content digest of `path` by an independent reference: python3's xxhash
+    /// (XXH3-128 over the XXH3-128 digests of the 4 MiB blocks; docs/protocol.md).
     static func contentDigest(_ path: String) async throws -> String {
         // posix_spawn, polled (TestSupport): no cooperative-pool thread waits on a child
-        let result = try await runProgram("/usr/bin/env", ["python3", "-c", """
-            import hashlib,sys; f=open(sys.argv[1],"rb"); d=b"".join(iter(lambda: (lambda b: hashlib.sha256(b).digest() if b else b"")(f.read(4<<20)), b"")); print(hashlib.sha256(d).hexdigest())
+        let result = try await runProgram("/usr/bin/python3", ["-c", """
+            import xxhash,sys; f=open(sys.argv[1],"rb"); d=b"".join(xxhash.xxh3_128(b).digest() for b in iter(lambda: f.read(4<<20), b"")); print("xxh3-128:"+xxhash.xxh3_128(d).hexdigest())
             """, path])
-        let hex = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard result.status == 0, hex.count == 64 else { throw AgentError(.internal, "python3 reference failed on \(path): \(hex)") }
-        return hex
+        let digest = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard result.status == 0, digest.hasPrefix("xxh3-128:"), digest.count == 9 + 32 else {
+            throw AgentError(.internal, "python3 reference failed on \(path): \(digest) \(result.stderr)")
+        }
+        return digest
     }
 
     /// wanderer1 adopted onto the share (mount mode), its shared copy changed since

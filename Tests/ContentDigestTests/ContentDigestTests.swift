@@ -1,5 +1,5 @@
+import CXXHash
 import ContentDigest
-import Crypto
 import Foundation
 import Testing
 
@@ -7,17 +7,26 @@ import Testing
 import Glibc
 #endif
 
-/// The reference definition, written the slow, obvious way: SHA-256 of each 4 MiB
-/// block of `bytes`, concatenated, hashed again.
+/// XXH3-128 of `bytes` by libxxhash's plain one-shot function (not the dispatched
+/// streaming path ContentDigest uses), as 16 canonical big-endian bytes.
+private func xxh3(_ bytes: some Collection<UInt8>) -> [UInt8] {
+    let hash = Array(bytes).withUnsafeBytes { XXH3_128bits($0.baseAddress, $0.count) }
+    var canonical = XXH128_canonical_t()
+    XXH128_canonicalFromHash(&canonical, hash)
+    return withUnsafeBytes(of: canonical.digest) { Array($0) }
+}
+
+/// The reference definition, written the slow, obvious way: XXH3-128 of each 4 MiB
+/// block of `bytes`, concatenated, hashed again, spelled `xxh3-128:<hex>`.
 private func reference(_ bytes: [UInt8]) -> String {
-    var outer = SHA256()
+    var joined: [UInt8] = []
     var start = 0
     while start < bytes.count {
         let end = min(bytes.count, start + ContentDigest.blockSize)
-        outer.update(data: Array(SHA256.hash(data: bytes[start..<end])))
+        joined += xxh3(bytes[start..<end])
         start = end
     }
-    return outer.finalize().map { String(format: "%02x", $0) }.joined()
+    return "xxh3-128:" + xxh3(joined).map { String(format: "%02x", $0) }.joined()
 }
 
 private func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
@@ -52,15 +61,49 @@ private func digest(_ bytes: [UInt8], pieces: [Int]) -> String {
 @Suite struct ContentDigestTests {
     let block = ContentDigest.blockSize
 
-    @Test func emptyIsSHA256OfNothing() {
-        #expect(ContentDigest().finalize() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    // Known answers from Python's xxhash (python3-xxhash), the reference of docs/protocol.md.
+
+    @Test func emptyIsXXH3OfNothing() {
+        // xxhash.xxh3_128(b"").hexdigest()
+        #expect(ContentDigest().finalize() == "xxh3-128:99aa06d3014798d86001c324468d497f")
+        #expect(ContentDigest.combine([]) == "xxh3-128:99aa06d3014798d86001c324468d497f")
     }
 
-    @Test func smallFileIsSHA256OfItsOneDigest() {
-        let bytes = Array("hello\n".utf8)
-        let inner = SHA256.hash(data: bytes)
-        let expected = SHA256.hash(data: Array(inner)).map { String(format: "%02x", $0) }.joined()
-        #expect(digest(bytes, pieces: [1]) == expected)
+    @Test func smallFileIsXXH3OfItsOneDigest() {
+        // xxh3_128(xxh3_128(b"hello\n").digest()).hexdigest()
+        #expect(digest(Array("hello\n".utf8), pieces: [1]) == "xxh3-128:87a89edf65a24385e36443dcd1ad427a")
+        #expect(reference(Array("hello\n".utf8)) == "xxh3-128:87a89edf65a24385e36443dcd1ad427a")
+    }
+
+    @Test func zeroBlockDigestIsXXH3OfFourMiBOfZeros() {
+        // xxhash.xxh3_128(bytes(4 << 20)).hexdigest()
+        #expect(ContentDigest.hex(ContentDigest.zeroBlockDigest) == "34001ae2f947e773165f453a5f35c459")
+        #expect(ContentDigest.zeroBlockDigest == xxh3([UInt8](repeating: 0, count: ContentDigest.blockSize)))
+    }
+
+    @Test func threeBlocksAgreeWithPython() async throws {
+        // python3: data = bytes((i*31) % 251 for i in range(9*(1<<20)+5)), digested as in docs/protocol.md
+        let value = try await offPool { () -> String in
+            let bytes = (0..<(9 << 20) + 5).map { UInt8(($0 * 31) % 251) }
+            return digest(bytes, pieces: [1 << 20, 777_777])
+        }
+        #expect(value == "xxh3-128:79b9af0723a78d52f92cf910ae044070")
+    }
+
+    @Test func theValueNamesItsAlgorithm() {
+        #expect(ContentDigest.prefix == "xxh3-128:" && ContentDigest.algorithm == "xxh3-128")
+        let value = digest([1, 2, 3], pieces: [3])
+        #expect(value.hasPrefix("xxh3-128:") && value.count == 9 + 32)
+        #expect(value.dropFirst(9).allSatisfy { $0.isHexDigit && !$0.isUppercase })
+    }
+
+    @Test func aCopiedHasherFedApartKeepsItsOwnState() {
+        var a = XXH3Hasher()
+        [UInt8](repeating: 7, count: 100).withUnsafeBytes { a.update($0) }
+        var b = a                                      // shares the state until one is fed
+        [UInt8](repeating: 8, count: 100).withUnsafeBytes { b.update($0) }
+        #expect(a.finalize() == xxh3([UInt8](repeating: 7, count: 100)))
+        #expect(b.finalize() == xxh3([UInt8](repeating: 7, count: 100) + [UInt8](repeating: 8, count: 100)))
     }
 
     @Test(arguments: [[1 << 20], [4096, 12345, 1 << 22], [7], [(4 << 20) + 1]])
@@ -99,7 +142,7 @@ private func digest(_ bytes: [UInt8], pieces: [Int]) -> String {
     }
 
     @Test func holesCostNothing() async throws {
-        // 64 GiB of holes: a plain SHA-256 would take ~30 s here, the block digest is immediate.
+        // 64 GiB of holes: a plain hash of them would take ~10 s here, the block digest is immediate.
         let seconds = try await offPool { () -> Double in
             let start = Date()
             var d = ContentDigest()

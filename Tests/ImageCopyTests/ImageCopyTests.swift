@@ -104,11 +104,12 @@ struct SparseWalkerTests {
     }
 }
 
-/// The independent reference implementation of the content digest (Python's hashlib).
+/// The independent reference implementation of the content digest (Python's xxhash,
+/// Debian's python3-xxhash: run by /usr/bin/python3, not whichever python3 is first on PATH).
 func referenceDigest(_ path: String) async throws -> String? {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Lab/content-digest").path
-    return try await runTool(["python3", script, path]).split(separator: " ").first.map(String.init)
+    return try await runTool(["/usr/bin/python3", script, path]).split(separator: " ").first.map(String.init)
 }
 
 @Suite("content digest of sparse files")

@@ -24,13 +24,14 @@ struct DigestCommandTests {
         func remove() { try? FileManager.default.removeItem(atPath: path) }
     }
 
-    /// The python3 reference from the help text and docs/protocol.md, run as written.
+    /// The python3 reference from the help text and docs/protocol.md, run as written by
+    /// Debian's python3 (python3-xxhash is built for it, not for another python3 on PATH).
     static func reference(_ file: String) async throws -> String {
         // posix_spawn, polled (TestSupport): no cooperative-pool thread waits on a child
-        let result = try await runProgram("/usr/bin/env", ["python3", "-c", #"""
-            import hashlib as h,sys;f=open(sys.argv[1],"rb");\
-            d=b"".join(h.sha256(b).digest()for b in iter(lambda:f.read(4<<20),b""));\
-            print(h.sha256(d).hexdigest())
+        let result = try await runProgram("/usr/bin/python3", ["-c", #"""
+            import xxhash,sys;X=xxhash.xxh3_128;f=open(sys.argv[1],"rb");\
+            d=b"".join(X(b).digest()for b in iter(lambda:f.read(4<<20),b""));\
+            print("xxh3-128:"+X(d).hexdigest())
             """#, file])
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -57,14 +58,15 @@ struct DigestCommandTests {
         _ = FileManager.default.createFile(atPath: empty, contents: nil)
         for path in [sparse, small, empty] {
             let expected = try await Self.reference(path)
-            #expect(expected.count == 64, "python3 reference: \(expected)")
+            #expect(expected.hasPrefix("xxh3-128:") && expected.count == 9 + 32, "python3 reference: \(expected)")
             for threads in [1, 3] {
                 let d = try DigestCommand.digest(of: path, threads: threads)
                 #expect(d.digest == expected && d.path == path, "\(path), \(threads) thread(s)")
             }
         }
-        #expect(try DigestCommand.digest(of: empty).digest == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        #expect(try DigestCommand.digest(of: small).digest == "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358")
+        // xxhash.xxh3_128(b"").hexdigest() and xxh3_128(xxh3_128(b"abc").digest()).hexdigest()
+        #expect(try DigestCommand.digest(of: empty).digest == "xxh3-128:99aa06d3014798d86001c324468d497f")
+        #expect(try DigestCommand.digest(of: small).digest == "xxh3-128:f758394eebabb2bb51ee911f78f31836")
         #expect(try DigestCommand.digest(of: sparse).size == UInt64((13 << 20) + 5))
     }
 
@@ -90,12 +92,14 @@ struct DigestCommandTests {
 
     @Test("lines like sha256sum, JSON with digest per file, the first failure's exit status")
     func formatting() throws {
-        let good = DigestedFile(path: "/srv/a b.img", size: 3, digest: String(repeating: "4f", count: 32))
+        let good = DigestedFile(path: "/srv/a b.img", size: 3, digest: "xxh3-128:" + String(repeating: "4f", count: 16))
         let missing = AgentError(.notFound, "/srv/x.img: No such file or directory")
         let outcomes = [DigestOutcome(path: good.path, result: .success(good)),
                         DigestOutcome(path: "/srv/x.img", result: .failure(missing)),
                         DigestOutcome(path: "/srv", result: .failure(AgentError(.invalidArgument, "/srv is a directory")))]
-        #expect(DigestFormatting.line(good) == String(repeating: "4f", count: 32) + "  /srv/a b.img")
+        #expect(DigestFormatting.line(good) == "xxh3-128:" + String(repeating: "4f", count: 16) + "  /srv/a b.img")
+        #expect(DigestFormatting.short(good.digest) == "xxh3-128:" + String(repeating: "4f", count: 8) + "…")
+        #expect(DigestFormatting.short(good.digest, hexDigits: 3) == "xxh3-128:4f4…")
         #expect(DigestFormatting.errorLine(missing) == "storagectl: error: /srv/x.img: No such file or directory [not-found]")
         #expect(DigestFormatting.exitStatus(outcomes) == 66)
         #expect(DigestFormatting.exitStatus([outcomes[0]]) == 0)
@@ -115,13 +119,14 @@ struct DigestCommandTests {
         #expect(command.files == ["a.img", "b.img"] && command.json)
         #expect(throws: (any Error).self) { try StoragectlCommand.parseAsRoot(["digest"]) }
         let help = DigestCommand.helpMessage(columns: 80)
-        #expect(help.contains("SHA-256 of the concatenated SHA-256 digests"))
+        #expect(help.contains("the XXH3-128 (32 lowercase hex"))
+        #expect(help.contains("concatenated XXH3-128 digests"))
         #expect(help.contains("4 MiB blocks"))
         // the python3 lines survive an 80-column terminal intact
         #expect(help.contains("""
-              python3 -c 'import hashlib as h,sys;f=open(sys.argv[1],"rb");\\
-              d=b"".join(h.sha256(b).digest()for b in iter(lambda:f.read(4<<20),b""));\\
-              print(h.sha256(d).hexdigest())' FILE
+              python3 -c 'import xxhash,sys;X=xxhash.xxh3_128;f=open(sys.argv[1],"rb");\\
+              d=b"".join(X(b).digest()for b in iter(lambda:f.read(4<<20),b""));\\
+              print("xxh3-128:"+X(d).hexdigest())' FILE
             """))
     }
 }

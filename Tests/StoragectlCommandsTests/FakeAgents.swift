@@ -124,6 +124,10 @@ final class FakeSite: @unchecked Sendable {
     /// Answer as agents from before content digests did (`sha256=`).
     var oldComputeAgent = false
     var oldStorageAgent = false
+    /// Answer `digest=` as agents from before XXH3-128 did: the SHA-256 content digest,
+    /// 64 hex digits without an algorithm prefix.
+    var sha256ComputeAgent = false
+    var sha256StorageAgent = false
     var failPoolOn: String?
     /// ADOPT attach=libnfs makes the disks NFS network disks.
     var adoptedLibNFS = false
@@ -133,7 +137,9 @@ final class FakeSite: @unchecked Sendable {
     var nonces: [String: String] = [:]
     /// Other VMs with a disk on the share, per compute host.
     var otherShared: [String: [String]] = [:]
-    let digest = String(repeating: "ab", count: 32)
+    let digest = "xxh3-128:" + String(repeating: "ab", count: 16)
+    /// The same content's digest as an agent from before XXH3-128 spelled it (SHA-256).
+    let sha256Digest = String(repeating: "ab", count: 32)
     let root = "/srv/shared"
 
     var verbs: [String] { lock.withLock { log } }
@@ -239,7 +245,8 @@ final class FakeSite: @unchecked Sendable {
                 throw AgentError(.notFound, "\(q.path): No such file or directory")
             }
             var (data, ok) = ChecksumRequest.encodeAnswer(.init(path: q.path, size: d.size,
-                                                                digest: corruptChecksum ? String(repeating: "00", count: 32) : digest, seconds: "0.01"))
+                                                                digest: corruptChecksum ? "xxh3-128:" + String(repeating: "00", count: 16)
+                                                                    : sha256StorageAgent ? sha256Digest : digest, seconds: "0.01"))
             if oldStorageAgent { ok = Fields(ok.map { $0.key == "digest" ? Fields.Pair("sha256", $0.value) : $0 }) }
             return (data, ok)
         case (_, DomainsQuery.verb):
@@ -270,7 +277,8 @@ final class FakeSite: @unchecked Sendable {
             copied = true
             var (data, ok) = CopyRequest.encodeAnswer(.init(
                 rows: disks.map { .copied(CopiedImage(disk: $0.target, source: "/var/lib/libvirt/images/" + $0.file, path: path(of: $0),
-                                                     size: $0.size, dataBytes: $0.size, digest: digest, alreadyPresent: present)) },
+                                                     size: $0.size, dataBytes: $0.size, digest: sha256ComputeAgent ? sha256Digest : digest,
+                                                     alreadyPresent: present)) },
                 domain: q.domain, share: facts, bytes: disks.reduce(0) { $0 + $1.size }, attached: false, restarted: false, seconds: 0.1))
             if oldComputeAgent {
                 data = data.map { Fields($0.map { $0.key == "digest" ? Fields.Pair("sha256", $0.value) : $0 }) }

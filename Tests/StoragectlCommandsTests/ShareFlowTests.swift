@@ -186,7 +186,7 @@ struct ShareFlowTests {
         fake.corruptChecksum = true
         do { _ = try await flow(fake).run(ShareOptions(vm: "w1")); Issue.record("no failure") } catch {
             #expect(error.step == .checksum && error.host == "store" && error.error.code == .invalidState)
-            #expect(error.error.message.contains("has digest \(String(repeating: "00", count: 32))"))
+            #expect(error.error.message.contains("has digest xxh3-128:\(String(repeating: "00", count: 16))"))
             #expect(error.error.message.contains("the copy reported digest \(fake.digest)"))
         }
         #expect(!fake.adopted)
@@ -210,12 +210,32 @@ struct ShareFlowTests {
         #expect(!storage.adopted)
     }
 
+    @Test("agents that answer a SHA-256 content digest (before XXH3-128) stop share before ADOPT, saying to upgrade; no digest of one algorithm is compared with the other's")
+    func sha256Agents() async throws {
+        let compute = FakeSite()
+        compute.sha256ComputeAgent = true
+        do { _ = try await flow(compute).run(ShareOptions(vm: "w1")); Issue.record("no failure") } catch {
+            #expect(error.step == .copy && error.host == "src" && error.error.code == .unsupported)
+            #expect(error.error.message.contains("digest=\(compute.sha256Digest), a SHA-256 content digest"), "\(error.error.message)")
+            #expect(error.error.message.contains("Upgrade") && error.remedy.contains("upgrade"))
+        }
+        #expect(!compute.adopted)
+        let storage = FakeSite()
+        storage.sha256StorageAgent = true
+        do { _ = try await flow(storage).run(ShareOptions(vm: "w1")); Issue.record("no failure") } catch {
+            #expect(error.step == .checksum && error.host == "store" && error.error.code == .unsupported)
+            #expect(error.error.message.contains("CHECKSUM with digest=\(storage.sha256Digest)"), "\(error.error.message)")
+            #expect(error.remedy.contains("upgrade storage-agent"))
+        }
+        #expect(!storage.adopted)
+    }
+
     @Test("the result names each copy's content digest: summary and JSON key digest")
     func digestInResult() async throws {
         let fake = FakeSite()
         let result = try await flow(fake).run(ShareOptions(vm: "w1", to: ["dst"]))
         #expect(result.disks == [CopiedDisk(disk: "vda", path: "w1/w1.qcow2", size: 1048576, digest: fake.digest, alreadyPresent: false)])
-        #expect(ShareFormatting.summary(result).contains("  vda: /srv/shared/w1/w1.qcow2 (1.0 MiB, digest abababababababab…)\n"))
+        #expect(ShareFormatting.summary(result).contains("  vda: /srv/shared/w1/w1.qcow2 (1.0 MiB, digest xxh3-128:abababababababab…)\n"))
         let json = try JSONSerialization.jsonObject(with: Data(try ShareFormatting.json(result).utf8)) as! [String: Any]
         let disks = json["disks"] as! [[String: Any]]
         #expect(disks.first?["digest"] as? String == fake.digest)

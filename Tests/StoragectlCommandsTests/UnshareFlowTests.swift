@@ -21,7 +21,7 @@ final class FakeUnshareAgents: AgentCaller, @unchecked Sendable {
     var clients: Set<String> = ["src", "dst"]
     var failDomainsOn: String?
     var failLocalize: AgentError?
-    let digest = String(repeating: "cd", count: 32)
+    let digest = "xxh3-128:" + String(repeating: "cd", count: 16)
 
     func call(_ host: Inventory.Host, _ request: Request, timeout: Duration,
               onLine: (@Sendable (ResponseLine) -> Void)?) async throws(AgentError) -> Response {
@@ -133,7 +133,7 @@ struct UnshareFlowTests {
         let summary = UnshareFormatting.summary(result)
         #expect(summary.hasPrefix("w1 is on local disks of src again."))
         #expect(summary.contains("store:/srv/shared/w1/w1.qcow2") && summary.contains("nothing is deleted"))
-        #expect(summary.contains("  vda: /var/lib/libvirt/images/w1.qcow2 (1.0 MiB, digest cdcdcdcdcdcdcdcd…)\n"))
+        #expect(summary.contains("  vda: /var/lib/libvirt/images/w1.qcow2 (1.0 MiB, digest xxh3-128:cdcdcdcdcdcdcdcd…)\n"))
         let json = try JSONSerialization.jsonObject(with: Data(try UnshareFormatting.json(result).utf8)) as! [String: Any]
         #expect((json["disks"] as? [[String: Any]])?.first?["digest"] as? String == fake.digest)
     }

@@ -33,7 +33,7 @@ public enum ShareFormatting {
                 let size = d.virtualSize.map { ", virtual size \(Bytes.human($0))" } ?? ""
                 s += "  \(d.disk): \(r.export)/\(d.path) (\(d.format ?? "image")\(size), \(d.alreadyPresent ? "on the share already" : "copied live"))\n"
             } else {
-                s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), digest \(d.digest.prefix(16))…)\n"
+                s += "  \(d.disk): \(r.export)/\(d.path) (\(Bytes.human(d.size)), digest \(DigestFormatting.short(d.digest)))\n"
             }
         }
         if let dest = r.destinations.first {

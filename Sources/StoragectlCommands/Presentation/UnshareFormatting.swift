@@ -9,7 +9,7 @@ public enum UnshareFormatting {
         for d in r.disks {
             // A live copy has no digest, and the bytes QEMU's mirror walked are the virtual size.
             s += r.mode == .live ? "  \(d.disk): \(d.to) (copied live)\n"
-                : "  \(d.disk): \(d.to) (\(Bytes.human(d.size))\(d.digest.isEmpty ? "" : ", digest \(d.digest.prefix(16))…"))\n"
+                : "  \(d.disk): \(d.to) (\(Bytes.human(d.size))\(d.digest.isEmpty ? "" : ", digest \(DigestFormatting.short(d.digest))"))\n"
         }
         if !r.removedClients.isEmpty {
             s += "export \(r.storage):\(r.export) no longer lists \(r.removedClients.joined(separator: ", "))"

@@ -46,7 +46,7 @@ extension ShareSteps {
                                    error: AgentError(.invalidState, "\(path) on \(storage.name) has digest \(sum.digest) and size \(sum.size); the copy reported digest \(disk.digest) and size \(disk.size)"),
                                    remedy: "remove the damaged copy on \(storage.name) and run share again")
             }
-            context.emit(.step(.checksum, host: storage.name, detail: "\(disk.path) digest \(disk.digest.prefix(12))… matches"))
+            context.emit(.step(.checksum, host: storage.name, detail: "\(disk.path) digest \(DigestFormatting.short(disk.digest, hexDigits: 12)) matches"))
         }
     }
 }

@@ -5,7 +5,7 @@
 CE_IMG=/var/lib/libvirt/images/copytest.qcow2     # on source-example's own disk
 CE_NAME=ce/copytest.qcow2                          # under the export
 CE_SHA="" CE_SRC_SHA="" CE_SRC_STAT=""
-# The content digest by the independent reference implementation (Python's hashlib).
+# The content digest by the independent reference implementation (Python's xxhash).
 CE_DIGEST="$HERE/content-digest"
 
 ce_bin() {
@@ -23,7 +23,7 @@ t_ce_copy_sparse_qcow2() {
     set_exports No_Root_Squash 198.18.0.2 198.18.0.3 || return 1
     # 2 GiB virtual, 300 MiB of random data in three places; metadata preallocation
     # gives a qcow2 FILE with holes (apparent size > 2 GiB, ~300 MiB allocated).
-    # Digests with the Python reference (hashlib uses SHA-NI); sha256sum runs at ~250 MB/s here.
+    # Digests with the Python reference (python3-xxhash).
     must "make a sparse qcow2 on source-example" on source-example sh -ec '
         raw=/var/lib/libvirt/images/.copytest.raw
         truncate -s 2G "$raw"

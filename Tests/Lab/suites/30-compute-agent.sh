@@ -8,8 +8,9 @@ CA_POOL=shared-images
 CA_TARGET=/var/lib/libvirt/shared-images                    # same path on both compute hosts
 CA_COPY=$EXPORT_ROOT/wanderer1/wanderer1.qcow2              # on cargo-bay, and under the pool target
 CA_BIG_MIB=${LAB_CA_BIG_MIB:-512}                           # data in the image of the kill test
-# The content digest by python3's hashlib alone (docs/protocol.md, "Content digest")
-CA_PY_DIGEST='import hashlib,sys; f=open(sys.argv[1],"rb"); d=b"".join(iter(lambda: (lambda b: hashlib.sha256(b).digest() if b else b"")(f.read(4<<20)), b"")); print(hashlib.sha256(d).hexdigest())'
+# The content digest by python3's xxhash alone (docs/protocol.md, "Content digest"; Debian's
+# python3-xxhash, for /usr/bin/python3)
+CA_PY_DIGEST='import xxhash,sys; f=open(sys.argv[1],"rb"); d=b"".join(xxhash.xxh3_128(b).digest() for b in iter(lambda: f.read(4<<20), b"")); print("xxh3-128:"+xxhash.xxh3_128(d).hexdigest())'
 
 # ca HOST VERB key=value...: one request to HOST's compute agent; lines in OUT
 ca_cmd() { echo "$(lab_bin)/storagectl" call --timeout 120 --config /run/lab/ca-inventory.conf "$@"; }
@@ -111,15 +112,15 @@ t_ca_copy() {
     want state done || return 1
     grep -q '^PROGRESS done=' <<<"$OUT" || fail "no PROGRESS line: $OUT" || return 1
     local digest; digest=$(grep '^DATA disk=vda' <<<"$OUT" | tr ' ' '\n' | sed -n 's/^digest=//p')
-    [[ $digest =~ ^[0-9a-f]{64}$ ]] || fail "COPY reported no content digest: $(grep '^DATA' <<<"$OUT")" || return 1
+    [[ $digest =~ ^xxh3-128:[0-9a-f]{32}$ ]] || fail "COPY reported no content digest: $(grep '^DATA' <<<"$OUT")" || return 1
     # the same content digest of the copy on cargo-bay's disk, three more ways: the storage
-    # agent (CHECKSUM), storagectl digest, python3's hashlib
+    # agent (CHECKSUM), storagectl digest, python3's xxhash
     ca cargo-bay CHECKSUM path=$CA_COPY || return 1
     want digest "$digest" || return 1
     want size "$size" || return 1
     must "storagectl digest on cargo-bay" on cargo-bay "$(lab_bin)/storagectl" digest "$CA_COPY" || return 1
     [[ $OUT == "$digest  $CA_COPY" ]] || fail "storagectl digest on cargo-bay: $OUT, COPY said $digest" || return 1
-    must "python3 digest on cargo-bay" on cargo-bay python3 -c "$CA_PY_DIGEST" "$CA_COPY" || return 1
+    must "python3 digest on cargo-bay" on cargo-bay /usr/bin/python3 -c "$CA_PY_DIGEST" "$CA_COPY" || return 1
     [[ $OUT == "$digest" ]] || fail "python3 on cargo-bay: $OUT, COPY said $digest" || return 1
     # byte-identical where it matters: qemu-img compare through NFS from the source host
     must "qemu-img compare" on source-example qemu-img compare -f qcow2 -F qcow2 \
@@ -144,7 +145,15 @@ t_ca_copy() {
     want state done || return 1
     want attached no || return 1
     grep -q "^DATA disk=vda .* digest=$digest already-present=yes" <<<"$OUT" || fail "after an old-format record: $OUT" || return 1
-    grep -q '"digest"' "$record" || fail "the old record was not replaced: $(cat "$record")"
+    grep -q '"digest"' "$record" || fail "the old record was not replaced: $(cat "$record")" || return 1
+    # so does a finished record whose digests are SHA-256 ones (agents from before XXH3-128):
+    # never answered where storagectl compares xxh3-128 digests
+    sed -i 's/"digest" *: *"xxh3-128:[0-9a-f]*"/"digest" : "'"$(printf 'ab%.0s' {1..32})"'"/' "$record" || { fail "rewrite $record"; return 1; }
+    grep -q '"digest" : "abab' "$record" || fail "no SHA-256 digest planted in $record: $(cat "$record")" || return 1
+    ca source-example COPY domain=wanderer1 pool=$CA_POOL || return 1
+    want attached no || return 1
+    grep -q "^DATA disk=vda .* digest=$digest already-present=yes" <<<"$OUT" || fail "after a SHA-256 record: $OUT" || return 1
+    grep -q "\"digest\" : \"$digest\"" "$record" || fail "the SHA-256 record was not replaced: $(cat "$record")"
 }
 
 t_ca_verify() {
@@ -247,7 +256,7 @@ t_ca_kill_mid_copy() {
 
 run "compute agent: HEALTH over TLS; changes refused over plain TCP" t_ca_setup
 run "compute agent: POOL-ENSURE on both hosts (netfs, nolock, vers=3, autostart; idempotent; conflict)" t_ca_pool_ensure
-run "compute agent: COPY wanderer1 into the share (content digest = CHECKSUM = storagectl digest = python3, qemu-img compare, sparse, no partial under the final name; an old-format job record is ignored)" t_ca_copy
+run "compute agent: COPY wanderer1 into the share (content digest = CHECKSUM = storagectl digest = python3, qemu-img compare, sparse, no partial under the final name; an old-format job record and one with SHA-256 digests are ignored)" t_ca_copy
 run "compute agent: VERIFY from dest-example (mount + libnfs) and the nonce test across hosts" t_ca_verify
 run "compute agent: ADOPT, virsh start from the shared copy, RESTORE; libnfs network disk" t_ca_adopt_start
 run "compute agent: killed mid-COPY, asked again: correct copy, nothing partial under the final name" t_ca_kill_mid_copy

@@ -39,7 +39,7 @@ t_unshare_brings_back() {
     # source-example, and the storage agent's CHECKSUM of the shared copy agrees
     must "storagectl digest on source-example" on source-example "$(lab_bin)/storagectl" digest "$US_LOCAL" || return 1
     local digest=${OUT%% *}
-    [[ $digest =~ ^[0-9a-f]{64}$ ]] || fail "storagectl digest printed: $OUT" || return 1
+    [[ $digest =~ ^xxh3-128:[0-9a-f]{32}$ ]] || fail "storagectl digest printed: $OUT" || return 1
     grep -q "vda: $US_LOCAL (.*, digest ${digest:0:16}" <<<"$said" || fail "unshare did not report digest $digest: $said" || return 1
     must "CHECKSUM of the shared copy" us_sctl call cargo-bay CHECKSUM path="$US_COPY" || return 1
     grep -q "^OK .* digest=$digest " <<<"$OUT" || fail "CHECKSUM on cargo-bay: $(tail -n1 <<<"$OUT"), local copy $digest" || return 1
