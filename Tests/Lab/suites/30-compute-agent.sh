@@ -7,7 +7,7 @@
 CA_POOL=shared-images
 CA_TARGET=/var/lib/libvirt/shared-images                    # same path on both compute hosts
 CA_COPY=$EXPORT_ROOT/wanderer1/wanderer1.qcow2              # on cargo-bay, and under the pool target
-CA_BIG_MIB=${LAB_CA_BIG_MIB:-512}                           # data in the image of the kill test
+CA_BIG_MIB=${LAB_CA_BIG_MIB:-1536}  # data in the image of the kill test: the XXH3 engine copies 512 MiB in ~0.6 s, too quick to be caught mid-way
 # The content digest by python3's xxhash alone (docs/protocol.md, "Content digest"; Debian's
 # python3-xxhash, for /usr/bin/python3)
 CA_PY_DIGEST='import xxhash,sys; f=open(sys.argv[1],"rb"); d=b"".join(xxhash.xxh3_128(b).digest() for b in iter(lambda: f.read(4<<20), b"")); print("xxh3-128:"+xxhash.xxh3_128(d).hexdigest())'
