@@ -150,6 +150,8 @@ final class FakeSite: @unchecked Sendable {
 
     /// LIVE-COPY / LIVE-LOCALIZE wait after their first PROGRESS until LIVE-ABORT.
     var holdLive = false
+    /// With `holdLive`: the job had begun pivoting when LIVE-ABORT came; it finishes.
+    var pivotDespiteAbort = false
     /// The last LIVE-COPY, as the agent decoded it.
     var liveRequest: LiveCopyRequest?
     let liveAborted = AsyncStream.makeStream(of: Void.self)
@@ -178,8 +180,10 @@ final class FakeSite: @unchecked Sendable {
                 try await reply.progress(TransferProgress(done: 0, total: total, rate: 0, disk: "vda"))
                 if site.lock.withLock({ site.holdLive }) {
                     for await _ in site.liveAborted.stream { break }
-                    site.lock.withLock { site.log.append("src \(request.verb) cancelled") }
-                    throw AgentError(.invalidState, "the live copy of w1 was stopped by LIVE-ABORT; w1 runs on its original disks")
+                    if !site.lock.withLock({ site.pivotDespiteAbort }) {
+                        site.lock.withLock { site.log.append("src \(request.verb) cancelled") }
+                        throw AgentError(.invalidState, "the live copy of w1 was stopped by LIVE-ABORT; w1 runs on its original disks")
+                    }
                 }
                 try await reply.progress(TransferProgress(done: total, total: total, rate: total, disk: "vda"))
             }
@@ -355,7 +359,7 @@ final class FakeSite: @unchecked Sendable {
             _ = try LiveAbortRequest(request)
             let held = holdLive
             if held { liveAborted.continuation.yield() }
-            return ([], LiveAbortRequest.Answer(aborted: held, pivoted: false).encoded())
+            return ([], LiveAbortRequest.Answer(aborted: held && !pivotDespiteAbort, pivoted: held && pivotDespiteAbort).encoded())
         default:
             throw AgentError(.unsupported, "unknown verb '\(request.verb)' on fake \(host)")
         }

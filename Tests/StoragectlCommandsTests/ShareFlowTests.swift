@@ -123,6 +123,28 @@ struct ShareFlowTests {
         #expect(!fake.verbs.contains { $0.hasSuffix("EXPORT") || $0.hasSuffix("LIVE-COPY") })
     }
 
+    @Test("Ctrl-C once the pivot has begun: the job finishes, share stops with 130 saying the VM is on the shared copies, and a re-run finishes")
+    func liveInterruptedAfterPivot() async throws {
+        let fake = FakeSite()
+        fake.running = true
+        fake.holdLive = true
+        fake.pivotDespiteAbort = true
+        let (ctrlC, press) = AsyncStream.makeStream(of: Void.self)
+        let caller = fake.caller()
+        let flow = ShareFlow(inventory: Self.inventory, caller: caller, emit: { e in
+            if case .progress = e { press.yield() }
+        }, interrupted: { for await _ in ctrlC { return } })
+        do { _ = try await flow.run(ShareOptions(vm: "w1", to: ["dst"])); Issue.record("no failure") } catch {
+            #expect(error.interrupted && error.exitStatus == 130 && error.step == .copy)
+            #expect(error.error.message.contains("after the pivot") && error.error.message.contains("runs from the shared copies"))
+        }
+        #expect(caller.connectionLog.all.contains("src abort LIVE-ABORT"))
+        #expect(!fake.verbs.contains { $0.hasSuffix("VERIFY") })
+        fake.holdLive = false
+        let again = try await ShareFlow(inventory: Self.inventory, caller: fake.caller(), emit: { _ in }).run(ShareOptions(vm: "w1", to: ["dst"]))
+        #expect(again.ready && again.mode == .live && again.disks.allSatisfy(\.alreadyPresent))
+    }
+
     @Test("Ctrl-C during the mirror sends LIVE-ABORT on a second connection, waits for the copy's end, and exits 130 saying the VM is unchanged")
     func liveInterrupted() async throws {
         let fake = FakeSite()
