@@ -120,9 +120,10 @@ struct HookExecutableTests {
         let took = ContinuousClock.now - start
         expectRefused(r, "did not decide within 2 s")
         // at least the watchdog's 2 s; the upper bound is loose: in the full parallel run
-        // the test's own continuation can resume seconds late (the watchdog's message above
-        // is the proof that the hook bounded itself)
-        #expect(took >= .milliseconds(1900) && took < .seconds(15), "took \(took)")
+        // the test's own continuation can resume seconds late (22 s once in CI with builds
+        // and two labs beside it); the watchdog's message above is the proof that the hook
+        // bounded itself
+        #expect(took >= .milliseconds(1900) && took < .seconds(60), "took \(took)")
     }
 
     @Test("network disks, no disks and an empty cdrom pass")
