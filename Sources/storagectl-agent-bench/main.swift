@@ -13,8 +13,12 @@ import AgentRuntime
 import Glibc
 #endif
 
+func complain(_ text: String) {
+    let bytes = Array((text + "\n").utf8)
+    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}
 func usage() -> Never {
-    fputs("usage: storagectl-agent-bench --endpoint E [--verb PING|HEALTH|EXPORT] [--requests N] [--connections N] [--path-prefix P --client HOST]\n", stderr)
+    complain("usage: storagectl-agent-bench --endpoint E [--verb PING|HEALTH|EXPORT] [--requests N] [--connections N] [--path-prefix P --client HOST]")
     exit(2)
 }
 
@@ -27,8 +31,8 @@ while let argument = arguments.first {
     switch argument {
     case "--endpoint": endpointText = value()
     case "--verb": verb = value()
-    case "--requests": requests = Int(value()) ?? usage()
-    case "--connections": connections = Int(value()) ?? usage()
+    case "--requests": requests = Int(value()) ?? { usage() }()
+    case "--connections": connections = Int(value()) ?? { usage() }()
     case "--path-prefix": pathPrefix = value()
     case "--client": exportClient = value()
     default: usage()
@@ -37,15 +41,20 @@ while let argument = arguments.first {
 guard !endpointText.isEmpty, requests > 0, connections > 0, ["PING", "HEALTH", "EXPORT"].contains(verb) else { usage() }
 if verb == "EXPORT" && (pathPrefix.isEmpty || exportClient.isEmpty) { usage() }
 let endpoint: Endpoint
-do { endpoint = try Endpoint(parsing: endpointText) } catch { fputs("storagectl-agent-bench: \(error.message)\n", stderr); exit(2) }
+do { endpoint = try Endpoint(parsing: endpointText) } catch { complain("storagectl-agent-bench: \(error.message)"); exit(2) }
 
-func request(_ index: Int) -> Request {
-    guard verb == "EXPORT" else { return Request(verb) }
-    var fields = Fields()
-    fields.append("path", "\(pathPrefix)-\(index)")
-    fields.append("client", exportClient)
-    return Request(verb, fields)
+/// What to send: the verb, and for EXPORT the path prefix and the client.
+struct RequestPlan: Sendable {
+    let verb: String, pathPrefix: String, client: String
+    func request(_ index: Int) -> Request {
+        guard verb == "EXPORT" else { return Request(verb) }
+        var fields = Fields()
+        fields.append("path", "\(pathPrefix)-\(index)")
+        fields.append("client", client)
+        return Request(verb, fields)
+    }
 }
+let plan = RequestPlan(verb: verb, pathPrefix: pathPrefix, client: exportClient)
 
 /// Latencies in nanoseconds of one connection's requests, and the failures it saw.
 struct Outcome: Sendable {
@@ -85,7 +94,7 @@ let outcomes: [Outcome] = await withTaskGroup(of: Outcome.self) { group in
                     await barrier.arrive()
                     for index in indices {
                         let t0 = ContinuousClock.now
-                        let response = try await session.call(request(index))
+                        let response = try await session.call(plan.request(index))
                         outcome.latencies.append(nanoseconds(ContinuousClock.now - t0))
                         if case .failure(let e) = response.result { outcome.errors.append("\(e.code.rawValue): \(e.message)") }
                     }
