@@ -103,11 +103,6 @@ public actor ExportsStore {
                     "backend-ms": "\(Self.milliseconds(backend))"])
             }
         }
-        func timedApply(_ plan: ApplyPlan, _ file: ExportsFile) async throws(AgentError) -> ApplyReport {
-            let t0 = ContinuousClock.now
-            defer { backend += ContinuousClock.now - t0; applied = true }
-            return try await applier.apply(plan, file: file)
-        }
         let lockPath = self.lockPath, timeout = lockTimeout
         let lock = try await BlockingWork.agent { () throws(AgentError) in try FileLock.acquire(lockPath, timeout: timeout) }
         defer { lock.unlock() }
@@ -126,7 +121,8 @@ public actor ExportsStore {
         if newBytes == (oldBytes ?? []) {
             let problems = await applier.problems(plan, file: result.file)
             if problems.isEmpty { return StoreChange(edit: result, written: false, report: ApplyReport(reloaded: false)) }
-            let report = try await timedApply(plan, result.file)
+            let (report, took) = try await timedApply(plan, result.file)
+            backend += took; applied = true
             return StoreChange(edit: result, written: false, report: report)
         }
 
@@ -137,10 +133,12 @@ public actor ExportsStore {
         }
         let failure: AgentError
         do {
-            let report = try await timedApply(plan, result.file)
+            let (report, took) = try await timedApply(plan, result.file)
+            backend += took; applied = true
             return StoreChange(edit: result, written: true, report: report)
         } catch {
             failure = error
+            applied = false
         }
         // Put the previous version back and apply it again; say both.
         var message = failure.message
@@ -165,7 +163,7 @@ public actor ExportsStore {
                 }
             }
             let back = try await Self.plan(old: result.file, new: old)
-            _ = try await timedApply(back, old)
+            _ = try await applier.apply(back, file: old)
             message += ". The previous exports file was restored and applied again; nothing changed"
         } catch {
             message += ". Restoring the previous exports file failed too: \(error.message) (the previous version is in \(previousPath))"
@@ -199,6 +197,13 @@ public actor ExportsStore {
         return ApplyPlan(
             managed: newManaged.map { ManagedExport(path: resolved[$0.path] ?? $0.path, fsid: $0.fsid, clients: $0.clients) },
             gone: gone.map { GoneExport(path: resolved[$0.path] ?? $0.path, client: $0.client) })
+    }
+
+    /// The backend's apply, and how long it took.
+    private func timedApply(_ plan: ApplyPlan, _ file: ExportsFile) async throws(AgentError) -> (ApplyReport, Duration) {
+        let t0 = ContinuousClock.now
+        let report = try await applier.apply(plan, file: file)
+        return (report, ContinuousClock.now - t0)
     }
 
     static func milliseconds(_ d: Duration) -> String {
