@@ -15,7 +15,7 @@ DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils
 	qemu-system-x86 qemu-block-extra qemu-utils \
 	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server
 
-.PHONY: setup build check fuzz test lab-test demo bench lab-up lab-down lab-shell lab-status install clean
+.PHONY: setup build check fuzz test lab-test demo bench bench-agents lab-up lab-down lab-shell lab-status install clean
 
 ## setup: install the Debian packages (only when one is missing; needs root)
 setup:
@@ -48,12 +48,18 @@ fuzz: setup
 demo: build
 	LAB_BIN_DIR=$(BIN_DIR) Tests/Lab/demo
 
-## bench: copy-engine and share benchmarks in the lab (results: docs/benchmarks.md)
+## bench: copy-engine, share, check and agent benchmarks in the lab (results: docs/benchmarks.md)
 bench: setup
 	$(SWIFT) build -c release
 	COPY_BENCH_BIN=$(CURDIR)/.build/release/storagectl-copy-bench Tests/Lab/bench-copy
 	LAB_BIN_DIR=$(CURDIR)/.build/release Tests/Lab/bench-share
 	LAB_BIN_DIR=$(CURDIR)/.build/release Tests/Lab/bench-check
+	LAB_BIN_DIR=$(CURDIR)/.build/release BENCH_JSON=$(CURDIR)/.build/bench-agents.json Tests/Lab/bench-agents
+
+## bench-agents: only the agents' request handling, RSS and EXPORT at scale
+bench-agents: setup
+	$(SWIFT) build -c release
+	LAB_BIN_DIR=$(CURDIR)/.build/release BENCH_JSON=$(CURDIR)/.build/bench-agents.json Tests/Lab/bench-agents
 
 ## lab-up / lab-down / lab-shell HOST=source-example / lab-status: the lab by hand
 lab-up: build

@@ -95,6 +95,9 @@ let package = Package(
         // Benchmark/lab driver of the copy engine (Tests/Lab/bench-copy, suite 20-copy-engine).
         // It prints the compute agent's error codes for the engine's failures (ComputeAgentCore's mapping).
         .executableTarget(name: "storagectl-copy-bench", dependencies: ["ImageCopy", "ComputeAgentCore"]),
+        // Benchmark of the agents' request handling through AgentClient (Tests/Lab/bench-agents):
+        // PING/HEALTH/EXPORT latency percentiles and throughput over N concurrent connections.
+        .executableTarget(name: "storagectl-agent-bench", dependencies: ["AgentProtocol", "AgentRuntime"]),
         // libvirt's qemu hook that refuses an incoming migration whose disks are not on a
         // share this host has ready (docs/migration.md): pure decision logic, no libvirt,
         // no NIO (it must answer within 100 ms), and its thin executable.

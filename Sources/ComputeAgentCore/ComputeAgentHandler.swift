@@ -22,6 +22,8 @@ public struct ComputeAgentHandler: RequestHandler {
     /// Whether the migration hook is installed and loaded (HEALTH's `migration-hook`,
     /// MIGRATION-TARGET).
     let hook: any MigrationHookProbe
+    /// HEALTH's checks, shared by the requests that arrive while they run (`SharedProbe`).
+    let health: SharedProbe<[HealthCheck]>
     let session: LibvirtSession
     let state: StateStore
     let jobs: CopyJobs
@@ -35,6 +37,11 @@ public struct ComputeAgentHandler: RequestHandler {
         self.configuration = configuration
         self.hypervisor = hypervisor
         self.hook = hook
+        health = SharedProbe { () async -> [HealthCheck] in
+            async let libvirt = hypervisor.check()
+            async let gate = Self.hookCheck(hook)
+            return await [libvirt, gate]
+        }
         session = LibvirtSession(uri: configuration.libvirtURI)
         state = StateStore(root: configuration.stateDir)
         jobs = CopyJobs(state: state, copier: ImageCopier(inFlight: configuration.copyInFlight, chunkBytes: configuration.copyChunkBytes,
@@ -64,7 +71,7 @@ public struct ComputeAgentHandler: RequestHandler {
         switch request.verb {
         case HealthQuery.verb:
             _ = try HealthQuery(request)
-            return try await Health.answer([await hypervisor.check(), await hookCheck()], context: context, reply: reply)
+            return try await Health.answer(await health.run(), context: context, reply: reply)
         case DomainQuery.verb:
             let query = try DomainQuery(request)
             try context.authorize(query)
@@ -141,7 +148,7 @@ public struct ComputeAgentHandler: RequestHandler {
 
     /// HEALTH's `migration-hook`: ok only when the hook is installed and libvirtd has
     /// loaded it; the detail says what to do otherwise.
-    func hookCheck() async -> HealthCheck {
+    static func hookCheck(_ hook: any MigrationHookProbe) async -> HealthCheck {
         let s = await hook.status()
         return HealthCheck("migration-hook", ok: s.installed && s.loaded, detail: s.detail,
                            facts: ["installed": s.installed ? "yes" : "no", "loaded": s.loaded ? "yes" : "no"])

@@ -44,6 +44,14 @@ public enum ExportPath {
     /// `/`); always starts with `/`, never ends with `/` unless it is `/`. Used to compare
     /// paths from different sources (it does not resolve symlinks).
     public static func lexicallyNormalized(_ path: String) -> String {
+        "/" + normalizedComponents(path).joined(separator: "/")
+    }
+
+    /// The components of `lexicallyNormalized(path)`, from one split of `path`: two paths
+    /// are equal, or one a strict ancestor of the other, exactly when these arrays are
+    /// equal or one is a strict prefix of the other (`ExportsFile.conflicts(for:)` compares
+    /// thousands of foreign entries this way, one split each).
+    public static func normalizedComponents(_ path: String) -> [Substring] {
         var parts: [Substring] = []
         for component in path.split(separator: "/", omittingEmptySubsequences: true) {
             if component == "." { continue }
@@ -53,7 +61,7 @@ public enum ExportPath {
             }
             parts.append(component)
         }
-        return "/" + parts.joined(separator: "/")
+        return parts
     }
 
     /// True when `ancestor` is a strict ancestor of `path` (both normalised first).

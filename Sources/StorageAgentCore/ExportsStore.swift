@@ -1,5 +1,6 @@
 import AgentProtocol
 import ExportsFile
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,6 +42,10 @@ public actor ExportsStore {
     public let exportRoot: String?
 
     private var busy = false
+    /// One `exports applied` line per change that reached the backend, with the backend's
+    /// share of the time (`backend-ms`) beside ours (`own-ms`, from the gate to the answer):
+    /// the request log's `elapsed` is the whole verb (docs/benchmarks.md, EXPORT at scale).
+    private static let logger = Logger(label: "storage-agent")
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
     public init(exportsFile: String, mode: ExportsFile.Mode, lockTimeout: Duration, applier: any ExportsApplier,
@@ -86,6 +91,18 @@ public actor ExportsStore {
     ) async throws(AgentError) -> StoreChange {
         await enter()
         defer { leave() }
+        let started = ContinuousClock.now
+        var backend = Duration.zero
+        var entries = 0
+        var applied = false
+        defer {
+            if applied {
+                let total = ContinuousClock.now - started
+                Self.logger.info("exports applied", metadata: [
+                    "entries": "\(entries)", "own-ms": "\(Self.milliseconds(total - backend))",
+                    "backend-ms": "\(Self.milliseconds(backend))"])
+            }
+        }
         let lockPath = self.lockPath, timeout = lockTimeout
         let lock = try await BlockingWork.agent { () throws(AgentError) in try FileLock.acquire(lockPath, timeout: timeout) }
         defer { lock.unlock() }
@@ -94,6 +111,7 @@ public actor ExportsStore {
         let oldBytes = try await BlockingWork.agent { () throws(AgentError) in try PosixFiles.read(path) }
         let old = ExportsFile(parsing: oldBytes ?? [], mode: mode)
         let result = try edit(old)
+        entries = result.file.foreignEntries.count + ((try? result.file.managedExports().count) ?? 0)
         try await prepare(result)
         let unsafe = try await unsafePaths(result.file)
         if !unsafe.isEmpty, let root = exportRoot { throw ExportPathCheck.error(unsafe, root: root) }
@@ -103,7 +121,8 @@ public actor ExportsStore {
         if newBytes == (oldBytes ?? []) {
             let problems = await applier.problems(plan, file: result.file)
             if problems.isEmpty { return StoreChange(edit: result, written: false, report: ApplyReport(reloaded: false)) }
-            let report = try await applier.apply(plan, file: result.file)
+            let (report, took) = try await timedApply(plan, result.file)
+            backend += took; applied = true
             return StoreChange(edit: result, written: false, report: report)
         }
 
@@ -114,10 +133,12 @@ public actor ExportsStore {
         }
         let failure: AgentError
         do {
-            let report = try await applier.apply(plan, file: result.file)
+            let (report, took) = try await timedApply(plan, result.file)
+            backend += took; applied = true
             return StoreChange(edit: result, written: true, report: report)
         } catch {
             failure = error
+            applied = false
         }
         // Put the previous version back and apply it again; say both.
         var message = failure.message
@@ -176,6 +197,19 @@ public actor ExportsStore {
         return ApplyPlan(
             managed: newManaged.map { ManagedExport(path: resolved[$0.path] ?? $0.path, fsid: $0.fsid, clients: $0.clients) },
             gone: gone.map { GoneExport(path: resolved[$0.path] ?? $0.path, client: $0.client) })
+    }
+
+    /// The backend's apply, and how long it took.
+    private func timedApply(_ plan: ApplyPlan, _ file: ExportsFile) async throws(AgentError) -> (ApplyReport, Duration) {
+        let t0 = ContinuousClock.now
+        let report = try await applier.apply(plan, file: file)
+        return (report, ContinuousClock.now - t0)
+    }
+
+    static func milliseconds(_ d: Duration) -> String {
+        let us = d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000
+        let frac = String(us % 1000)
+        return "\(us / 1000)." + String(repeating: "0", count: 3 - frac.count) + frac
     }
 
     private func enter() async {
