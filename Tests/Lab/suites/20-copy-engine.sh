@@ -170,8 +170,9 @@ t_ce_server_restart() {
 # Never an absolute time: a loaded machine slows both. Each command runs through nsenter
 # into the host's anchor (as bench-copy does), not `lab exec`, whose ~160 ms start-up
 # would weigh on a 0.3 s copy. The margin comes from measurements (docs/benchmarks.md):
-# the debug engine `make check` runs took 0.xx-0.xx x qemu-img's time on this image.
-# CE_RATIO_ENGINE_ARGS adds engine options (e.g. "--in-flight 1 --chunk-kib 16" to see it fail).
+# the debug engine `make check` runs took 0.78-1.22 x qemu-img's time on this image
+# (a loaded machine, load 6-8), and 2.29 x with one 64 KiB WRITE in flight.
+# CE_RATIO_ENGINE_ARGS adds engine options (e.g. "--in-flight 1 --chunk-kib 64" to see it fail).
 CE_RATIO_MARGIN=${CE_RATIO_MARGIN:-1.5}
 CE_RATIO_ROUNDS=${CE_RATIO_ROUNDS:-3}
 ce_fast() {
