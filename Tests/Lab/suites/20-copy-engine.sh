@@ -163,9 +163,52 @@ t_ce_server_restart() {
     must "clean up" on source-example rm -f "$CE_IMG" /var/lib/libvirt/images/other.qcow2 "$img" || return 1
 }
 
+# The cheap CI subset of the copy benchmark (docs/benchmarks.md, Tests/Lab/bench-copy):
+# a 128 MiB random raw image copied by the engine (as built, --verify commit) and by
+# `qemu-img convert -W` into the share, CE_RATIO_ROUNDS times interleaved; fails when the
+# engine's median time exceeds CE_RATIO_MARGIN x qemu-img's median time of the same run.
+# Never an absolute time: a loaded machine slows both. Each command runs through nsenter
+# into the host's anchor (as bench-copy does), not `lab exec`, whose ~160 ms start-up
+# would weigh on a 0.3 s copy. The margin comes from measurements (docs/benchmarks.md):
+# the debug engine `make check` runs took 0.78-1.22 x qemu-img's time on this image
+# (a loaded machine, load 6-8), and 2.29 x with one 64 KiB WRITE in flight.
+# CE_RATIO_ENGINE_ARGS adds engine options (e.g. "--in-flight 1 --chunk-kib 64" to see it fail).
+CE_RATIO_MARGIN=${CE_RATIO_MARGIN:-1.5}
+CE_RATIO_ROUNDS=${CE_RATIO_ROUNDS:-3}
+ce_fast() {
+    local h=$1; shift
+    nsenter -t "$(head -n1 "$STATE/pids/$h.anchor.pid")" -m -n -u -- "$@"
+}
+ce_secs() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null 2>&1 || return 1; t1=$(date +%s%N); echo $((t1 - t0)); }
+ce_median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+t_ce_ratio_vs_qemu_img() {
+    local bin img=/var/lib/libvirt/images/ratio.raw e="" q="" i t em qm ratio; bin=$(ce_bin)
+    local -a extra; read -r -a extra <<<"${CE_RATIO_ENGINE_ARGS:-}"
+    set_exports No_Root_Squash 198.18.0.2 198.18.0.3 || return 1
+    must "make a 128 MiB image" on source-example sh -ec 'head -c 128M /dev/urandom > "$1"; sync' sh "$img" || return 1
+    must "make the directory" on cargo-bay mkdir -p "$EXPORT_ROOT/ce-ratio" || return 1
+    # one warm-up of each, not counted (cold caches, first mount of the export)
+    for i in $(seq 0 "$CE_RATIO_ROUNDS"); do
+        ce_fast cargo-bay sh -c 'rm -f "$1"/*; sync' sh "$EXPORT_ROOT/ce-ratio"
+        t=$(ce_secs ce_fast source-example "$bin" copy "${extra[@]}" "$img" "ce-ratio/e.raw") || fail "the engine's copy failed" || return 1
+        ((i > 0)) && e="$e $t"
+        ce_fast cargo-bay sh -c 'rm -f "$1"/*; sync' sh "$EXPORT_ROOT/ce-ratio"
+        t=$(ce_secs ce_fast source-example qemu-img convert -W -f raw -O raw "$img" "$NFS/ce-ratio/q.raw") || fail "qemu-img convert failed" || return 1
+        ((i > 0)) && q="$q $t"
+    done
+    em=$(ce_median "$e"); qm=$(ce_median "$q")
+    ratio=$(awk -v e="$em" -v q="$qm" 'BEGIN { printf "%.2f", e / q }')
+    note "  engine ${extra[*]:-as built}:$(awk '{ for (i = 1; i <= NF; i++) printf " %.3f", $i / 1e9 }' <<<"$e") s; qemu-img convert -W:$(awk '{ for (i = 1; i <= NF; i++) printf " %.3f", $i / 1e9 }' <<<"$q") s; engine time / qemu-img time $ratio (margin $CE_RATIO_MARGIN)"
+    must "clean up" on cargo-bay rm -rf "$EXPORT_ROOT/ce-ratio" || return 1
+    must "clean up" on source-example rm -f "$img" || return 1
+    awk -v r="$ratio" -v m="$CE_RATIO_MARGIN" 'BEGIN { exit !(r <= m) }' \
+        || fail "the engine took $ratio x qemu-img convert -W's time, margin $CE_RATIO_MARGIN" || return 1
+}
+
 run "copy engine: sparse qcow2 (2 GiB virtual, 300 MiB data) into the share; identical, sparse, original kept" t_ce_copy_sparse_qcow2
 run "copy engine: an identical second copy is already-present" t_ce_identical_again
 run "copy engine: a target with other content is refused (exists), left untouched" t_ce_different_refused
 run "copy engine: a leftover temporary file is replaced; a cancelled copy leaves nothing" t_ce_leftover_and_cancel
 run "copy engine: --verify read-back and --verify full give the same, correct copy" t_ce_verify_modes
 run "copy engine: the NFS server restarts mid-copy: new write verifier seen, data written again, copy correct" t_ce_server_restart
+run "copy engine: time within a margin of qemu-img convert -W in the same run (128 MiB, the CI subset of bench-copy)" t_ce_ratio_vs_qemu_img
