@@ -31,11 +31,10 @@ setup:
 build: setup
 	$(SWIFT) build --build-tests
 
-## check: every test: unit and integration (swift test, one test at a time: in parallel on
-## two cores the timing tests were starved, and two runs of 2026-12-06 failed on a file
-## descriptor closed under another test, not yet found; ~90 s), the fuzz targets for
-## FUZZ_SECONDS each (Tests/Fuzz/run: 60 s when CI=true, else 10 s; docs/fuzzing.md), then
-## the lab
+## check: every test: unit and integration (swift test, one test at a time, ~90 s: in
+## parallel on two cores the tests with timing in them were starved, e.g. the post-copy
+## switch and the privileged-port test), the fuzz targets for FUZZ_SECONDS each
+## (Tests/Fuzz/run: 60 s when CI=true, else 10 s; docs/fuzzing.md), then the lab
 check: build
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
 	SWIFT=$(SWIFT) Tests/Fuzz/run

@@ -74,9 +74,11 @@ public final class RawSocket: @unchecked Sendable {
             }
         }
         guard rc == 0 else {
-            let e = errno
-            close(fd)
-            throw TestFailure("connect \(unixPath): \(String(cString: strerror(e)))")
+            // Not closed here: `self` is fully initialised, so throwing runs deinit, which
+            // closes `fd`. Closing it here too closed it twice: the second close hit
+            // whatever descriptor another test had opened with that number meanwhile
+            // (seen as EBADF in a RealFlowTests open and in NIO's getsockname).
+            throw TestFailure("connect \(unixPath): \(String(cString: strerror(errno)))")
         }
         setTimeout(timeout)
     }
