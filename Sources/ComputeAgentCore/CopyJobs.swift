@@ -96,7 +96,7 @@ final class LiveJob: Sendable {
     let job: AgentJob<LiveJobRecord>
     let abort: LiveSwitch
 
-    var verb: String { kind == .copy ? LiveCopyRequest.verb : LiveLocalizeRequest.verb }
+    var verb: String { kind.verb }
 
     init(kind: LiveJobRecord.Kind, job: AgentJob<LiveJobRecord>, abort: LiveSwitch) {
         self.kind = kind
@@ -306,7 +306,7 @@ actor CopyJobs {
     /// The running live copy of `domain` of the same kind, share and directory to attach
     /// to, or nil. `busy` when another job of the domain runs.
     func runningLive(_ domain: String, kind: LiveJobRecord.Kind, share: Share, dir: String?) throws(AgentError) -> LiveJob? {
-        let verb = kind == .copy ? LiveCopyRequest.verb : LiveLocalizeRequest.verb
+        let verb = kind.verb
         if running[domain] != nil {
             throw AgentError(.busy, "a COPY of \(domain) is running; \(verb) after it has finished")
         }

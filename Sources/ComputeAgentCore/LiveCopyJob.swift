@@ -12,7 +12,11 @@ import Glibc
 /// how far it got. A restarted agent does not resume from it: the next request plans
 /// again from the live XML and joins a mirror it finds there.
 struct LiveJobRecord: Sendable, Codable, Equatable {
-    enum Kind: String, Sendable, Codable { case copy, localize }
+    enum Kind: String, Sendable, Codable {
+        case copy, localize
+        /// The verb that starts a job of this kind.
+        var verb: String { self == .copy ? LiveCopyRequest.verb : LiveLocalizeRequest.verb }
+    }
     enum Phase: String, Sendable, Codable { case mirroring, pivoting, done, failed, aborted }
     var kind: Kind
     var domain: String
@@ -35,7 +39,7 @@ struct LiveJobRecord: Sendable, Codable, Equatable {
     var started: Date
     var finished: Date?
 
-    var verb: String { kind == .copy ? LiveCopyRequest.verb : LiveLocalizeRequest.verb }
+    var verb: String { kind.verb }
 
     /// The answer of a finished job, or its error.
     func answer(attached: Bool) throws(AgentError) -> LiveCopyAnswer {
@@ -412,12 +416,7 @@ enum LiveCopyPreparation {
         case .file(let path):
             let (fd, leaf) = try parent(of: path, under: root)
             defer { close(fd) }
-            var st = stat()
-            if fstatat(fd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 {
-                if errno == ENOENT { return nil }
-                throw AgentError(.unavailable, "cannot stat \(path): \(String(cString: strerror(errno)))")
-            }
-            return (st.st_mode & S_IFMT) == S_IFREG ? .regularFile : .other
+            return try existing(leaf, in: fd, path: path)
         case .nfs(_, let name):
             let relative = String(name.dropFirst(share.export.count))
             return try SharedFiles.withNFS(share) { nfs throws(AgentError) -> Existing? in
@@ -433,6 +432,17 @@ enum LiveCopyPreparation {
         }
     }
 
+    /// What `leaf` in the open directory `fd` is (never following a link), nil when it
+    /// does not exist; `path` names it in errors. Blocking.
+    private static func existing(_ leaf: String, in fd: Int32, path: String) throws(AgentError) -> Existing? {
+        var st = stat()
+        if fstatat(fd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 {
+            if errno == ENOENT { return nil }
+            throw AgentError(.unavailable, "cannot stat \(path): \(String(cString: strerror(errno)))")
+        }
+        return (st.st_mode & S_IFMT) == S_IFREG ? .regularFile : .other
+    }
+
     /// Removes the regular file at `to` (absent is fine; anything else is left and
     /// refused). Blocking.
     static func remove(_ to: LiveDestination, share: Share, root: String) throws(AgentError) {
@@ -440,12 +450,8 @@ enum LiveCopyPreparation {
         case .file(let path):
             let (fd, leaf) = try parent(of: path, under: root)
             defer { close(fd) }
-            var st = stat()
-            if fstatat(fd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 {
-                if errno == ENOENT { return }
-                throw AgentError(.unavailable, "cannot stat \(path): \(String(cString: strerror(errno)))")
-            }
-            guard (st.st_mode & S_IFMT) == S_IFREG else {
+            guard let found = try existing(leaf, in: fd, path: path) else { return }
+            guard found == .regularFile else {
                 throw AgentError(.conflict, "\(path) is not a regular file; it was left alone")
             }
             guard unlinkat(fd, leaf, 0) == 0 || errno == ENOENT else {
