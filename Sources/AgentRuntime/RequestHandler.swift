@@ -70,18 +70,31 @@ public struct RequestContext: Sendable {
 /// Streams `DATA` and `PROGRESS` lines before the terminal line.
 public struct ReplyStream: Sendable {
     let write: @Sendable (ResponseLine) async throws -> Void
+    let hold: (@Sendable ([ResponseLine]) throws -> Void)?
 
-    public init(write: @escaping @Sendable (ResponseLine) async throws -> Void) { self.write = write }
+    /// `write` sends one line now; `hold`, when given, keeps lines to go out together with
+    /// the next line sent (one write and one TLS flush for a whole typed answer: the server's).
+    public init(write: @escaping @Sendable (ResponseLine) async throws -> Void,
+                hold: (@Sendable ([ResponseLine]) throws -> Void)? = nil) {
+        self.write = write
+        self.hold = hold
+    }
 
     /// Sends a `DATA` line. Throws when the client has gone; long jobs may keep going.
     public func data(_ fields: Fields) async throws { try await write(.data(fields)) }
     public func progress(_ fields: Fields) async throws { try await write(.progress(fields)) }
     public func progress(_ progress: TransferProgress) async throws { try await write(.progress(progress.encoded())) }
 
-    /// Sends a typed answer's `DATA` lines and returns its `OK` fields.
+    /// Sends a typed answer's `DATA` lines and returns its `OK` fields. The lines go out
+    /// with the terminal line that follows them, in one write (`hold`), where the server
+    /// offers it.
     public func answer<V: AgentVerb>(_ verb: V.Type, _ answer: V.Answer) async throws -> Fields {
         let (data, ok) = V.encodeAnswer(answer)
-        for line in data { try await write(.data(line)) }
+        if let hold {
+            try hold(data.map { .data($0) })
+        } else {
+            for line in data { try await write(.data(line)) }
+        }
         return ok
     }
 }

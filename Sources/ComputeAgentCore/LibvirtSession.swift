@@ -25,6 +25,14 @@ final class LibvirtSession: @unchecked Sendable {
         return c
     }
 
+    /// Forgets the connection (the next ``connection()`` opens a new one): after a call on
+    /// it failed in a way that may mean libvirtd went away before `virConnectIsAlive` knew.
+    func reset() {
+        lock.lock()
+        defer { lock.unlock() }
+        current = nil
+    }
+
     /// The domain called `name` (validated by the caller); `not-found` naming it.
     func domain(_ name: String) throws(AgentError) -> LibvirtDomain {
         let c = try connection()

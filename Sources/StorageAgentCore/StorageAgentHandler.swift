@@ -16,6 +16,8 @@ public struct StorageAgentHandler: RequestHandler {
     public let configuration: StorageAgentConfiguration
     public let policy: ExportPolicy
     public let store: ExportsStore
+    /// HEALTH's checks, shared by the requests that arrive while they run (`SharedProbe`).
+    let health: SharedProbe<[HealthCheck]>
 
     /// The agent as configured: the backend chosen by `configuration.backend`.
     /// Throws `invalid-argument` for an invalid export root or client list.
@@ -34,6 +36,7 @@ public struct StorageAgentHandler: RequestHandler {
         store = ExportsStore(exportsFile: configuration.exportsFile,
                              mode: configuration.exportsFileIsDropIn ? .dropIn : .shared,
                              lockTimeout: configuration.lockTimeout, applier: applier, exportRoot: configuration.exportRoot)
+        health = SharedProbe { [configuration] in await Self.healthChecks(configuration) }
     }
 
     /// The backend `configuration` names, with the export-list probe when enabled.
@@ -55,7 +58,7 @@ public struct StorageAgentHandler: RequestHandler {
         switch request.verb {
         case HealthQuery.verb:
             _ = try HealthQuery(request)
-            return try await Health.answer(healthChecks(), context: context, reply: reply)
+            return try await Health.answer(health.run(), context: context, reply: reply)
         case ExportRequest.verb:
             return try await export(ExportRequest(request), context: context, reply: reply)
         case UnexportRequest.verb:
@@ -224,8 +227,9 @@ public struct StorageAgentHandler: RequestHandler {
     /// Checks the exports file, the export root and the reload path of the backend, on
     /// a blocking thread (`access`, `stat` and file reads must not hold one of the few
     /// threads of Swift's cooperative pool).
-    public func healthChecks() async -> [HealthCheck] {
-        let c = configuration
+    public func healthChecks() async -> [HealthCheck] { await Self.healthChecks(configuration) }
+
+    static func healthChecks(_ c: StorageAgentConfiguration) async -> [HealthCheck] {
         do {
             return try await BlockingWork.run { Self.fileChecks(c) }
         } catch {

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import Foundation
 import Logging
@@ -8,7 +9,7 @@ import TestSupport
 
 /// A handler with verbs whose timing the tests control.
 struct ScriptedHandler: RequestHandler {
-    var verbs: [String] { ["SLOW", "ECHO", "STREAM", "LONG", "FLOOD"] }
+    var verbs: [String] { ["SLOW", "ECHO", "STREAM", "LONG", "FLOOD", "HELD", "HELDLONG", "TYPED"] }
     /// SLOW sleeps on this clock when set, else in real time.
     var clock: TestClock?
 
@@ -33,6 +34,19 @@ struct ScriptedHandler: RequestHandler {
             try? await reply.data(["blob": String(repeating: "x", count: 9000)])
             try? await reply.data(["row": "after"])
             return ["rows": "2"]
+        case "HELD":
+            // held lines leave with the next line sent, in their order
+            try reply.hold?([.data(["row": "a"]), .data(["row": "b"])])
+            try await reply.progress(["done": "1", "total": "1"])
+            try reply.hold?([.data(["row": "c"])])
+            return ["rows": "3"]
+        case "HELDLONG":
+            try reply.hold?([.data(["row": "fine"]), .data(["blob": String(repeating: "x", count: 9000)])])
+            return ["rows": "2"]
+        case "TYPED":
+            let checks = [HealthCheck("one", ok: true, detail: "first"), HealthCheck("two", ok: false, detail: "second")]
+            return try await reply.answer(HealthQuery.self, HealthQuery.Answer(checks: checks, agent: "test-agent", version: "0",
+                                                                               host: "testhost", uptimeSeconds: 1))
         case "STREAM":
             for i in 0..<3 { try await reply.progress(["done": String(i), "total": "3"]) }
             try await reply.data(["row": "last"])
@@ -111,6 +125,26 @@ struct AgentServerTests {
             "PROGRESS done=0 total=3", "PROGRESS done=1 total=3", "PROGRESS done=2 total=3",
             "DATA row=last", "OK rows=1",
         ])
+        await s.stop()
+    }
+
+    @Test("held lines (a typed answer's DATA) leave in order, before a later PROGRESS and before the terminal line")
+    func heldLines() async throws {
+        let s = try await RunningServer()
+        let c = try await s.client()
+        await c.send("HELD\n")
+        #expect(await c.readResponse() == ["DATA row=a", "DATA row=b", "PROGRESS done=1 total=1", "DATA row=c", "OK rows=3"])
+        await c.send("TYPED\n")
+        let typed = await c.readResponse()
+        let expected = HealthQuery.encodeAnswer(HealthQuery.Answer(
+            checks: [HealthCheck("one", ok: true, detail: "first"), HealthCheck("two", ok: false, detail: "second")],
+            agent: "test-agent", version: "0", host: "testhost", uptimeSeconds: 1))
+        #expect(typed == expected.data.map { ResponseLine.data($0).line } + [ResponseLine.ok(expected.ok).line])
+        // an oversized line in a held batch: one ERR, nothing of the batch, and the next answer is the next request's
+        await c.send("HELDLONG\nECHO a=2\n")
+        let first = await c.readLine() ?? ""
+        #expect(first.hasPrefix("ERR code=internal"), "one terminal ERR, nothing before it: \(first)")
+        #expect(await c.readLine() == "OK a=2")
         await s.stop()
     }
 

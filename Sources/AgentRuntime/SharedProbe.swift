@@ -1,9 +1,8 @@
-import AgentRuntime
-
-/// One probe for every caller that asks while it runs (single flight). Under 50 concurrent
-/// `HEALTH` requests the compute agent then opens one libvirt connection at a time instead
-/// of queueing 50 (each a new connection to libvirtd) behind the four threads of
-/// `BlockingExecutor.shared` (docs/benchmarks.md, agent request handling). No result is
+/// One probe for every caller that asks while it runs (single flight). Both agents answer
+/// `HEALTH` through one: under 50 concurrent requests the compute agent asks libvirtd once
+/// at a time instead of 50 times behind the four threads of `BlockingExecutor.shared`, and
+/// the storage agent runs its file checks once instead of queueing 50 runs behind its two
+/// file threads (docs/benchmarks.md, agent request handling). No result is
 /// kept: a caller gets a probe that was already running when it asked (at most one
 /// probe's duration old) or one that starts for it.
 public actor SharedProbe<Value: Sendable> {
