@@ -41,6 +41,21 @@ struct FlowStepTests {
         }
     }
 
+    @Test("locate after a migration without --persistent: share's owner is the persistent definition, a migration starts where the VM runs")
+    func locateAfterTransientMigration() async throws {
+        let site = FakeSite()
+        site.migration.lock.withLock {
+            site.migration.migratedTo = "dst"
+            site.migration.persistentAtDestination = false
+        }
+        let owner = try await context(site).locate("w1", from: nil)
+        #expect(owner.host.name == "src" && owner.state == .shutOff)
+        let running = try await context(site).locate("w1", from: nil, running: true)
+        #expect(running.host.name == "dst" && running.state == .running)
+        let (location, dest, mode) = try await CheckFlow(context: context(site)).locate(CheckOptions(vm: "w1", to: "src"))
+        #expect(location.host.name == "dst" && dest.name == "src" && mode == .live)
+    }
+
     @Test("preflight writes the plan and ends a dry run; asks SPACE only")
     func preflight() async throws {
         let site = FakeSite()

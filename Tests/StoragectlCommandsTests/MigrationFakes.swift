@@ -45,6 +45,8 @@ final class MigrationFake: @unchecked Sendable {
     var abortReceived = false
     var migratedTo: String?
     var offlineMoved = false
+    /// The domain at the destination is persistent (`--persistent`, or offline).
+    var persistentAtDestination = true
     var undefinedSource = false
     var migrateRequests: [MigrateRequest] = []
     var listenRequests: [PortListenRequest] = []
@@ -62,11 +64,11 @@ final class MigrationFake: @unchecked Sendable {
 
     /// DOMAIN after a migration: where it went, and what is left at the source.
     func domain(site: FakeSite, host: String, name: String) throws(AgentError) -> ([Fields], Fields)? {
-        let (to, offline, undefined) = lock.withLock { (migratedTo, offlineMoved, undefinedSource) }
+        let (to, offline, undefined, persistent) = lock.withLock { (migratedTo, offlineMoved, undefinedSource, persistentAtDestination) }
         guard let to, name == "w1" else { return nil }
         if host == to {
             return DomainQuery.encodeAnswer(.init(name: "w1", uuid: "8f0b5a2e-5b1e-4c55-9b0f-3a8f6f0d2c11", state: offline ? .shutOff : .running,
-                                                  persistent: true, disks: []))
+                                                  persistent: persistent, disks: []))
         }
         if host == "src" {
             if undefined { throw AgentError(.notFound, "no domain called 'w1' on this host") }
@@ -179,6 +181,7 @@ final class MigrationFake: @unchecked Sendable {
             lock.withLock {
                 migratedTo = to
                 offlineMoved = q.mode == .offline
+                persistentAtDestination = q.persistent || q.mode == .offline
                 undefinedSource = q.undefineSource
             }
             return try await reply.answer(MigrateRequest.self, .init(name: q.name, uri: q.uri, mode: q.mode, elapsedMilliseconds: 1234,

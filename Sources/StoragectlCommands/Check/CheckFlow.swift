@@ -44,7 +44,7 @@ public struct CheckFlow: Sendable {
 
     /// Locates the VM and the destination, and resolves the mode.
     func locate(_ options: CheckOptions) async throws(ShareFailure) -> (VMLocation, Inventory.Host, MigrationMode) {
-        let location = try await context.locate(options.vm, from: nil)
+        let location = try await context.locate(options.vm, from: nil, running: true)
         let dest = try context.destinations([options.to], vm: options.vm, source: location.host)[0]
         let state = location.state
         let mode = options.mode ?? (state == .shutOff ? .offline : .live)

@@ -15,7 +15,12 @@ extension FlowContext {
     /// (a transient, running-only definition on a migration peer is not the owner), or,
     /// when several do, exactly one may run it (the others keep the shut-off definition
     /// a persistent migration left behind).
-    func locate(_ vm: String, from: String?) async throws(ShareFailure) -> VMLocation {
+    ///
+    /// `running`: the place a migration starts from, the one host that runs the VM when
+    /// one does, even as a transient domain (a `migrate` without `--persistent` leaves it
+    /// running transient on the destination and defined shut off where it came from; a
+    /// migration back must start where it runs).
+    func locate(_ vm: String, from: String?, running: Bool = false) async throws(ShareFailure) -> VMLocation {
         var candidates = inventory.compute
         if let from {
             guard let h = inventory.compute.first(where: { $0.name == from }) else {
@@ -38,6 +43,10 @@ extension FlowContext {
         }
         let persistent = found.filter(\.domain.persistent)
         var owners = persistent.isEmpty ? found : persistent
+        if running {
+            let active = found.filter { $0.state == .running || $0.state == .paused }
+            if active.count == 1 { owners = active }
+        }
         // A persistent migration (`migrate --persistent`, `virsh migrate --persistent`)
         // leaves the shut-off definition on the host the VM left: the one that runs it
         // owns it.
