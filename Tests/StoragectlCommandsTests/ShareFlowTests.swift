@@ -45,6 +45,9 @@ struct ShareFlowTests {
         #expect(mutating.firstIndex(of: "store CHECKSUM")! < mutating.firstIndex(of: "src ADOPT")!)
         #expect(mutating.last == "src ADOPT")
         #expect(events.events.contains(.progress(disk: "vda", done: 1048576, total: 1048576, bytesPerSecond: 1048576)))
+        // every step's wall time, and together no more than the whole run
+        #expect(Set(result.stepSeconds.keys) == ["locate", "preflight", "export", "pool", "copy", "checksum", "verify", "adopt"])
+        #expect(result.stepSeconds.values.allSatisfy { $0 >= 0 } && result.stepSeconds.values.reduce(0, +) <= result.totalSeconds)
     }
 
     @Test("a second run changes nothing and says so")

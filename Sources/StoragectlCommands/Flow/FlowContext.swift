@@ -137,11 +137,20 @@ public struct FlowStep<Run: Sendable>: Sendable {
     }
 
     /// Runs `steps` in order over `run`; a step may end the flow early (`done`).
+    /// `timed` hears each finished step's wall seconds.
     static func run(_ steps: [FlowStep<Run>], _ context: FlowContext, _ run: inout Run,
-                    until done: (Run) -> Bool = { _ in false }) async throws(ShareFailure) {
+                    until done: (Run) -> Bool = { _ in false },
+                    timed: (ShareStep, Double, inout Run) -> Void = { _, _, _ in }) async throws(ShareFailure) {
         for step in steps {
+            let started = ContinuousClock.now
             try await step.body(context, &run)
+            timed(step.name, (ContinuousClock.now - started).seconds, &run)
             if done(run) { return }
         }
     }
+}
+
+extension Duration {
+    /// The duration in seconds, as a `Double`.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -67,6 +67,9 @@ public struct ShareResult: Sendable, Codable, Equatable {
     /// How long the agent's COPY took (as it reported), and the whole run.
     public var copySeconds: Double = 0
     public var totalSeconds: Double = 0
+    /// Wall seconds of each step that ran, by step name (`locate`, `preflight`, ...,
+    /// `adopt`): where a run's time went.
+    public var stepSeconds: [String: Double] = [:]
 }
 
 /// What share's steps read and fill in.
@@ -114,9 +117,11 @@ public struct ShareFlow: Sendable {
     public func run(_ options: ShareOptions) async throws(ShareFailure) -> ShareResult {
         let started = ContinuousClock.now
         var run = try await Self.start(context, options)
-        try await FlowStep.run(Self.steps, context, &run, until: \.finished)
-        let total = ContinuousClock.now - started
-        run.result.totalSeconds = Double(total.components.seconds) + Double(total.components.attoseconds) / 1e18
+        run.result.stepSeconds[ShareStep.locate.rawValue] = (ContinuousClock.now - started).seconds
+        try await FlowStep.run(Self.steps, context, &run, until: \.finished) { step, seconds, run in
+            run.result.stepSeconds[step.rawValue] = seconds
+        }
+        run.result.totalSeconds = (ContinuousClock.now - started).seconds
         return run.result
     }
 
