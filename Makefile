@@ -53,9 +53,9 @@ demo: build
 ## bench: copy-engine, share, check and agent benchmarks in the lab (results: docs/benchmarks.md)
 bench: setup
 	$(SWIFT) build -c release
-	COPY_BENCH_BIN=$(CURDIR)/.build/release/storagectl-copy-bench Tests/Lab/bench-copy
-	LAB_BIN_DIR=$(CURDIR)/.build/release Tests/Lab/bench-share
-	LAB_BIN_DIR=$(CURDIR)/.build/release Tests/Lab/bench-check
+	COPY_BENCH_BIN=$(CURDIR)/.build/release/storagectl-copy-bench BENCH_JSON=$(CURDIR)/.build/bench-copy.json Tests/Lab/bench-copy
+	LAB_BIN_DIR=$(CURDIR)/.build/release BENCH_JSON=$(CURDIR)/.build/bench-share.json Tests/Lab/bench-share
+	LAB_BIN_DIR=$(CURDIR)/.build/release BENCH_JSON=$(CURDIR)/.build/bench-check.json Tests/Lab/bench-check
 	LAB_BIN_DIR=$(CURDIR)/.build/release BENCH_JSON=$(CURDIR)/.build/bench-agents.json Tests/Lab/bench-agents
 
 ## bench-agents: only the agents' request handling, RSS and EXPORT at scale
