@@ -187,7 +187,7 @@ public final class AgentServer: Service, Sendable {
                         group.addTask { await self.reject(accepted.connection) }
                         continue
                     }
-                    group.addTask {
+                    group.addTask(executorPreference: EventLoopTaskExecutor(accepted.connection.channel.eventLoop)) {
                         defer { self.tracker.unregister(id) }
                         await self.serve(accepted.connection, entry: accepted.entry, transport: transport)
                     }
@@ -414,5 +414,22 @@ public final class AgentServer: Service, Sendable {
             logger.error("request failed", metadata: ["verb": "\(request.verb)", "peer": "\(peer)", "error": "\(error)"])
             return .err(AgentError(.internal, "\(error)"))
         }
+    }
+}
+
+/// Runs a connection's task on its channel's event loop thread (SE-0417's task executor
+/// preference), so that reading a request, answering it and writing the answer need no
+/// hand-off to Swift's cooperative pool and back: two thread switches per request, and
+/// the tail of the agents' latency at 50 connections (docs/benchmarks.md). Blocking work
+/// stays on the agents' blocking executors and actors keep their own executors; what runs
+/// here is the line loop and the handlers' short async code.
+final class EventLoopTaskExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(_ loop: any EventLoop) { self.loop = loop }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }
