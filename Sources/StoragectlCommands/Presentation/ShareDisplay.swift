@@ -4,9 +4,10 @@ import Glibc
 #endif
 
 /// Shows share's events: one line per finished step, and on a terminal a progress bar
-/// per disk (bytes, rate, ETA) redrawn in place; elsewhere a progress line every 5 s.
+/// per disk (bytes, rate, ETA) redrawn in place; elsewhere a progress line every 5 s;
+/// with `--json-lines` one JSON record per event (`ShareFormatting.record`).
 final class ShareDisplay: @unchecked Sendable {
-    enum Mode { case terminal, plain, quiet }
+    enum Mode { case terminal, plain, quiet, jsonLines }
     let mode: Mode
     private let lock = NSLock()
     private var barShown = false
@@ -17,6 +18,11 @@ final class ShareDisplay: @unchecked Sendable {
     func show(_ event: ShareEvent) {
         guard mode != .quiet else { return }
         lock.withLock {
+            if mode == .jsonLines {
+                if let line = ShareFormatting.record(event, lastRecord: &lastPlain) { print(line) }
+                fflush(nil)
+                return
+            }
             switch event {
             case .step(let step, let host, let detail):
                 clearBar()
