@@ -177,7 +177,6 @@ async function openShare(row) {
             result.appendChild(el("p", { class: "sc-ready", id: "task-done" },
                 r.changed.length === 0 ? cockpit.format(_("$0 was already shared; nothing changed."), r.vm)
                     : cockpit.format(_("$0 is ready: its disks are on $1:$2, seen by $3."), r.vm, r.storage, r.export, [r.source, ...r.destinations].join(", "))));
-            setProgress(null);
         });
         close.disabled = false;
     }, "task-go");
@@ -229,7 +228,6 @@ function openUnshare(row) {
         await runFlow(_("unshare"), ["unshare", row.vm, "--json-lines"], r => {
             document.getElementById("task-result").appendChild(el("p", { class: "sc-ready", id: "task-done" },
                 cockpit.format(_("$0 is on local disks of $1 again."), r.vm, r.host)));
-            setProgress(null);
         });
     }, "task-go");
     button(_("Cancel"), "link", closeTask, "task-close");

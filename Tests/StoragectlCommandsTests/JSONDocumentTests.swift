@@ -87,6 +87,23 @@ struct JSONDocumentTests {
         #expect(!step.contains("\n") && !first.contains("\n"))
     }
 
+    @Test("a copy faster than the agent's progress interval still ends at its total, before the copy step's line")
+    func completion() throws {
+        var last = ContinuousClock.now - .seconds(10)
+        var disks: [(disk: String, done: UInt64, total: UInt64)] = []
+        let first = ShareFormatting.records(.progress(disk: "vda", done: 0, total: 400, bytesPerSecond: 0), lastRecord: &last, disks: &disks)
+        #expect(first.count == 1)
+        let end = ShareFormatting.records(.step(.copy, host: "source-example", detail: "1 disk(s) copied"), lastRecord: &last, disks: &disks)
+        #expect(end.count == 2)
+        let p = try #require(try Self.object(end[0])["progress"] as? [String: Any])
+        #expect(p["done"] as? Int == 400 && p["total"] as? Int == 400 && p["disk"] as? String == "vda")
+        #expect(try Self.object(end[1])["type"] as? String == "step")
+        // a disk that reported its total itself gets nothing more; other steps neither
+        _ = ShareFormatting.records(.progress(disk: "vdb", done: 9, total: 9, bytesPerSecond: 0), lastRecord: &last, disks: &disks)
+        #expect(ShareFormatting.records(.step(.localize, host: "h", detail: ""), lastRecord: &last, disks: &disks).count == 1)
+        #expect(ShareFormatting.records(.step(.verify, host: "h", detail: ""), lastRecord: &last, disks: &disks).count == 1)
+    }
+
     @Test("the last record carries the --json document or the failure document")
     func finalRecords() throws {
         let result = ShareResult(vm: "w1", source: "source-example", destinations: ["dest-example"], attach: .mount,
@@ -121,7 +138,7 @@ struct JSONDocumentTests {
                               agentVersion: "0.1.0", reportedHost: "cargo-bay", uptimeSeconds: 5, roundTripMilliseconds: 0.4,
                               checks: [.init(name: "exports-file", ok: true, detail: "ok", facts: ["path": "/etc/exports"])],
                               error: "x", errorCode: "timeout", remedy: "y")
-        let printed = Self.keys(try #require(try JSONSerialization.jsonObject(with: Data(try HostsFormatting.json([full]).utf8))))
+        let printed = Self.keys(try JSONSerialization.jsonObject(with: Data(try HostsFormatting.json([full]).utf8)))
         let documented = Self.documentedKeys(after: "`--json` prints `{\"hosts\": [")
         #expect(!documented.isEmpty)
         #expect(printed.subtracting(documented).isEmpty, "undocumented: \(printed.subtracting(documented))")

@@ -12,6 +12,9 @@ final class ShareDisplay: @unchecked Sendable {
     private let lock = NSLock()
     private var barShown = false
     private var lastPlain = ContinuousClock.now - .seconds(10)
+    /// `--json-lines`: each disk's last progress (done, total), to complete it when the
+    /// copy step ends
+    private var diskProgress: [(disk: String, done: UInt64, total: UInt64)] = []
 
     init(mode: Mode) { self.mode = mode }
 
@@ -19,7 +22,7 @@ final class ShareDisplay: @unchecked Sendable {
         guard mode != .quiet else { return }
         lock.withLock {
             if mode == .jsonLines {
-                if let line = ShareFormatting.record(event, lastRecord: &lastPlain) { print(line) }
+                for line in ShareFormatting.records(event, lastRecord: &lastPlain, disks: &diskProgress) { print(line) }
                 fflush(nil)
                 return
             }

@@ -74,6 +74,32 @@ public enum ShareFormatting {
         }
     }
 
+    /// The `--json-lines` records of one event, as `record` makes them, keeping each
+    /// disk's last progress in `disks`: when the copy step (share's `copy`, unshare's
+    /// `localize`) has finished, a disk whose last record was short of its total gets one
+    /// record at its total. The agent sends progress every 0.25 s, so a copy that takes
+    /// less had only its first record (0 bytes) otherwise, and the bar would stay at 0 %
+    /// although the step says the disk was copied.
+    public static func records(_ event: ShareEvent, lastRecord: inout ContinuousClock.Instant,
+                               disks: inout [(disk: String, done: UInt64, total: UInt64)]) -> [String] {
+        var lines: [String] = []
+        switch event {
+        case .progress(let disk, let done, let total, _):
+            if let i = disks.firstIndex(where: { $0.disk == disk }) { disks[i] = (disk, done, total) } else { disks.append((disk, done, total)) }
+        case .step(let step, _, _) where step == .copy || step == .localize:
+            for d in disks where d.done < d.total {
+                var now = ContinuousClock.now - .seconds(10)
+                if let line = record(.progress(disk: d.disk, done: d.total, total: d.total, bytesPerSecond: 0), lastRecord: &now) { lines.append(line) }
+            }
+            disks.removeAll()
+        default:
+            break
+        }
+        // the completed disks first, then the step's line
+        if let line = record(event, lastRecord: &lastRecord) { lines.append(line) }
+        return lines
+    }
+
     /// The last `--json-lines` record: `{"type":"result","result":DOC}` (DOC: the `--json`
     /// document) or `{"type":"failure","failure":DOC}` (the failure document).
     public static func finalRecord(_ type: String, document: String) -> String {

@@ -57,6 +57,7 @@ web_stop() {                                     # web_stop NAME: SIGTERM by its
 
 # web_wait SECONDS JS DESC: until the page's expression is truthy (its value in OUT)
 web_wait() { must "$3" on source-example "${WEB_DRIVER[@]}" wait "$1" "$2"; }
+web_card() { on source-example "${WEB_DRIVER[@]}" eval '(document.getElementById("task-card").scrollIntoView({ block: "end" }), true)' >/dev/null; }
 web_shot() { must "screenshot $1" on source-example "${WEB_DRIVER[@]}" screenshot "$WEB_OUT/$1" || return 1; note "  screenshot: $WEB_OUT/$1"; }
 
 t_web_page_lists_hosts() {
@@ -141,7 +142,7 @@ t_web_share() {
     wd click '#task-go' || return 1
     # a screenshot while it runs: once the first step line is there
     web_wait 60 'document.querySelectorAll("#task-steps li.sc-step").length >= 1 || document.getElementById("task-done") || document.getElementById("task-failure")' "the first step" || return 1
-    web_shot 3-share-running.png || return 1
+    web_card; web_shot 3-share-running.png || return 1
     web_wait 120 'document.getElementById("task-done") || document.getElementById("task-failure")' "share's end" || return 1
     wd eval 'JSON.stringify({ done: document.getElementById("task-done")?.textContent, failure: document.getElementById("task-failure")?.textContent,
         steps: Array.from(document.querySelectorAll("#task-steps li.sc-step")).map(l => l.dataset.step), bar: webTest.bar, stepTimes: webTest.steps })' || return 1
@@ -150,16 +151,16 @@ t_web_share() {
     python3 - "$seen" <<'PY' || { fail "share from the page: $seen"; return 1; }
 import json, sys
 s = json.loads(json.loads(sys.argv[1]))
-assert s["failure"] is None and s["done"] and "wanderer1 is ready" in s["done"], s
+assert s.get("failure") is None and s.get("done") and "wanderer1 is ready" in s["done"], s
 assert s["steps"] == ["locate", "preflight", "export", "pool", "pool", "copy", "checksum", "verify", "adopt"], s["steps"]
 # the bar moved: it showed the copy's progress, up to 100 %
 values = [int(v) for _, v in s["bar"]]
-assert values and values[-1] == 100, values
+assert len(set(values)) >= 2 and values == sorted(values) and values[-1] == 100, values
 # the steps arrived one after another while share ran, not all at the end
 counts = [n for _, n in s["stepTimes"]]
 assert len(counts) >= 5 and counts == sorted(counts) and counts[-1] == 9, s["stepTimes"]
 PY
-    web_shot 4-share-done.png || return 1
+    web_card; web_shot 4-share-done.png || return 1
     # the VM row: ready, can run on source-example and dest-example (status --json)
     web_wait 60 'document.querySelector("#vms-body tr[data-vm=wanderer1][data-ready=true]")' "wanderer1 ready on the page" || return 1
     wd eval 'document.querySelector("#vms-body tr[data-vm=wanderer1] .sc-canrun").textContent' || return 1
@@ -210,7 +211,7 @@ assert results and set(results.values()) <= {"pass", "warn", "fail", "skip"}, re
 assert set(results) == {c["name"] for c in cli["checks"]}, (results, cli["checks"])
 assert page["migrateDisabled"] == ("fail" in results.values()), page
 PY
-    web_shot 6-check.png || return 1
+    web_card; web_shot 6-check.png || return 1
     wd click '#task-close' || return 1
 }
 
@@ -247,11 +248,40 @@ t_web_narrow() {
     web_wait 10 'document.getElementById("task-card").hidden' "the confirmation closed" || return 1
 }
 
+# The session services cockpit-bridge started for itself (a D-Bus session bus and an
+# ssh-agent, both daemonised): in source-example's network namespace, started after
+# cockpit-ws; printed as pids
+web_bridge_services() {
+    local since=$1 ns p st
+    ns=$(readlink "/proc/$(head -n1 "$STATE/pids/source-example.anchor.pid")/ns/net") || return 0
+    for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        case $(cat "/proc/$p/comm" 2>/dev/null) in dbus-daemon|ssh-agent) ;; *) continue ;; esac
+        [[ $(readlink "/proc/$p/ns/net" 2>/dev/null) == "$ns" ]] || continue
+        st=$(awk '{print $22}' "/proc/$p/stat" 2>/dev/null) || continue
+        ((st >= since)) && echo "$p"
+    done
+}
+
 t_web_stop() {
+    local since; since=$(cat "$STATE/pids/source-example.cockpit-ws.pid.start" 2>/dev/null) || since=""
     on source-example "${WEB_DRIVER[@]}" stop >/dev/null 2>&1
     web_stop chromedriver
     web_stop cockpit-ws
+    if [[ -n $since ]]; then
+        local pids; mapfile -t pids < <(web_bridge_services "$since")
+        ((${#pids[@]} == 0)) || kill -TERM "${pids[@]}" 2>/dev/null
+    fi
     on source-example rm -rf /run/lab/chromium-profile /run/lab/chromium-home
+    # nothing of the browser or of Cockpit is left in source-example
+    local p left=()
+    sleep 0.5
+    for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        case $(cat "/proc/$p/comm" 2>/dev/null) in cockpit-ws|cockpit-bridge|chromedriver|chromium|chrome*|dbus-daemon|ssh-agent) ;; *) continue ;; esac
+        [[ $(readlink "/proc/$p/ns/net" 2>/dev/null) == "$(readlink "/proc/$(head -n1 "$STATE/pids/source-example.anchor.pid")/ns/net")" ]] && left+=("$p($(cat "/proc/$p/comm"))")
+    done
+    ((${#left[@]} == 0)) || fail "left in source-example: ${left[*]}"
 }
 
 run "web: Cockpit's page lists the lab hosts as healthy (hosts --json)" t_web_page_lists_hosts
