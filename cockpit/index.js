@@ -128,7 +128,7 @@ async function runFlow(what, argv, onResult) {
             case "note": addNote(record.note); break;
             case "progress": {
                 const p = record.progress;
-                setProgress({ label: cockpit.format(_("copy $0: $1 of $2"), p.disk, cockpit.format_bytes(p.done), cockpit.format_bytes(p.total)), done: p.done, total: p.total });
+                setProgress({ label: cockpit.format(_("copy $0: $1 of $2"), p.disk, cockpit.format_bytes(p.done, 1024), cockpit.format_bytes(p.total, 1024)), done: p.done, total: p.total });
                 break;
             }
             case "result": result = record.result; break;
@@ -295,7 +295,7 @@ function openCheck(row) {
                 case "started": addNote(cockpit.format(_("migration started to $0"), r.started)); break;
                 case "progress": {
                     const q = r.progress;
-                    setProgress({ label: cockpit.format(_("migrate: $0 of $1"), cockpit.format_bytes(q.done), cockpit.format_bytes(q.total)), done: q.done, total: q.total });
+                    setProgress({ label: cockpit.format(_("migrate: $0 of $1"), cockpit.format_bytes(q.done, 1024), cockpit.format_bytes(q.total, 1024)), done: q.done, total: q.total });
                     break;
                 }
                 case "aborting": addNote(cockpit.format(_("aborting ($0)"), r.aborting)); break;

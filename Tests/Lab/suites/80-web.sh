@@ -165,6 +165,7 @@ PY
     web_wait 60 'document.querySelector("#vms-body tr[data-vm=wanderer1][data-ready=true]")' "wanderer1 ready on the page" || return 1
     wd eval 'document.querySelector("#vms-body tr[data-vm=wanderer1] .sc-canrun").textContent' || return 1
     [[ $OUT == '"source-example, dest-example"' ]] || fail "wanderer1 can run on: $OUT" || return 1
+    on source-example "${WEB_DRIVER[@]}" eval '(window.scrollTo(0, 0), true)' >/dev/null
     web_shot 5-vm-ready.png || return 1
     web_lab_checks
 }
