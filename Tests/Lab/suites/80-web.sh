@@ -165,7 +165,7 @@ PY
     web_wait 60 'document.querySelector("#vms-body tr[data-vm=wanderer1][data-ready=true]")' "wanderer1 ready on the page" || return 1
     wd eval 'document.querySelector("#vms-body tr[data-vm=wanderer1] .sc-canrun").textContent' || return 1
     [[ $OUT == '"source-example, dest-example"' ]] || fail "wanderer1 can run on: $OUT" || return 1
-    on source-example "${WEB_DRIVER[@]}" eval '(window.scrollTo(0, 0), true)' >/dev/null
+    on source-example "${WEB_DRIVER[@]}" eval '(document.getElementById("hosts-card").scrollIntoView(), true)' >/dev/null
     web_shot 5-vm-ready.png || return 1
     web_lab_checks
 }
@@ -264,6 +264,29 @@ web_bridge_services() {
     done
 }
 
+t_web_unshare() {
+    # Unshare from the page, after its confirmation: the steps, then wanderer1 on a local
+    # disk of source-example again (virsh says so)
+    wd size 1280 900 || return 1
+    wd click '#vms-body tr[data-vm=wanderer1] button[data-action=unshare]' || return 1
+    web_wait 30 '!document.getElementById("task-card").hidden && document.getElementById("task-title").textContent == "Unshare wanderer1"' "the confirmation" || return 1
+    wd click '#task-go' || return 1
+    web_wait 120 'document.getElementById("task-done") || document.getElementById("task-failure")' "unshare's end" || return 1
+    wd eval 'JSON.stringify({ done: document.getElementById("task-done")?.textContent, failure: document.getElementById("task-failure")?.textContent,
+        steps: Array.from(document.querySelectorAll("#task-steps li.sc-step")).map(l => l.dataset.step) })' || return 1
+    local seen=$OUT
+    note "  seen: $(cut -c1-300 <<<"$seen")"
+    python3 - "$seen" <<'PY' || { fail "unshare from the page: $seen"; return 1; }
+import json, sys
+s = json.loads(json.loads(sys.argv[1]))
+assert s.get("failure") is None and "wanderer1 is on local disks of source-example again" in (s.get("done") or ""), s
+assert s["steps"][0] == "locate" and "localize" in s["steps"] and "verify" in s["steps"], s["steps"]
+PY
+    web_card; web_shot 10-unshare-done.png || return 1
+    must "domblklist after unshare" on source-example "${VIRSH[@]}" domblklist "$WEB_VM" || return 1
+    grep -Eq "vda +/var/lib/libvirt/images/" <<<"$OUT" || fail "wanderer1 after unshare from the page: $OUT" || return 1
+}
+
 t_web_stop() {
     local since; since=$(cat "$STATE/pids/source-example.cockpit-ws.pid.start" 2>/dev/null) || since=""
     on source-example "${WEB_DRIVER[@]}" stop >/dev/null 2>&1
@@ -290,4 +313,5 @@ run "web: share wanderer1 from the page (plan, progress, steps, ready; lab check
 run "web: Check on the page: the check's lines, Migrate enabled only without a fail" t_web_check
 run "web: a stopped agent is shown unreachable with the remedy" t_web_agent_stopped
 run "web: the page at a narrow width" t_web_narrow
+run "web: unshare wanderer1 from the page (confirmation, steps, local disk again)" t_web_unshare
 run "web: browser and Cockpit stopped by pid" t_web_stop
