@@ -13,7 +13,8 @@ DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils
 	systemd iproute2 util-linux python3 python3-xxhash openssl \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
 	qemu-system-x86 qemu-block-extra qemu-utils \
-	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server
+	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server \
+	cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver
 
 .PHONY: setup build check fuzz test lab-test demo bench bench-agents lab-up lab-down lab-shell lab-status install clean
 
@@ -73,7 +74,8 @@ lab-shell:
 lab-status:
 	$(LAB) status
 
-## install: release binaries to $(PREFIX)/sbin, units to /etc/systemd/system, docs
+## install: release binaries to $(PREFIX)/sbin, units to /etc/systemd/system, docs, and
+## the Cockpit page to /usr/share/cockpit/storagectl (Cockpit's package directory)
 install: setup
 	$(SWIFT) build -c release
 	install -D -m 0755 .build/release/storagectl $(DESTDIR)$(PREFIX)/sbin/storagectl
@@ -86,6 +88,7 @@ install: setup
 	.build/release/storage-agent --print-unit-drop-in \
 		> $(DESTDIR)/etc/systemd/system/storage-agent.service.d/50-paths.conf
 	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/doc/storagectl docs/*.md
+	install -D -m 0644 -t $(DESTDIR)/usr/share/cockpit/storagectl cockpit/manifest.json cockpit/*.html cockpit/*.js cockpit/*.css
 
 clean:
 	$(LAB) down >/dev/null 2>&1 || true

@@ -26,9 +26,11 @@ public struct HostReport: Sendable, Equatable, Codable {
     public var checks: [Check]
     public var error: String?
     public var errorCode: String?
+    /// What to do when the agent could not be asked (`HostsFormatting.remedy`).
+    public var remedy: String? = nil
 
     enum CodingKeys: String, CodingKey {
-        case name, role, agent, state, checks, error
+        case name, role, agent, state, checks, error, remedy
         case agentVersion = "agent_version"
         case reportedHost = "reported_host"
         case uptimeSeconds = "uptime_seconds"
@@ -67,6 +69,7 @@ public enum HostProbe {
             report.error = "\(error)"
             report.errorCode = AgentError.Code.internal.rawValue
         }
+        if let code = report.errorCode { report.remedy = HostsFormatting.remedy(host: host.name, role: host.role, code: code) }
         return report
     }
 

@@ -1,3 +1,4 @@
+import AgentProtocol
 import Foundation
 
 /// Pure renderings of `storagectl hosts` results.
@@ -24,6 +25,7 @@ public enum HostsFormatting {
         var notes = ""
         for r in reports {
             if let error = r.error { notes += "\(r.name): \(error)\n" }
+            if let remedy = r.remedy { notes += "  what to do: \(remedy)\n" }
             for c in r.checks where !c.ok { notes += "\(r.name): \(c.name): \(c.detail)\n" }
         }
         return notes.isEmpty ? out : out + "\n" + notes
@@ -34,6 +36,24 @@ public enum HostsFormatting {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         struct Envelope: Encodable { var hosts: [HostReport] }
         return String(decoding: try encoder.encode(Envelope(hosts: reports)), as: UTF8.self) + "\n"
+    }
+
+    /// What to do about an agent that could not be asked, by the error's code (nil when
+    /// there is nothing specific to say).
+    public static func remedy(host: String, role: Inventory.Role, code: String) -> String? {
+        let unit = role == .storage ? "storage-agent" : "compute-agent"
+        switch AgentError.Code(rawValue: code) {
+        case .unavailable?:
+            return "start the agent on \(host) (systemctl start \(unit).socket) and check that its address in the inventory is reachable from here"
+        case .timeout?, .busy?:
+            return "the agent on \(host) did not answer in time: check that it runs and is not stopped (systemctl status \(unit).service on \(host)), then refresh"
+        case .permissionDenied?:
+            return "reach the agent over tls: with a client certificate the agent on \(host) allows (docs/install.md)"
+        case .unsupported?:
+            return "upgrade \(unit) on \(host) to this storagectl's version"
+        default:
+            return nil
+        }
     }
 
     /// 0 when every host is healthy, 69 when any is unreachable, 1 when any is degraded.

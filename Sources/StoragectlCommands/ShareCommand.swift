@@ -74,9 +74,13 @@ public struct ShareCommand: AsyncParsableCommand {
     @Flag(name: .customLong("json"), help: "Print one JSON document with the result (no progress).")
     public var json = false
 
+    @Flag(name: .customLong("json-lines"), help: "Print JSON Lines as it runs: step, note and progress records, then result or failure.")
+    public var jsonLines = false
+
     public init() {}
 
     public func validate() throws {
+        guard !(json && jsonLines) else { throw ValidationError("--json and --json-lines exclude each other") }
         guard AttachMode(rawValue: attach) != nil else { throw ValidationError("--attach must be mount or libnfs") }
         try validateDomainName(vm)
     }
@@ -84,7 +88,7 @@ public struct ShareCommand: AsyncParsableCommand {
     public func run() async throws {
         try await ExitStatus.reporting("storagectl") {
             let inventory = try Inventory.load(path: global.config)
-            let display = ShareDisplay(mode: json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
+            let display = ShareDisplay(mode: jsonLines ? .jsonLines : json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
             let options = ShareOptions(vm: vm, from: from, to: to, attach: AttachMode(rawValue: attach)!, dryRun: dryRun,
                                        mode: copyMode.mode, bandwidthMiB: copyMode.bandwidth)
             let (interrupted, _) = Interrupts.install(onlyWhileWaited: true)
@@ -94,7 +98,7 @@ public struct ShareCommand: AsyncParsableCommand {
                 }
             }
             try FlowReport.finish("share", vm: vm, json: json, display: display, outcome,
-                                  summary: ShareFormatting.summary, encode: ShareFormatting.json)
+                                  summary: ShareFormatting.summary, encode: { try ShareFormatting.json($0, compact: $1) })
         }
     }
 }

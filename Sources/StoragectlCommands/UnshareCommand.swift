@@ -60,16 +60,20 @@ public struct UnshareCommand: AsyncParsableCommand {
     @Flag(name: .customLong("json"), help: "Print one JSON document with the result (no progress).")
     public var json = false
 
+    @Flag(name: .customLong("json-lines"), help: "Print JSON Lines as it runs: step, note and progress records, then result or failure.")
+    public var jsonLines = false
+
     public init() {}
 
     public func validate() throws {
+        guard !(json && jsonLines) else { throw ValidationError("--json and --json-lines exclude each other") }
         try validateDomainName(vm)
     }
 
     public func run() async throws {
         try await ExitStatus.reporting("storagectl") {
             let inventory = try Inventory.load(path: global.config)
-            let display = ShareDisplay(mode: json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
+            let display = ShareDisplay(mode: jsonLines ? .jsonLines : json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
             let options = UnshareOptions(vm: vm, from: from, mode: copyMode.mode, bandwidthMiB: copyMode.bandwidth)
             let (interrupted, _) = Interrupts.install(onlyWhileWaited: true)
             let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: global.timeoutDuration) { caller in
@@ -78,7 +82,7 @@ public struct UnshareCommand: AsyncParsableCommand {
                 }
             }
             try FlowReport.finish("unshare", vm: vm, json: json, display: display, outcome,
-                                  summary: UnshareFormatting.summary, encode: UnshareFormatting.json)
+                                  summary: UnshareFormatting.summary, encode: { try UnshareFormatting.json($0, compact: $1) })
         }
     }
 }

@@ -91,7 +91,8 @@ struct HostsFormattingTests {
                    checks: [.init(name: "libvirt", ok: false, detail: "cannot connect", facts: [:])], error: nil, errorCode: nil),
         HostReport(name: "dest-example", role: .compute, agent: "tcp:198.18.0.3:7700", state: .unreachable,
                    agentVersion: nil, reportedHost: nil, uptimeSeconds: nil, roundTripMilliseconds: nil,
-                   checks: [], error: "cannot reach agent", errorCode: "unavailable"),
+                   checks: [], error: "cannot reach agent", errorCode: "unavailable",
+                   remedy: HostsFormatting.remedy(host: "dest-example", role: .compute, code: "unavailable")),
     ]
 
     @Test("the table aligns columns and lists failures below")
@@ -105,6 +106,7 @@ struct HostsFormattingTests {
 
         source-example: libvirt: cannot connect
         dest-example: cannot reach agent
+          what to do: start the agent on dest-example (systemctl start compute-agent.socket) and check that its address in the inventory is reachable from here
 
         """)
     }

@@ -13,19 +13,25 @@ enum FlowReport {
         do throws(ShareFailure) { return .success(try await body()) } catch { return .failure(error) }
     }
 
-    /// Prints the result or the failure and exits with the failure's status.
+    /// Prints the result or the failure and exits with the failure's status. `--json`: one
+    /// document; `--json-lines` (the display's mode): a last `result` or `failure` record.
     static func finish<R>(_ command: String, vm: String, json: Bool, display: ShareDisplay, _ outcome: Result<R, ShareFailure>,
-                          summary: (R) -> String, encode: (R) throws -> String) throws {
+                          summary: (R) -> String, encode: (R, _ compact: Bool) throws -> String) throws {
         display.finish()
+        let lines = display.mode == .jsonLines
         switch outcome {
         case .success(let result):
-            if json {
-                print((try? encode(result)) ?? "{}")
+            if lines {
+                print(ShareFormatting.finalRecord("result", document: (try? encode(result, true)) ?? "{}"))
+            } else if json {
+                print((try? encode(result, false)) ?? "{}")
             } else {
                 print(summary(result), terminator: "")
             }
         case .failure(let error):
-            if json {
+            if lines {
+                print(ShareFormatting.finalRecord("failure", document: (try? ShareFormatting.json(failure: error, compact: true)) ?? "{}"))
+            } else if json {
                 print((try? ShareFormatting.json(failure: error)) ?? "{}")
             } else {
                 printError("storagectl: \(command) \(vm): \(error)")

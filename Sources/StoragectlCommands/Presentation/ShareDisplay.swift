@@ -4,19 +4,28 @@ import Glibc
 #endif
 
 /// Shows share's events: one line per finished step, and on a terminal a progress bar
-/// per disk (bytes, rate, ETA) redrawn in place; elsewhere a progress line every 5 s.
+/// per disk (bytes, rate, ETA) redrawn in place; elsewhere a progress line every 5 s;
+/// with `--json-lines` one JSON record per event (`ShareFormatting.record`).
 final class ShareDisplay: @unchecked Sendable {
-    enum Mode { case terminal, plain, quiet }
+    enum Mode { case terminal, plain, quiet, jsonLines }
     let mode: Mode
     private let lock = NSLock()
     private var barShown = false
     private var lastPlain = ContinuousClock.now - .seconds(10)
+    /// `--json-lines`: each disk's last progress (done, total), to complete it when the
+    /// copy step ends
+    private var diskProgress: [(disk: String, done: UInt64, total: UInt64)] = []
 
     init(mode: Mode) { self.mode = mode }
 
     func show(_ event: ShareEvent) {
         guard mode != .quiet else { return }
         lock.withLock {
+            if mode == .jsonLines {
+                for line in ShareFormatting.records(event, lastRecord: &lastPlain, disks: &diskProgress) { print(line) }
+                fflush(nil)
+                return
+            }
             switch event {
             case .step(let step, let host, let detail):
                 clearBar()

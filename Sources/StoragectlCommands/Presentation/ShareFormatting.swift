@@ -43,23 +43,75 @@ public enum ShareFormatting {
         return s
     }
 
-    static func encoder() -> JSONEncoder {
+    static func encoder(compact: Bool = false) -> JSONEncoder {
         let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.outputFormatting = compact ? [.sortedKeys] : [.prettyPrinted, .sortedKeys]
         e.keyEncodingStrategy = .convertToSnakeCase
         return e
     }
 
-    public static func json(_ r: ShareResult) throws -> String {
-        String(decoding: try encoder().encode(r), as: UTF8.self)
+    public static func json(_ r: ShareResult, compact: Bool = false) throws -> String {
+        String(decoding: try encoder(compact: compact).encode(r), as: UTF8.self)
     }
 
-    public static func json(failure: ShareFailure) throws -> String {
+    /// One `--json-lines` record (JSON Lines, the shape of `migrate --json`) of a flow's
+    /// event: `{"type":"step","step":{"step","host","detail"}}`, `{"type":"note","note":TEXT}`,
+    /// `{"type":"progress","progress":{"disk","done","total","rate"}}` (bytes, bytes/s; at
+    /// most every 0.25 s per flow, and always when a disk completes). Nil: a progress
+    /// record held back (`lastRecord` is when the last one was printed).
+    public static func record(_ event: ShareEvent, lastRecord: inout ContinuousClock.Instant) -> String? {
+        struct Step: Encodable { var step: String; var host: String; var detail: String }
+        struct Progress: Encodable { var disk: String; var done: UInt64; var total: UInt64; var rate: Double }
+        switch event {
+        case .step(let step, let host, let detail):
+            return CheckFormatting.record("step", Step(step: step.rawValue, host: host, detail: detail))
+        case .note(let text):
+            return CheckFormatting.record("note", text)
+        case .progress(let disk, let done, let total, let rate):
+            guard total > 0, done >= total || ContinuousClock.now - lastRecord >= .milliseconds(250) else { return nil }
+            lastRecord = .now
+            return CheckFormatting.record("progress", Progress(disk: disk, done: done, total: total, rate: rate.isFinite ? rate : 0))
+        }
+    }
+
+    /// The `--json-lines` records of one event, as `record` makes them, keeping each
+    /// disk's last progress in `disks`: when the copy step (share's `copy`, unshare's
+    /// `localize`) has finished, a disk whose last record was short of its total gets one
+    /// record at its total. The agent sends progress every 0.25 s, so a copy that takes
+    /// less had only its first record (0 bytes) otherwise, and the bar would stay at 0 %
+    /// although the step says the disk was copied.
+    public static func records(_ event: ShareEvent, lastRecord: inout ContinuousClock.Instant,
+                               disks: inout [(disk: String, done: UInt64, total: UInt64)]) -> [String] {
+        var lines: [String] = []
+        switch event {
+        case .progress(let disk, let done, let total, _):
+            if let i = disks.firstIndex(where: { $0.disk == disk }) { disks[i] = (disk, done, total) } else { disks.append((disk, done, total)) }
+        case .step(let step, _, _) where step == .copy || step == .localize:
+            for d in disks where d.done < d.total {
+                var now = ContinuousClock.now - .seconds(10)
+                if let line = record(.progress(disk: d.disk, done: d.total, total: d.total, bytesPerSecond: 0), lastRecord: &now) { lines.append(line) }
+            }
+            disks.removeAll()
+        default:
+            break
+        }
+        // the completed disks first, then the step's line
+        if let line = record(event, lastRecord: &lastRecord) { lines.append(line) }
+        return lines
+    }
+
+    /// The last `--json-lines` record: `{"type":"result","result":DOC}` (DOC: the `--json`
+    /// document) or `{"type":"failure","failure":DOC}` (the failure document).
+    public static func finalRecord(_ type: String, document: String) -> String {
+        "{\"type\":\"\(type)\",\"\(type)\":\(document)}"
+    }
+
+    public static func json(failure: ShareFailure, compact: Bool = false) throws -> String {
         struct Doc: Encodable {
             var ready = false; var failedStep: String; var host: String; var code: String; var message: String; var remedy: String
             var interrupted: Bool
         }
-        return String(decoding: try encoder().encode(Doc(failedStep: failure.step.rawValue, host: failure.host, code: failure.error.code.rawValue,
+        return String(decoding: try encoder(compact: compact).encode(Doc(failedStep: failure.step.rawValue, host: failure.host, code: failure.error.code.rawValue,
                                                         message: failure.error.message, remedy: failure.remedy,
                                                         interrupted: failure.interrupted)), as: UTF8.self)
     }

@@ -25,7 +25,7 @@ public enum UnshareFormatting {
         return s
     }
 
-    public static func json(_ r: UnshareResult) throws -> String {
-        String(decoding: try ShareFormatting.encoder().encode(r), as: UTF8.self)
+    public static func json(_ r: UnshareResult, compact: Bool = false) throws -> String {
+        String(decoding: try ShareFormatting.encoder(compact: compact).encode(r), as: UTF8.self)
     }
 }
