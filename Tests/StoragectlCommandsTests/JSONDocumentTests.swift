@@ -119,7 +119,7 @@ struct JSONDocumentTests {
         // the keys the share paragraph names are all there
         let shareKeys = Self.documentedKeys(after: "`--json` prints `{\"vm\", \"source\", \"destinations\"")
         for k in ["vm", "source", "destinations", "mode", "changed", "disks", "ready", "copy_seconds", "total_seconds",
-                  "disk", "path", "size", "digest", "already_present"] {
+                  "step_seconds", "disk", "path", "size", "digest", "already_present"] {
             #expect(shareKeys.contains(k), "\(k) is not in the doc")
             #expect(Self.keys(doc).contains(k), "\(k) is not printed")
         }
