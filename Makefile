@@ -1,6 +1,6 @@
 # storagectl: build, test and demo on Debian 12 as root.
 #   make demo    set up, build, bring the lab up, run storagectl in it, tear it down
-#   make check   set up, build, run every test (unit, integration, fuzz, lab)
+#   make check   set up, build, run every test (unit, integration, fuzz, packages, lab)
 #   make fuzz    the fuzz targets alone (FUZZ_SECONDS=600 make fuzz for a longer run)
 #   make deb     Debian packages in .build/deb (docs/install.md)
 SHELL := /bin/bash
@@ -41,8 +41,8 @@ build: setup
 ## root cached in /var/cache/storagectl-deb-test, then purged), then the lab
 check: build
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
-	Tests/Packaging/run
 	SWIFT=$(SWIFT) Tests/Fuzz/run
+	SWIFT=$(SWIFT) Tests/Packaging/run
 	LAB_BIN_DIR=$(BIN_DIR) Tests/Lab/run-tests
 
 test: check
