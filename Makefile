@@ -1,7 +1,8 @@
 # storagectl: build, test and demo on Debian 12 as root.
 #   make demo    set up, build, bring the lab up, run storagectl in it, tear it down
-#   make check   set up, build, run every test (unit, integration, fuzz, lab)
+#   make check   set up, build, run every test (unit, integration, fuzz, packages, lab)
 #   make fuzz    the fuzz targets alone (FUZZ_SECONDS=600 make fuzz for a longer run)
+#   make deb     Debian packages in .build/deb (docs/install.md)
 SHELL := /bin/bash
 SWIFT ?= swift
 BIN_DIR := $(CURDIR)/.build/debug
@@ -14,9 +15,10 @@ DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
 	qemu-system-x86 qemu-block-extra qemu-utils \
 	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server \
-	cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver
+	cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver \
+	debhelper debootstrap lintian
 
-.PHONY: setup build check fuzz test lab-test demo bench bench-agents lab-up lab-down lab-shell lab-status install clean
+.PHONY: setup build check deb fuzz test lab-test demo bench bench-agents lab-up lab-down lab-shell lab-status install clean
 
 ## setup: install the Debian packages (only when one is missing; needs root)
 setup:
@@ -35,13 +37,27 @@ build: setup
 ## check: every test: unit and integration (swift test, one test at a time, ~90 s: in
 ## parallel on two cores the tests with timing in them were starved, e.g. the post-copy
 ## switch and the privileged-port test), the fuzz targets for FUZZ_SECONDS each
-## (Tests/Fuzz/run: 60 s when CI=true, else 10 s; docs/fuzzing.md), then the lab
+## (Tests/Fuzz/run: 60 s when CI=true, else 10 s; docs/fuzzing.md), the Debian packages
+## (Tests/Packaging/run: built from the debug tree, installed into a clean Debian 12
+## root cached in /var/cache/storagectl-deb-test, then purged), then the lab
 check: build
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
 	SWIFT=$(SWIFT) Tests/Fuzz/run
+	SWIFT=$(SWIFT) Tests/Packaging/run
 	LAB_BIN_DIR=$(BIN_DIR) Tests/Lab/run-tests
 
 test: check
+
+## deb: the Debian packages (debian/), into .build/deb: release build; with
+## DEB_BUILD_OPTIONS=noopt the debug tree of `make build` (what make check tests).
+## The Cockpit plugin's package only when cockpit/ exists.
+DEB_DIR := $(CURDIR)/.build/deb
+deb: setup
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)
+	SWIFT=$(SWIFT) STORAGECTL_DEB_DIR=$(DEB_DIR) dpkg-buildpackage -us -uc -b \
+		$(if $(wildcard cockpit/.),,-Ppkg.storagectl.nocockpit) \
+		--buildinfo-file=$(DEB_DIR)/storagectl.buildinfo --buildinfo-option=-u$(DEB_DIR) \
+		--changes-file=$(DEB_DIR)/storagectl.changes --changes-option=-u$(DEB_DIR)
 
 ## fuzz: build the fuzz targets with libFuzzer (.build-fuzz) and run each for FUZZ_SECONDS
 fuzz: setup

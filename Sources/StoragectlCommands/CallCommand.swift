@@ -60,7 +60,7 @@ public struct CallCommand: AsyncParsableCommand {
             let target: Endpoint
             if let endpoint {
                 target = try Endpoint(parsing: endpoint)
-                if FileManager.default.fileExists(atPath: global.config) { tls = try Inventory.load(path: global.config).tls }
+                if FileManager.default.fileExists(atPath: global.config) { tls = try Inventory.tlsFiles(path: global.config) }
             } else {
                 let inventory = try Inventory.load(path: global.config)
                 tls = inventory.tls

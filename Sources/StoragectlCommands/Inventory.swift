@@ -54,6 +54,31 @@ public struct Inventory: Sendable, Equatable {
         try Inventory(ConfigFile.load(path: path))
     }
 
+    /// The client certificate files of the inventory at `path` (its `[tls]` section),
+    /// without requiring any host: `call --endpoint` needs none, and the packaged
+    /// inventory has every host commented out until the administrator names them.
+    public static func tlsFiles(path: String) throws -> TLSFiles {
+        try tlsFiles(ConfigFile.load(path: path))
+    }
+
+    public static func tlsFiles(_ file: ConfigFile) throws(ConfigError) -> TLSFiles {
+        var tls = TLSFiles.libvirtClient
+        for section in file.sections where section.kind == "tls" && section.name == nil {
+            try apply(tlsSection: section, of: file, to: &tls)
+        }
+        return tls
+    }
+
+    private static func apply(tlsSection section: ConfigFile.Section, of file: ConfigFile, to tls: inout TLSFiles) throws(ConfigError) {
+        try file.requireKnownKeys(section, ["ca", "cert", "key"])
+        for e in section.entries where !e.value.hasPrefix("/") {
+            throw ConfigError(file: file.path, line: e.line, message: "\(e.key) must be an absolute path")
+        }
+        if let v = section.value("ca") { tls.ca = v }
+        if let v = section.value("cert") { tls.certificate = v }
+        if let v = section.value("key") { tls.privateKey = v }
+    }
+
     public init(_ file: ConfigFile) throws(ConfigError) {
         var storage: Host?
         var exportRoot = "/var/lib/libvirt/shared-images"
@@ -64,13 +89,7 @@ public struct Inventory: Sendable, Equatable {
         var poolName = "shared-images"
         for section in file.sections {
             if section.kind == "tls", section.name == nil {
-                try file.requireKnownKeys(section, ["ca", "cert", "key"])
-                for e in section.entries where !e.value.hasPrefix("/") {
-                    throw ConfigError(file: file.path, line: e.line, message: "\(e.key) must be an absolute path")
-                }
-                if let v = section.value("ca") { tls.ca = v }
-                if let v = section.value("cert") { tls.certificate = v }
-                if let v = section.value("key") { tls.privateKey = v }
+                try Self.apply(tlsSection: section, of: file, to: &tls)
                 continue
             }
             guard let role = Role(rawValue: section.kind) else {
