@@ -13,7 +13,8 @@ DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils
 	systemd iproute2 util-linux python3 python3-xxhash openssl \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
 	qemu-system-x86 qemu-block-extra qemu-utils \
-	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server
+	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server \
+	ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common nfs-ganesha-ceph
 
 .PHONY: setup build check fuzz test lab-test demo bench bench-agents lab-up lab-down lab-shell lab-status install clean
 
@@ -35,10 +36,11 @@ build: setup
 ## parallel on two cores the tests with timing in them were starved, e.g. the post-copy
 ## switch and the privileged-port test), the fuzz targets for FUZZ_SECONDS each
 ## (Tests/Fuzz/run: 60 s when CI=true, else 10 s; docs/fuzzing.md), then the lab
+## (with its Ceph profile: a Ceph host and two NFS gateways beside the VFS hosts, docs/storage.md)
 check: build
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
 	SWIFT=$(SWIFT) Tests/Fuzz/run
-	LAB_BIN_DIR=$(BIN_DIR) Tests/Lab/run-tests
+	LAB_STORAGE=ceph LAB_BIN_DIR=$(BIN_DIR) Tests/Lab/run-tests
 
 test: check
 
