@@ -16,7 +16,8 @@ DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils
 	qemu-system-x86 qemu-block-extra qemu-utils \
 	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server \
 	cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver \
-	debhelper debootstrap lintian
+	debhelper debootstrap lintian \
+	ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common nfs-ganesha-ceph
 
 .PHONY: setup build check deb fuzz test lab-test demo bench bench-agents lab-up lab-down lab-shell lab-status install clean
 
@@ -39,12 +40,13 @@ build: setup
 ## switch and the privileged-port test), the fuzz targets for FUZZ_SECONDS each
 ## (Tests/Fuzz/run: 60 s when CI=true, else 10 s; docs/fuzzing.md), the Debian packages
 ## (Tests/Packaging/run: built from the debug tree, installed into a clean Debian 12
-## root cached in /var/cache/storagectl-deb-test, then purged), then the lab
+## root cached in /var/cache/storagectl-deb-test, then purged), then the lab (with its
+## Ceph profile: a Ceph host and two NFS gateways beside the VFS hosts, docs/storage.md)
 check: build
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel
 	SWIFT=$(SWIFT) Tests/Fuzz/run
 	SWIFT=$(SWIFT) Tests/Packaging/run
-	LAB_BIN_DIR=$(BIN_DIR) Tests/Lab/run-tests
+	LAB_STORAGE=ceph LAB_BIN_DIR=$(BIN_DIR) Tests/Lab/run-tests
 
 test: check
 

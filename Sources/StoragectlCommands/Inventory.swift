@@ -2,6 +2,7 @@ import AgentProtocol
 import AgentRuntime
 import ConfigFile
 import Foundation
+import SafeFiles
 
 /// The hosts storagectl manages, from `/etc/storagectl/storagectl.conf`:
 ///
@@ -14,8 +15,13 @@ import Foundation
 /// agent = tcp:198.18.0.2:7700
 /// ```
 ///
-/// Exactly one storage host; any number of compute hosts; names unique. An optional
-/// `[tls]` section names the client certificate for `agent = tls:HOST:PORT`.
+/// One or more storage hosts (each with its own export root and pool name); any number
+/// of compute hosts; names unique. An optional `[tls]` section names the client
+/// certificate for `agent = tls:HOST:PORT`.
+///
+/// `storage`, `exportRoot`, `nfsServer` and `poolName` are those of one storage host: the
+/// first of the file, until a flow narrows the inventory to the storage host a VM's disks
+/// are on (``selecting(_:)``, ``StorageSite``).
 public struct Inventory: Sendable, Equatable {
     public enum Role: String, Sendable, Codable { case storage, compute }
 
@@ -34,6 +40,19 @@ public struct Inventory: Sendable, Equatable {
         public var migrationTarget: MigrationURI { migrationURI ?? MigrationURI.default(for: name) }
     }
 
+    /// One storage host with its share: what a VM's disks are on (``storageSites``).
+    public struct StorageSite: Sendable, Equatable {
+        public var host: Host
+        public var exportRoot: String
+        /// The name or address compute hosts mount from (`nfs-server =`, default the host's name).
+        public var nfsServer: String
+        /// The libvirt pool compute hosts attach it as (`pool =`, default `shared-images`).
+        public var poolName: String
+        public var name: String { host.name }
+    }
+
+    /// Every storage host, in the order of the file.
+    public var storageSites: [StorageSite]
     public var storage: Host
     public var exportRoot: String
     public var compute: [Host]
@@ -46,7 +65,23 @@ public struct Inventory: Sendable, Equatable {
     /// The libvirt pool name used on every compute host, `pool =` in `[storage NAME]`.
     public var poolName: String = "shared-images"
 
-    public var hosts: [Host] { [storage] + compute }
+    public var hosts: [Host] { storageSites.map(\.host) + compute }
+
+    /// The storage host the flows work with (``storage``, ``exportRoot``, ...).
+    public var site: StorageSite { StorageSite(host: storage, exportRoot: exportRoot, nfsServer: nfsServer, poolName: poolName) }
+
+    /// This inventory with `site` as the storage host the flows work with.
+    public func selecting(_ site: StorageSite) -> Inventory {
+        var copy = self
+        copy.storage = site.host
+        copy.exportRoot = site.exportRoot
+        copy.nfsServer = site.nfsServer
+        copy.poolName = site.poolName
+        return copy
+    }
+
+    /// The storage site named `name`.
+    public func site(named name: String) -> StorageSite? { storageSites.first { $0.name == name } }
 
     public static let defaultPath = "/etc/storagectl/storagectl.conf"
 
@@ -80,13 +115,10 @@ public struct Inventory: Sendable, Equatable {
     }
 
     public init(_ file: ConfigFile) throws(ConfigError) {
-        var storage: Host?
-        var exportRoot = "/var/lib/libvirt/shared-images"
+        var sites: [(site: StorageSite, line: Int)] = []
         var compute: [Host] = []
         var seen: [String: Int] = [:]
         var tls = TLSFiles.libvirtClient
-        var nfsServer = ""
-        var poolName = "shared-images"
         for section in file.sections {
             if section.kind == "tls", section.name == nil {
                 try Self.apply(tlsSection: section, of: file, to: &tls)
@@ -131,40 +163,52 @@ public struct Inventory: Sendable, Equatable {
             }
             switch role {
             case .storage:
-                if storage != nil {
-                    throw ConfigError(file: file.path, line: section.line,
-                                      message: "a second [storage] section; storagectl manages one storage host")
-                }
-                storage = host
-                nfsServer = section.value("nfs-server") ?? name
+                let nfsServer = section.value("nfs-server") ?? name
                 if let e = section.entry("nfs-server"), (try? Endpoint(parsing: "tcp:\(e.value):1")) == nil {
                     throw ConfigError(file: file.path, line: e.line, message: "nfs-server must be a host name or an address")
                 }
+                var poolName = "shared-images"
                 if let e = section.entry("pool") {
                     guard e.value.range(of: "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", options: .regularExpression) != nil else {
                         throw ConfigError(file: file.path, line: e.line, message: "pool must be a libvirt pool name: letters, digits, '.', '_', '-'")
                     }
                     poolName = e.value
                 }
+                var exportRoot = "/var/lib/libvirt/shared-images"
                 if let root = section.entry("export-root") {
                     guard root.value.hasPrefix("/"), !root.value.contains("/../"), !root.value.hasSuffix("/..") else {
                         throw ConfigError(file: file.path, line: root.line, message: "export-root must be an absolute path without '..'")
                     }
                     exportRoot = root.value
+                    while exportRoot.count > 1 && exportRoot.hasSuffix("/") { exportRoot.removeLast() }
                 }
+                // Compute hosts mount every share at its export root and name it by its
+                // pool: two storage hosts with one of either would be one share to them.
+                for (other, line) in sites {
+                    if other.poolName == poolName {
+                        throw ConfigError(file: file.path, line: section.line,
+                                          message: "[storage \(name)] uses pool '\(poolName)' like [storage \(other.name)] (line \(line)): give each storage host its own 'pool = NAME'")
+                    }
+                    if RootedPath.isWithin(exportRoot, root: other.exportRoot) || RootedPath.isWithin(other.exportRoot, root: exportRoot) {
+                        throw ConfigError(file: file.path, line: section.line,
+                                          message: "[storage \(name)] export-root \(exportRoot) overlaps [storage \(other.name)]'s \(other.exportRoot) (line \(line)): compute hosts mount each at its export root, so give each storage host a path of its own")
+                    }
+                }
+                sites.append((site: StorageSite(host: host, exportRoot: exportRoot, nfsServer: nfsServer, poolName: poolName), line: section.line))
             case .compute:
                 compute.append(host)
             }
         }
-        guard let storage else {
+        guard let first = sites.first?.site else {
             throw ConfigError(file: file.path, line: nil, message: "no [storage NAME] section: name the storage host and its agent")
         }
-        self.storage = storage
-        self.exportRoot = exportRoot
+        self.storageSites = sites.map(\.site)
+        self.storage = first.host
+        self.exportRoot = first.exportRoot
         self.compute = compute
         self.tls = tls
-        self.nfsServer = nfsServer
-        self.poolName = poolName
+        self.nfsServer = first.nfsServer
+        self.poolName = first.poolName
     }
 }
 

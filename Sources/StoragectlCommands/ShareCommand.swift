@@ -40,6 +40,11 @@ public struct ShareCommand: AsyncParsableCommand {
             Destinations default to every other compute host of the inventory. --dry-run \
             prints the plan, including which mode it would use.
 
+            With several storage hosts in the inventory, a VM goes to --storage NAME, or to \
+            the storage host its shared disks are on already, or else to the one with the \
+            most free space (SPACE) whose NFS server the source and every destination reach \
+            (port 2049). A VM's disks are always on one storage host.
+
             EXIT STATUS
               0   the VM is ready (or, with --dry-run, the plan was printed)
               64  bad arguments (unknown destination, ...)
@@ -66,6 +71,9 @@ public struct ShareCommand: AsyncParsableCommand {
     @Option(name: .customLong("attach"), help: ArgumentHelp("mount: a libvirt netfs pool (kernel NFS mount); libnfs: NFS network disks opened by QEMU, no mount.", valueName: "mount|libnfs"))
     public var attach: String = "mount"
 
+    @Option(name: .customLong("storage"), help: ArgumentHelp("The storage host to put the VM on (default: the one its shared disks are on, else the one with the most free space that the source and every destination reach).", valueName: "name"))
+    public var storage: String?
+
     @Flag(name: .customLong("dry-run"), help: "Print the plan and change nothing.")
     public var dryRun = false
 
@@ -90,7 +98,7 @@ public struct ShareCommand: AsyncParsableCommand {
             let inventory = try Inventory.load(path: global.config)
             let display = ShareDisplay(mode: jsonLines ? .jsonLines : json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
             let options = ShareOptions(vm: vm, from: from, to: to, attach: AttachMode(rawValue: attach)!, dryRun: dryRun,
-                                       mode: copyMode.mode, bandwidthMiB: copyMode.bandwidth)
+                                       mode: copyMode.mode, bandwidthMiB: copyMode.bandwidth, storage: storage)
             let (interrupted, _) = Interrupts.install(onlyWhileWaited: true)
             let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: global.timeoutDuration) { caller in
                 await FlowReport.capture { () throws(ShareFailure) in

@@ -30,7 +30,9 @@ struct InventoryTests {
 
     @Test("refuses broken inventories with file and line", arguments: [
         ("[compute a]\nagent = tcp:h:1\n", nil as Int?, "no [storage NAME]"),
-        ("[storage a]\nagent = tcp:h:1\n[storage b]\nagent = tcp:h:1\n", 3, "second [storage]"),
+        ("[storage a]\nagent = tcp:h:1\n[storage b]\nagent = tcp:h:1\nexport-root = /srv/b\n", 3, "give each storage host its own 'pool = NAME'"),
+        ("[storage a]\nagent = tcp:h:1\n[storage b]\nagent = tcp:h:1\npool = b\n", 3, "overlaps [storage a]"),
+        ("[storage a]\nagent = tcp:h:1\nexport-root = /srv\n[storage b]\nagent = tcp:h:1\npool = b\nexport-root = /srv/b/\n", 4, "overlaps"),
         ("[storage a]\nagent = tcp:h:1\n[compute a]\nagent = tcp:h:2\n", 3, "already defined"),
         ("[storage a]\nagent = tcp:h\n", 2, "needs a port"),
         ("[storage a]\nagent = http://h\n", 2, "not an endpoint"),

@@ -72,7 +72,8 @@ public struct CheckFlow: Sendable {
     /// dirty rate is checked); DIRTY-RATE over its window.
     func run(_ options: CheckOptions, location: VMLocation, destination dest: Inventory.Host, mode: MigrationMode,
              started: ContinuousClock.Instant) async -> CheckReport {
-        let context = self.context, caller = context.caller, inventory = context.inventory
+        // The storage host the VM's disks are on (of several in the inventory).
+        let context = self.context.onSite(of: location.disks), caller = context.caller, inventory = context.inventory
         let source = location.host, vm = options.vm
         let uri = dest.migrationTarget
         let measureDirty = mode != .offline && location.state == .running

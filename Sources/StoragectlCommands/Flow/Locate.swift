@@ -95,14 +95,19 @@ extension FlowContext {
         return result
     }
 
-    /// A disk on the share: an NFS network disk, or a file under the export root.
+    /// A disk on a share: an NFS network disk, or a file under an export root (of any
+    /// storage host of the inventory).
     func isShared(_ d: DiskRecord) -> Bool {
-        d.isDisk && (d.isNetwork || SharePath.isUnder(d.source, inventory.exportRoot))
+        d.isDisk && (d.isNetwork || isUnderExportRoot(d.source))
     }
 
     /// A file disk on local storage (to be copied into the share).
     func isLocal(_ d: DiskRecord) -> Bool {
-        d.isDisk && d.isFile && !SharePath.isUnder(d.source, inventory.exportRoot)
+        d.isDisk && d.isFile && !isUnderExportRoot(d.source)
+    }
+
+    private func isUnderExportRoot(_ path: String) -> Bool {
+        SharePath.isUnder(path, inventory.exportRoot) || inventory.storageSites.contains { SharePath.isUnder(path, $0.exportRoot) }
     }
 }
 

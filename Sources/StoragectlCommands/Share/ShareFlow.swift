@@ -21,9 +21,13 @@ public struct ShareOptions: Sendable {
     public var mode: CopyMode
     /// A live copy's limit per disk, MiB/s.
     public var bandwidthMiB: UInt64?
+    /// The storage host to put the VM on (`--storage`); nil: the one its shared disks are
+    /// on, else the one with the most free space that every host involved reaches.
+    public var storage: String?
 
     public init(vm: String, from: String? = nil, to: [String] = [], attach: AttachMode = .mount, dryRun: Bool = false,
-                mode: CopyMode = .auto, bandwidthMiB: UInt64? = nil) {
+                mode: CopyMode = .auto, bandwidthMiB: UInt64? = nil, storage: String? = nil) {
+        self.storage = storage
         self.vm = vm
         self.from = from
         self.to = to
@@ -80,6 +84,8 @@ public struct ShareRun: Sendable {
     /// Local file disks (to copy) and disks already on the share.
     public let local: [DiskRecord]
     public let shared: [DiskRecord]
+    /// The storage host the VM's disks go to (or are on).
+    public let site: Inventory.StorageSite
     public var result: ShareResult
     /// Set by the last step that must run (a dry run ends after the plan).
     public var finished = false
@@ -118,7 +124,7 @@ public struct ShareFlow: Sendable {
         let started = ContinuousClock.now
         var run = try await Self.start(context, options)
         run.result.stepSeconds[ShareStep.locate.rawValue] = (ContinuousClock.now - started).seconds
-        try await FlowStep.run(Self.steps, context, &run, until: \.finished) { step, seconds, run in
+        try await FlowStep.run(Self.steps, context.on(run.site), &run, until: \.finished) { step, seconds, run in
             run.result.stepSeconds[step.rawValue] = seconds
         }
         run.result.totalSeconds = (ContinuousClock.now - started).seconds
@@ -131,13 +137,33 @@ public struct ShareFlow: Sendable {
         let destinations = try context.destinations(options.to, vm: options.vm, source: location.host)
         context.emit(.step(.locate, host: location.host.name,
                            detail: "\(options.vm) is defined here (\(location.state)); destinations: \(destinations.map(\.name).joined(separator: ", "))"))
-        let inventory = context.inventory
+        let site = try await place(context, options, location: location, destinations: destinations)
         let result = ShareResult(vm: options.vm, source: location.host.name, destinations: destinations.map(\.name),
-                                 attach: options.attach, storage: inventory.storage.name, export: inventory.exportRoot,
-                                 pool: inventory.poolName, mode: Self.mode(options.mode, state: location.state), disks: [], changed: [],
+                                 attach: options.attach, storage: site.name, export: site.exportRoot,
+                                 pool: site.poolName, mode: Self.mode(options.mode, state: location.state), disks: [], changed: [],
                                  ready: false, dryRun: options.dryRun, plan: [])
         return ShareRun(options: options, location: location, destinations: destinations,
-                        local: location.disks.filter(context.isLocal), shared: location.disks.filter(context.isShared), result: result)
+                        local: location.disks.filter(context.isLocal), shared: location.disks.filter(context.isShared), site: site, result: result)
+    }
+
+    /// The storage host for the VM (``StoragePlacement/choose``): free space and
+    /// reachability are asked only when there is a choice to make.
+    static func place(_ context: FlowContext, _ options: ShareOptions, location: VMLocation,
+                      destinations: [Inventory.Host]) async throws(ShareFailure) -> Inventory.StorageSite {
+        let sites = context.inventory.storageSites
+        let current = StoragePlacement.sites(of: location.disks, in: sites)
+        let ask = sites.count > 1 && current.isEmpty && options.storage == nil
+        let candidates = ask ? await context.candidates([location.host] + destinations) : []
+        switch StoragePlacement.choose(vm: options.vm, sites: sites, current: current, asked: options.storage, candidates: candidates) {
+        case .refused(let error, let remedy):
+            throw ShareFailure(step: .locate, host: options.storage ?? current.map(\.name).joined(separator: ","), error: error, remedy: remedy)
+        case .site(let name, let reason):
+            let site = context.inventory.site(named: name)!
+            if sites.count > 1 {
+                context.emit(.step(.locate, host: name, detail: "storage host for \(options.vm): \(name) (\(reason))"))
+            }
+            return site
+        }
     }
 }
 

@@ -35,9 +35,11 @@ public struct StatusFlow: Sendable {
     }
 
     public func status(_ vm: String) async throws(AgentError) -> VMStatus {
-        let inventory = context.inventory, root = inventory.exportRoot
         let location: VMLocation
         do { location = try await context.locate(vm, from: nil) } catch { throw error.error }
+        // The storage host the VM's disks are on (of several in the inventory).
+        let context = self.context.onSite(of: location.disks)
+        let inventory = context.inventory, root = inventory.exportRoot
         let disks = location.disks.filter(\.isDisk)
         let shared = disks.filter(context.isShared)
         let local = disks.filter { !context.isShared($0) }

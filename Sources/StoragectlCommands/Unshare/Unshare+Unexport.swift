@@ -19,7 +19,12 @@ extension UnshareSteps {
                 throw ShareFailure(step: .unexport, host: h.name, error: e,
                                    remedy: "\(run.options.vm) is on local disks already; run unshare again once \(h.name)'s agent answers (storagectl hosts) to drop export clients no shared VM needs")
             case .success(let domains):
-                let sharedHere = domains.filter(\.shared).map(\.name)
+                var sharedHere = domains.filter(\.shared).map(\.name)
+                // With several storage hosts, only the VMs with a disk on this one keep
+                // the host an export client of it (DOMAIN of each, on that host).
+                if inventory.storageSites.count > 1, !sharedHere.isEmpty {
+                    sharedHere = try await onThisSite(context, host: h, vms: sharedHere, vm: run.options.vm)
+                }
                 if sharedHere.isEmpty { unneeded.append(h.name) } else { keptFor.append((h.name, sharedHere)) }
             }
         }
@@ -41,5 +46,26 @@ extension UnshareSteps {
                 context.emit(.note("warning: \(h) also defines \(run.options.vm) on the shared image (left by a migration), which is stale now that \(run.options.vm) runs from local disks on \(run.owner.name); starting it there would boot the old data: remove that definition (on \(h): virsh undefine \(run.options.vm))"))
             }
         }
+    }
+}
+
+extension UnshareSteps {
+    /// The VMs of `vms` that `host` defines with a disk on the context's storage host.
+    static func onThisSite(_ context: FlowContext, host: Inventory.Host, vms: [String], vm: String) async throws(ShareFailure) -> [String] {
+        let inventory = context.inventory
+        var kept: [String] = []
+        for name in vms {
+            let domain: DomainQuery.Answer
+            do {
+                domain = try await context.send(.unexport, host, DomainQuery(name: name), timeout: .seconds(30),
+                                                remedy: "\(vm) is on local disks already; run unshare again once \(host.name)'s agent answers (storagectl hosts) to drop export clients no shared VM needs")
+            } catch where error.error.code == .notFound {
+                continue  // undefined since DOMAINS listed it
+            }
+            if StoragePlacement.sites(of: domain.disks, in: inventory.storageSites).contains(where: { $0.name == inventory.storage.name }) {
+                kept.append(name)
+            }
+        }
+        return kept
     }
 }

@@ -57,6 +57,8 @@ public struct UnshareRun: Sendable {
     public let location: VMLocation
     /// The VM's disks on the share.
     public let shared: [DiskRecord]
+    /// The storage host the shared disks are on (the first of the inventory when none is).
+    public let site: Inventory.StorageSite
     public var result: UnshareResult
 
     public var owner: Inventory.Host { location.host }
@@ -89,7 +91,7 @@ public struct UnshareFlow: Sendable {
 
     public func run(_ options: UnshareOptions) async throws(ShareFailure) -> UnshareResult {
         var run = try await Self.start(context, options)
-        try await FlowStep.run(Self.steps, context, &run)
+        try await FlowStep.run(Self.steps, context.on(run.site), &run)
         run.result.done = true
         return run.result
     }
@@ -99,10 +101,16 @@ public struct UnshareFlow: Sendable {
         let location = try await context.locate(options.vm, from: options.from)
         let shared = location.disks.filter(context.isShared)
         context.emit(.step(.locate, host: location.host.name, detail: "\(options.vm) is defined here (\(location.state)); \(shared.count) disk(s) on the share"))
-        let inventory = context.inventory
-        return UnshareRun(options: options, location: location, shared: shared,
-                          result: UnshareResult(vm: options.vm, host: location.host.name, storage: inventory.storage.name,
-                                                export: inventory.exportRoot, mode: ShareFlow.mode(options.mode, state: location.state), disks: [], changed: [], removedClients: [],
+        let sites = StoragePlacement.sites(of: shared, in: context.inventory.storageSites)
+        if sites.count > 1 {
+            throw ShareFailure(step: .locate, host: sites.map(\.name).joined(separator: ","),
+                               error: AgentError(.conflict, "\(options.vm) has disks on \(sites.map(\.name).joined(separator: " and ")); storagectl brings back a VM on one storage host"),
+                               remedy: "move its disks by hand (virsh blockcopy) onto one storage host or local storage, then run unshare again")
+        }
+        let site = sites.first ?? context.inventory.site
+        return UnshareRun(options: options, location: location, shared: shared, site: site,
+                          result: UnshareResult(vm: options.vm, host: location.host.name, storage: site.name,
+                                                export: site.exportRoot, mode: ShareFlow.mode(options.mode, state: location.state), disks: [], changed: [], removedClients: [],
                                                 remainingClients: [], leftOnShare: [], done: false))
     }
 }

@@ -28,11 +28,13 @@ want() { local v; v=$(field "$1"); [[ $v == "$2" ]] || fail "$1=$v, want $2: $(t
 proc_start_time() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; set -- $s; echo "${20}"; }
 
 # ca_restart_agent: start source-example's compute agent again as the lab does
-# (socket-activated, plain TCP 7700 + TLS 7701), recording its pid in the lab's pid file.
+# (socket-activated, plain TCP 7700 + TLS 7701, both storage hosts' export roots as share
+# roots), recording its pid in the lab's pid file.
 ca_restart_agent() {
     local f=$STATE/pids/source-example.compute-agent.pid pid i
     setsid "$LAB" exec source-example systemd-socket-activate -l 198.18.0.2:7700 -l 198.18.0.2:7701 \
         --fdname=agent:tls "$(lab_bin)/compute-agent" --libvirt-uri qemu:///system --plain-tcp --allow-admin CN=admin \
+        --share-root "$EXPORT_ROOT" --share-root /var/lib/libvirt/shared-images-b \
         </dev/null >>"$STATE/logs/source-example.compute-agent.log" 2>&1 &
     pid=$!
     echo "$pid" >"$f"
