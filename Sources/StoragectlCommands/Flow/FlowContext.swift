@@ -98,18 +98,19 @@ public struct FlowContext: Sendable {
         }
     }
 
-    /// Runs `body` for every host at once; results in the order of `hosts`.
+    /// Runs `body` for every item (a host, a storage site) at once; results in the order
+    /// of `items`.
     ///
     /// Child tasks return only an index and a `Result` built outside typed-throws
     /// `do`/`catch` (a release build of Swift 6.3 crashed copying a
     /// `(Inventory.Host, Result<_, AgentError>)` out of a task group built that way).
-    static func concurrently<T: Sendable>(_ hosts: [Inventory.Host],
-                                          _ body: @escaping @Sendable (Inventory.Host) async throws -> T) async -> [Result<T, AgentError>] {
+    static func concurrently<Item: Sendable, T: Sendable>(_ items: [Item],
+                                                          _ body: @escaping @Sendable (Item) async throws -> T) async -> [Result<T, AgentError>] {
         await withTaskGroup(of: (Int, Result<T, AgentError>).self) { group in
-            for (i, h) in hosts.enumerated() {
+            for (i, h) in items.enumerated() {
                 group.addTask { (i, await capture { try await body(h) }) }
             }
-            var results = [Result<T, AgentError>?](repeating: nil, count: hosts.count)
+            var results = [Result<T, AgentError>?](repeating: nil, count: items.count)
             for await (i, r) in group { results[i] = r }
             return results.map { $0! }
         }

@@ -43,17 +43,11 @@ extension FlowContext {
         }
         let persistent = found.filter(\.domain.persistent)
         var owners = persistent.isEmpty ? found : persistent
-        if running {
-            let active = found.filter { $0.state == .running || $0.state == .paused }
-            if active.count == 1 { owners = active }
-        }
         // A persistent migration (`migrate --persistent`, `virsh migrate --persistent`)
         // leaves the shut-off definition on the host the VM left: the one that runs it
-        // owns it.
-        if owners.count > 1 {
-            let active = found.filter { $0.state == .running || $0.state == .paused }
-            if active.count == 1 { owners = active }
-        }
+        // owns it. A migration (`running`) starts where it runs in any case.
+        let active = found.filter { $0.state == .running || $0.state == .paused }
+        if (running || owners.count > 1), active.count == 1 { owners = active }
         guard owners.count <= 1 else {
             throw ShareFailure(step: .locate, host: owners.map(\.host.name).joined(separator: ","),
                                error: AgentError(.conflict, "\(vm) is defined on \(owners.map(\.host.name).joined(separator: " and "))"),

@@ -126,23 +126,25 @@ extension FlowContext {
     /// `hosts` whether it reaches that site's NFS server (port 2049), all at once.
     func candidates(_ hosts: [Inventory.Host]) async -> [StoragePlacement.Candidate] {
         let caller = self.caller, sites = inventory.storageSites
-        let space = await Self.concurrently(sites.map(\.host)) { h in
-            try await caller.send(h, SpaceQuery(path: sites.first { $0.host == h }!.exportRoot), timeout: .seconds(15)).available
+        async let space = Self.concurrently(sites) { site in
+            try await caller.send(site.host, SpaceQuery(path: site.exportRoot), timeout: .seconds(15)).available
         }
-        var result: [StoragePlacement.Candidate] = []
-        for (site, free) in zip(sites, space) {
-            let probe = PortProbeRequest(host: site.nfsServer, ports: [2049], seconds: 2)
-            let answers = await Self.concurrently(hosts) { h in try await caller.send(h, probe, timeout: .seconds(15)) }
+        // every (site, host) pair, site by site
+        let pairs = sites.flatMap { site in hosts.map { (site, $0) } }
+        async let probes = Self.concurrently(pairs) { site, h in
+            try await caller.send(h, PortProbeRequest(host: site.nfsServer, ports: [2049], seconds: 2), timeout: .seconds(15))
+        }
+        let (free, reached) = await (space, probes)
+        return sites.enumerated().map { i, site in
             var unreachable: [String: String] = [:]
-            for (h, a) in zip(hosts, answers) {
-                switch a {
+            for (j, h) in hosts.enumerated() {
+                switch reached[i * hosts.count + j] {
                 case .failure(let e): unreachable[h.name] = e.message
                 case .success(let answer):
                     if let p = answer.ports.first, !p.reachable { unreachable[h.name] = "\(site.nfsServer):2049 \(p.error ?? "does not answer")" }
                 }
             }
-            result.append(StoragePlacement.Candidate(site: site.name, available: free, unreachable: unreachable))
+            return StoragePlacement.Candidate(site: site.name, available: free[i], unreachable: unreachable)
         }
-        return result
     }
 }
