@@ -6,6 +6,9 @@ public enum ExportsBackend: String, Sendable, Codable, CaseIterable {
     case kernel
     /// NFS-Ganesha: EXPORT blocks in an include file, SIGHUP to ganesha, then verify.
     case ganesha
+    /// A gateway of a CephFS cluster: NFS-Ganesha EXPORT blocks with `FSAL CEPH` (the
+    /// export root is a CephFS directory mounted at the same path on the gateway).
+    case ganeshaCeph = "ganesha-ceph"
 }
 
 /// A `DATA warning=...` line of `EXPORT` and `UNEXPORT`.

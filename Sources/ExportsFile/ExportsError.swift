@@ -16,6 +16,7 @@ public enum ExportsError: Error, Sendable, Hashable, CustomStringConvertible {
     case invalidExportRoot(root: String, reason: String)
     case invalidPseudoPath(path: String, pseudo: String)
     case exportIdsExhausted
+    case invalidCephName(filesystem: String, user: String)
     // Clients
     case noClients
     case clientEmpty
@@ -70,6 +71,8 @@ public enum ExportsError: Error, Sendable, Hashable, CustomStringConvertible {
             return "The NFSv4 pseudo path \"\(pseudo)\" for \"\(path)\" is not a valid absolute path: fix the pseudo path mapping."
         case .exportIdsExhausted:
             return "All 65535 NFS-Ganesha Export_Id values are in use: remove unused exports."
+        case .invalidCephName(let filesystem, let user):
+            return "The CephFS name \(filesystem.debugDescription) or Ceph user \(user.debugDescription) is not a name the FSAL block can hold (1-64 letters, digits, '.', '_', '-'): fix ceph-filesystem or ceph-user in the storage agent's configuration."
         case .noClients:
             return "No clients were given: name at least one compute host from the inventory."
         case .clientEmpty:

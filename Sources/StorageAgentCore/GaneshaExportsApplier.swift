@@ -34,9 +34,12 @@ public struct GaneshaExportsApplier: ExportsApplier {
     /// The address the probe asks from; granted read-only access (see above).
     public let probeClient: ClientAddress?
     public let verifyTimeout: Duration
+    /// `VFS` (backend `ganesha`) or `CEPH` (backend `ganesha-ceph`).
+    public let fsal: GaneshaExports.FSAL
 
     public init(includeFile: String, pidFile: String, listProbe: (any ExportListProbe)?,
-                probeClient: ClientAddress?, verifyTimeout: Duration = .seconds(5)) {
+                probeClient: ClientAddress?, verifyTimeout: Duration = .seconds(5), fsal: GaneshaExports.FSAL = .vfs) {
+        self.fsal = fsal
         self.includeFile = includeFile
         self.pidFile = pidFile
         self.listProbe = listProbe
@@ -44,7 +47,7 @@ public struct GaneshaExportsApplier: ExportsApplier {
         self.verifyTimeout = verifyTimeout
     }
 
-    public var backend: ExportsBackend { .ganesha }
+    public var backend: ExportsBackend { fsal == .vfs ? .ganesha : .ganeshaCeph }
 
     var ignoring: Set<String> { probeClient.map { [$0.value] } ?? [] }
 
@@ -58,7 +61,7 @@ public struct GaneshaExportsApplier: ExportsApplier {
     func render(_ plan: ApplyPlan, current: String) throws(AgentError) -> String {
         do throws(ExportsError) {
             return try GaneshaExports.render(plan.managed, pinned: GaneshaExports.exportIds(in: current),
-                                             listingOnly: listingClients)
+                                             listingOnly: listingClients, fsal: fsal)
         } catch {
             throw AgentError(error)
         }

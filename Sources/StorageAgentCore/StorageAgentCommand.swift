@@ -17,7 +17,8 @@ public struct StorageAgentCommand: AsyncParsableCommand {
             (default /etc/storagectl/storage-agent.conf): common options in [agent], the others in \
             [storage-agent], with the option's long name as key.
 
-            Verbs: HELLO, PING, HEALTH, EXPORT, UNEXPORT, EXPORTS, SPACE, CHECKSUM. Protocol: docs/protocol.md; \
+            Verbs: HELLO, PING, HEALTH, EXPORT, UNEXPORT, EXPORTS, SPACE, CHECKSUM; with the ganesha-ceph \
+            backend also CEPH-SESSIONS and CEPH-EVICT. Protocol: docs/protocol.md; \
             operations: docs/storage-agent.md.
             A clean stop (SIGTERM, or the idle exit) exits 0.
 
@@ -34,7 +35,7 @@ public struct StorageAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("export-root"), help: ArgumentHelp("Directory under which shares are created (default /var/lib/libvirt/shared-images).", valueName: "path"))
     public var exportRoot: String?
 
-    @Option(name: .customLong("backend"), help: ArgumentHelp("How exports are applied: kernel (exportfs -ra) or ganesha (default kernel).", valueName: "kernel|ganesha"))
+    @Option(name: .customLong("backend"), help: ArgumentHelp("How exports are applied: kernel (exportfs -ra), ganesha (EXPORT blocks, FSAL VFS) or ganesha-ceph (a gateway of a CephFS cluster: FSAL CEPH, the export root a CephFS mount of the same path) (default kernel).", valueName: "kernel|ganesha|ganesha-ceph"))
     public var backend: String?
 
     @Option(name: .customLong("allow-client"), help: ArgumentHelp("A compute host that may be an export client (repeatable).", valueName: "host"))
@@ -58,6 +59,21 @@ public struct StorageAgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("lock-timeout"), help: ArgumentHelp("Seconds to wait for another process editing the exports file before answering busy (default 10).", valueName: "seconds"))
     public var lockTimeout: Double?
 
+    @Option(name: .customLong("ceph-filesystem"), help: ArgumentHelp("ganesha-ceph: the CephFS name, FSAL CEPH's Filesystem (default cephfs).", valueName: "name"))
+    public var cephFilesystem: String?
+
+    @Option(name: .customLong("ceph-user"), help: ArgumentHelp("ganesha-ceph: the Ceph user nfs-ganesha connects as, FSAL CEPH's User_Id; its sessions are the ones CEPH-EVICT evicts (default ganesha).", valueName: "id"))
+    public var cephUser: String?
+
+    @Option(name: .customLong("ceph-admin-id"), help: ArgumentHelp("ganesha-ceph: the Ceph user the agent's ceph commands run as (ceph --id); it needs mds 'allow *' to list and evict sessions (default admin).", valueName: "id"))
+    public var cephAdminID: String?
+
+    @Option(name: .customLong("ceph-conf"), help: ArgumentHelp("ganesha-ceph: the Ceph configuration file (default /etc/ceph/ceph.conf).", valueName: "path"))
+    public var cephConf: String?
+
+    @Option(name: .customLong("floating-address"), help: ArgumentHelp("ganesha-ceph: the gateways' floating address (keepalived); HEALTH says whether this gateway holds it (default none).", valueName: "address"))
+    public var floatingAddress: String?
+
     @Flag(name: .customLong("print-unit-drop-in"), help: "Print the systemd drop-in that makes writable exactly what this configuration writes (the exports file's directory, the export root, /var/lib/nfs or the ganesha include file's directory), then exit. make install writes it to /etc/systemd/system/storage-agent.service.d/50-paths.conf.")
     public var printUnitDropIn = false
 
@@ -75,7 +91,7 @@ public struct StorageAgentCommand: AsyncParsableCommand {
         var paths = [directory(c.exportsFile), "-" + c.exportRoot]
         switch c.backend {
         case .kernel: paths.append("-" + directory(c.etabPath))
-        case .ganesha: paths.append(directory(c.ganeshaExportsFile))
+        case .ganesha, .ganeshaCeph: paths.append(directory(c.ganeshaExportsFile))
         }
         var unique: [String] = []
         for p in paths where !unique.contains(p) && !unique.contains("-" + p) { unique.append(p) }
@@ -93,7 +109,8 @@ public struct StorageAgentCommand: AsyncParsableCommand {
 
     static let sectionKeys: Set<String> = ["exports-file", "export-root", "backend", "allow-client",
                                            "ganesha-exports-file", "ganesha-pidfile", "etab", "nfs-server",
-                                           "verify-export-list", "lock-timeout"]
+                                           "verify-export-list", "lock-timeout", "ceph-filesystem", "ceph-user",
+                                           "ceph-admin-id", "ceph-conf", "floating-address"]
 
     /// Flags first, then the config file, then defaults.
     public func resolved(_ file: ConfigFile?) throws -> StorageAgentConfiguration {
@@ -106,7 +123,7 @@ public struct StorageAgentCommand: AsyncParsableCommand {
         if let v = pick(exportRoot, "export-root") { c.exportRoot = v }
         if let v = pick(backend, "backend") {
             guard let b = ExportsBackend(rawValue: v) else {
-                throw ValidationError("backend must be kernel or ganesha, not '\(v)'")
+                throw ValidationError("backend must be kernel, ganesha or ganesha-ceph, not '\(v)'")
             }
             c.backend = b
         }
@@ -133,7 +150,26 @@ public struct StorageAgentCommand: AsyncParsableCommand {
             }
             c.lockTimeout = .milliseconds(Int64(v * 1000))
         }
-        for (name, path) in [("exports-file", c.exportsFile), ("export-root", c.exportRoot),
+        for (name, flag, key) in [("ceph-filesystem", cephFilesystem, "ceph-filesystem"), ("ceph-user", cephUser, "ceph-user"),
+                                  ("ceph-admin-id", cephAdminID, "ceph-admin-id")] {
+            guard let v = pick(flag, key) else { continue }
+            guard GaneshaExports.FSAL.isCephName(v) else {
+                throw ValidationError("\(name) must be 1-64 letters, digits, '.', '_' or '-', not '\(v)'")
+            }
+            switch name {
+            case "ceph-filesystem": c.cephFilesystem = v
+            case "ceph-user": c.cephUser = v
+            default: c.cephAdminID = v
+            }
+        }
+        if let v = pick(cephConf, "ceph-conf") { c.cephConf = v }
+        if let v = pick(floatingAddress, "floating-address") {
+            guard let address = try? ClientAddress(v), address.value.allSatisfy({ $0.isHexDigit || $0 == "." || $0 == ":" }) else {
+                throw ValidationError("floating-address must be an IPv4 or IPv6 address, not '\(v)'")
+            }
+            c.floatingAddress = address.value
+        }
+        for (name, path) in [("exports-file", c.exportsFile), ("ceph-conf", c.cephConf), ("export-root", c.exportRoot),
                              ("ganesha-exports-file", c.ganeshaExportsFile), ("ganesha-pidfile", c.ganeshaPidFile),
                              ("etab", c.etabPath)]
         where !path.hasPrefix("/") {

@@ -24,6 +24,24 @@ public struct StorageAgentConfiguration: Sendable {
     public var applyTimeout: Duration = .seconds(30)
     /// Longest wait for the NFS server to list a change.
     public var verifyTimeout: Duration = .seconds(5)
+    /// `ganesha-ceph`: the CephFS name (FSAL CEPH `Filesystem`, and `mds.NAME:0` for the
+    /// session verbs).
+    public var cephFilesystem: String = "cephfs"
+    /// `ganesha-ceph`: the Ceph user ganesha connects as (FSAL CEPH `User_Id`); its
+    /// sessions are what `CEPH-SESSIONS` lists and `CEPH-EVICT` evicts.
+    public var cephUser: String = "ganesha"
+    /// `ganesha-ceph`: the Ceph user the agent's `ceph` commands run as (`ceph --id`): it
+    /// needs `mds 'allow *'` to list and evict sessions.
+    public var cephAdminID: String = "admin"
+    /// `ganesha-ceph`: the Ceph configuration file for the `ceph` command.
+    public var cephConf: String = "/etc/ceph/ceph.conf"
+    /// The `ceph` command.
+    public var cephPath: String = "/usr/bin/ceph"
+    /// Longest run of one `ceph` command.
+    public var cephTimeout: Duration = .seconds(30)
+    /// `ganesha-ceph`: the gateways' floating address (keepalived), when there is one:
+    /// HEALTH says whether this gateway holds it.
+    public var floatingAddress: String?
 
     public init() {}
 

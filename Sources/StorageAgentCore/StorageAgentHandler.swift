@@ -49,10 +49,17 @@ public struct StorageAgentHandler: RequestHandler {
         case .ganesha:
             return GaneshaExportsApplier(includeFile: c.ganeshaExportsFile, pidFile: c.ganeshaPidFile, listProbe: probe,
                                          probeClient: try? ClientAddress(c.nfsServer), verifyTimeout: c.verifyTimeout)
+        case .ganeshaCeph:
+            return GaneshaExportsApplier(includeFile: c.ganeshaExportsFile, pidFile: c.ganeshaPidFile, listProbe: probe,
+                                         probeClient: try? ClientAddress(c.nfsServer), verifyTimeout: c.verifyTimeout,
+                                         fsal: .ceph(filesystem: c.cephFilesystem, user: c.cephUser))
         }
     }
 
-    public var verbs: [String] { [HealthQuery.verb, ExportRequest.verb, UnexportRequest.verb, ExportsQuery.verb, SpaceQuery.verb, ChecksumRequest.verb] }
+    public var verbs: [String] {
+        [HealthQuery.verb, ExportRequest.verb, UnexportRequest.verb, ExportsQuery.verb, SpaceQuery.verb, ChecksumRequest.verb]
+            + (configuration.backend == .ganeshaCeph ? [CephSessionsQuery.verb, CephEvictRequest.verb] : [])
+    }
 
     public func handle(_ request: Request, context: RequestContext, reply: ReplyStream) async throws -> Fields {
         switch request.verb {
@@ -70,6 +77,12 @@ public struct StorageAgentHandler: RequestHandler {
             return try await space(SpaceQuery(request), context: context)
         case ChecksumRequest.verb:
             return try await checksum(ChecksumRequest(request), context: context, reply: reply)
+        case CephSessionsQuery.verb where configuration.backend == .ganeshaCeph:
+            let asked = try CephSessionsQuery(request)
+            try context.authorize(asked)
+            return try await cephSessions(reply: reply)
+        case CephEvictRequest.verb where configuration.backend == .ganeshaCeph:
+            return try await cephEvict(CephEvictRequest(request), context: context)
         default:
             throw unknownVerb(request.verb)
         }
@@ -263,6 +276,12 @@ public struct StorageAgentHandler: RequestHandler {
         case .ganesha:
             checks.append(FileChecks.writableFile("ganesha-exports-file", c.ganeshaExportsFile))
             checks.append(GaneshaProcess.healthCheck("reload-tool", pidFile: c.ganeshaPidFile))
+        case .ganeshaCeph:
+            checks.append(FileChecks.writableFile("ganesha-exports-file", c.ganeshaExportsFile))
+            checks.append(GaneshaProcess.healthCheck("reload-tool", pidFile: c.ganeshaPidFile))
+            checks.append(CephGateway.mountCheck(root: c.exportRoot))
+            checks.append(FileChecks.executable("ceph-tool", c.cephPath, remedy: "install ceph-common"))
+            if let address = c.floatingAddress { checks.append(CephGateway.floatingCheck(address)) }
         }
         return checks
     }

@@ -1,3 +1,4 @@
+import AgentAPI
 import AgentProtocol
 import AgentRuntime
 import ConfigFile
@@ -22,6 +23,10 @@ import SafeFiles
 /// `storage`, `exportRoot`, `nfsServer` and `poolName` are those of one storage host: the
 /// first of the file, until a flow narrows the inventory to the storage host a VM's disks
 /// are on (``selecting(_:)``, ``StorageSite``).
+///
+/// A `[storage NAME]` with `gateway = HOST AGENT` lines (and no `agent`) is a cluster of
+/// NFS gateways in front of one CephFS directory, reached through one floating address
+/// (`nfs-server`): docs/storage.md.
 public struct Inventory: Sendable, Equatable {
     public enum Role: String, Sendable, Codable { case storage, compute }
 
@@ -40,43 +45,62 @@ public struct Inventory: Sendable, Equatable {
         public var migrationTarget: MigrationURI { migrationURI ?? MigrationURI.default(for: name) }
     }
 
-    /// One storage host with its share: what a VM's disks are on (``storageSites``).
+    /// One storage host with its share, or one cluster of CephFS gateways (``gateways``)
+    /// that export the same CephFS directory: what a VM's disks are on (``storageSites``).
     public struct StorageSite: Sendable, Equatable {
+        /// The section's name: the storage host's, or the cluster's.
+        public var name: String
+        /// The agent the flows ask: the storage host's; for a cluster, one gateway's (the
+        /// first until ``FlowContext/servingGateway()`` picks the one that serves).
         public var host: Host
         public var exportRoot: String
-        /// The name or address compute hosts mount from (`nfs-server =`, default the host's name).
+        /// The name or address compute hosts mount from (`nfs-server =`, default the host's
+        /// name; a cluster's floating address).
         public var nfsServer: String
         /// The libvirt pool compute hosts attach it as (`pool =`, default `shared-images`).
         public var poolName: String
-        public var name: String { host.name }
+        /// A cluster's gateways (`gateway = NAME AGENT` lines), in the order of the file;
+        /// empty for one NFS server.
+        public var gateways: [Host] = []
+
+        public init(name: String, host: Host, exportRoot: String, nfsServer: String, poolName: String, gateways: [Host] = []) {
+            self.name = name
+            self.host = host
+            self.exportRoot = exportRoot
+            self.nfsServer = nfsServer
+            self.poolName = poolName
+            self.gateways = gateways
+        }
+
+        public var isCluster: Bool { !gateways.isEmpty }
+        /// The hosts whose storage agents hold this site's exports.
+        public var agents: [Host] { gateways.isEmpty ? [host] : gateways }
     }
 
     /// Every storage host, in the order of the file.
     public var storageSites: [StorageSite]
-    public var storage: Host
-    public var exportRoot: String
+    /// The storage host (or cluster) the flows work with: the first of the file, until a
+    /// flow narrows the inventory to the one a VM's disks are on (``selecting(_:)``).
+    public var site: StorageSite
+    public var storage: Host { get { site.host } set { site.host = newValue } }
+    public var exportRoot: String { get { site.exportRoot } set { site.exportRoot = newValue } }
     public var compute: [Host]
     /// Client certificate for `tls:` agents (section `[tls]`: ca, cert, key); libvirt's
     /// client layout by default.
     public var tls: TLSFiles = .libvirtClient
     /// The name or address compute hosts use for the NFS server (default: the storage
     /// host's name), `nfs-server =` in `[storage NAME]`.
-    public var nfsServer: String = ""
+    public var nfsServer: String { get { site.nfsServer } set { site.nfsServer = newValue } }
     /// The libvirt pool name used on every compute host, `pool =` in `[storage NAME]`.
-    public var poolName: String = "shared-images"
+    public var poolName: String { get { site.poolName } set { site.poolName = newValue } }
 
-    public var hosts: [Host] { storageSites.map(\.host) + compute }
-
-    /// The storage host the flows work with (``storage``, ``exportRoot``, ...).
-    public var site: StorageSite { StorageSite(host: storage, exportRoot: exportRoot, nfsServer: nfsServer, poolName: poolName) }
+    /// Every host with an agent: storage hosts, gateways, compute hosts.
+    public var hosts: [Host] { storageSites.flatMap(\.agents) + compute }
 
     /// This inventory with `site` as the storage host the flows work with.
     public func selecting(_ site: StorageSite) -> Inventory {
         var copy = self
-        copy.storage = site.host
-        copy.exportRoot = site.exportRoot
-        copy.nfsServer = site.nfsServer
-        copy.poolName = site.poolName
+        copy.site = site
         return copy
     }
 
@@ -137,15 +161,23 @@ public struct Inventory: Sendable, Equatable {
                                   message: "host '\(name)' is already defined at line \(first)")
             }
             seen[name] = section.line
-            try file.requireKnownKeys(section, role == .storage ? ["agent", "export-root", "nfs-server", "pool"]
+            try file.requireKnownKeys(section, role == .storage ? ["agent", "export-root", "nfs-server", "pool", "gateway"]
                                                                  : ["agent", "migration-uri", "migration-ports"])
-            guard let entry = section.entry("agent") else {
-                throw ConfigError(file: file.path, line: section.line,
-                                  message: "[\(section.kind) \(name)] needs 'agent = tcp:HOST:PORT' or 'agent = unix:PATH'")
+            var gateways: [Host] = []
+            if role == .storage, !section.values("gateway").isEmpty {
+                gateways = try Self.gateways(section, of: file, seen: &seen)
             }
             let endpoint: Endpoint
-            do { endpoint = try Endpoint(parsing: entry.value) } catch {
-                throw ConfigError(file: file.path, line: entry.line, message: error.message)
+            if let gateway = gateways.first {
+                endpoint = gateway.agent
+            } else {
+                guard let entry = section.entry("agent") else {
+                    throw ConfigError(file: file.path, line: section.line,
+                                      message: "[\(section.kind) \(name)] needs 'agent = tcp:HOST:PORT' or 'agent = unix:PATH'")
+                }
+                do { endpoint = try Endpoint(parsing: entry.value) } catch {
+                    throw ConfigError(file: file.path, line: entry.line, message: error.message)
+                }
             }
             var host = Host(name: name, role: role, agent: endpoint)
             if let e = section.entry("migration-uri") {
@@ -163,6 +195,17 @@ public struct Inventory: Sendable, Equatable {
             }
             switch role {
             case .storage:
+                if !gateways.isEmpty {
+                    if let e = section.entry("agent") {
+                        throw ConfigError(file: file.path, line: e.line,
+                                          message: "[storage \(name)] names gateways: each gateway line has its agent ('gateway = NAME tls:HOST:PORT'), so 'agent =' does not belong here")
+                    }
+                    guard section.entry("nfs-server") != nil else {
+                        throw ConfigError(file: file.path, line: section.line,
+                                          message: "[storage \(name)] names gateways: set 'nfs-server =' to the gateways' floating address, the one address every compute host attaches through")
+                    }
+                    host = gateways[0]
+                }
                 let nfsServer = section.value("nfs-server") ?? name
                 if let e = section.entry("nfs-server"), (try? Endpoint(parsing: "tcp:\(e.value):1")) == nil {
                     throw ConfigError(file: file.path, line: e.line, message: "nfs-server must be a host name or an address")
@@ -194,7 +237,8 @@ public struct Inventory: Sendable, Equatable {
                                           message: "[storage \(name)] export-root \(exportRoot) overlaps [storage \(other.name)]'s \(other.exportRoot) (line \(line)): compute hosts mount each at its export root, so give each storage host a path of its own")
                     }
                 }
-                sites.append((site: StorageSite(host: host, exportRoot: exportRoot, nfsServer: nfsServer, poolName: poolName), line: section.line))
+                sites.append((site: StorageSite(name: name, host: host, exportRoot: exportRoot, nfsServer: nfsServer, poolName: poolName,
+                                                gateways: gateways), line: section.line))
             case .compute:
                 compute.append(host)
             }
@@ -203,12 +247,32 @@ public struct Inventory: Sendable, Equatable {
             throw ConfigError(file: file.path, line: nil, message: "no [storage NAME] section: name the storage host and its agent")
         }
         self.storageSites = sites.map(\.site)
-        self.storage = first.host
-        self.exportRoot = first.exportRoot
+        self.site = first
         self.compute = compute
         self.tls = tls
-        self.nfsServer = first.nfsServer
-        self.poolName = first.poolName
+    }
+
+    /// The `gateway = NAME AGENT` lines of a cluster's section, each a storage host of
+    /// its own (its name unique among all hosts: it is the gateway's host name, which
+    /// the CephFS sessions of its NFS server carry).
+    private static func gateways(_ section: ConfigFile.Section, of file: ConfigFile, seen: inout [String: Int]) throws(ConfigError) -> [Host] {
+        var result: [Host] = []
+        for e in section.entries where e.key == "gateway" {
+            let parts = e.value.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            guard parts.count == 2, CephEvictRequest.isHostName(parts[0]) else {
+                throw ConfigError(file: file.path, line: e.line, message: "gateway must be 'NAME AGENT' (gateway = gateway-a tls:198.18.0.7:7701), NAME the gateway's host name")
+            }
+            if let first = seen[parts[0]] {
+                throw ConfigError(file: file.path, line: e.line, message: "host '\(parts[0])' is already defined at line \(first)")
+            }
+            seen[parts[0]] = e.line
+            let endpoint: Endpoint
+            do { endpoint = try Endpoint(parsing: parts[1]) } catch {
+                throw ConfigError(file: file.path, line: e.line, message: error.message)
+            }
+            result.append(Host(name: parts[0], role: .storage, agent: endpoint))
+        }
+        return result
     }
 }
 

@@ -45,6 +45,16 @@ public struct ShareCommand: AsyncParsableCommand {
             most free space (SPACE) whose NFS server the source and every destination reach \
             (port 2049). A VM's disks are always on one storage host.
 
+            With a CephFS gateway cluster ([storage NAME] with gateway lines), every gateway \
+            exports the share and compute hosts attach through the cluster's floating address \
+            (nfs-server), so all of them use the gateway that holds it. When that gateway \
+            dies, its standby takes the address over (keepalived) and QEMU reconnects by \
+            itself, but the inodes the dead gateway touched stay blocked in CephFS until its \
+            session goes: --repair evicts the dead gateway's CephFS sessions through a healthy \
+            gateway, brings every healthy gateway's export in line and checks that each compute \
+            host reaches the floating address. It does not touch the VM or its disks; \
+            storagectl status and check say when it is needed (docs/storage.md).
+
             EXIT STATUS
               0   the VM is ready (or, with --dry-run, the plan was printed)
               64  bad arguments (unknown destination, ...)
@@ -74,6 +84,9 @@ public struct ShareCommand: AsyncParsableCommand {
     @Option(name: .customLong("storage"), help: ArgumentHelp("The storage host to put the VM on (default: the one its shared disks are on, else the one with the most free space that the source and every destination reach).", valueName: "name"))
     public var storage: String?
 
+    @Flag(name: .customLong("repair"), help: "For a VM on a CephFS gateway cluster after a gateway died: evict the dead gateway's CephFS sessions, re-export on every healthy gateway, check that the compute hosts reach the floating address. The VM's disks are not touched.")
+    public var repair = false
+
     @Flag(name: .customLong("dry-run"), help: "Print the plan and change nothing.")
     public var dryRun = false
 
@@ -89,6 +102,9 @@ public struct ShareCommand: AsyncParsableCommand {
 
     public func validate() throws {
         guard !(json && jsonLines) else { throw ValidationError("--json and --json-lines exclude each other") }
+        guard !repair || (to.isEmpty && storage == nil && !dryRun) else {
+            throw ValidationError("--repair takes only the VM (and --from): it changes no destination, storage host or copy")
+        }
         guard AttachMode(rawValue: attach) != nil else { throw ValidationError("--attach must be mount or libnfs") }
         try validateDomainName(vm)
     }
@@ -99,6 +115,17 @@ public struct ShareCommand: AsyncParsableCommand {
             let display = ShareDisplay(mode: jsonLines ? .jsonLines : json ? .quiet : (isatty(1) == 1 ? .terminal : .plain))
             let options = ShareOptions(vm: vm, from: from, to: to, attach: AttachMode(rawValue: attach)!, dryRun: dryRun,
                                        mode: copyMode.mode, bandwidthMiB: copyMode.bandwidth, storage: storage)
+            if repair {
+                let vm = self.vm, from = self.from
+                let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: global.timeoutDuration) { caller in
+                    await FlowReport.capture { () throws(ShareFailure) in
+                        try await RepairFlow(inventory: inventory, caller: caller, emit: { display.show($0) }).run(vm: vm, from: from)
+                    }
+                }
+                try FlowReport.finish("share --repair", vm: vm, json: json, display: display, outcome,
+                                      summary: ShareFormatting.summary, encode: { try ShareFormatting.json($0, compact: $1) })
+                return
+            }
             let (interrupted, _) = Interrupts.install(onlyWhileWaited: true)
             let outcome = try await LiveAgentCaller.with(inventory, connectTimeout: global.timeoutDuration) { caller in
                 await FlowReport.capture { () throws(ShareFailure) in

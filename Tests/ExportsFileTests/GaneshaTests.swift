@@ -85,3 +85,30 @@ struct GaneshaTests {
         #expect(text.contains("Filesystem_Id = 123456.0;"))
     }
 }
+
+@Suite("NFS-Ganesha rendering: FSAL CEPH (a gateway of a CephFS cluster)")
+struct GaneshaCephTests {
+    @Test("the FSAL block names the CephFS and the Ceph user; Export_Id and Path are the VFS rendering's, so every gateway writes the same")
+    func cephBlock() throws {
+        let path = ourRoot + "/w1"
+        let exports = [ManagedExport(path: path, fsid: 7, clients: [ManagedClient(address: try ClientAddress("198.18.0.2"), options: .storagectlDefault)])]
+        let vfs = try GaneshaExports.render(exports)
+        let ceph = try GaneshaExports.render(exports, fsal: .ceph(filesystem: "cephfs", user: "ganesha"))
+        #expect(ceph.contains("\tFSAL {\n\t\tName = CEPH;\n\t\tFilesystem = \"cephfs\";\n\t\tUser_Id = \"ganesha\";\n\t}\n"))
+        #expect(!ceph.contains("VFS"))
+        #expect(GaneshaExports.exportIds(in: ceph) == GaneshaExports.exportIds(in: vfs))
+        #expect(ceph.replacingOccurrences(of: "\t\tName = CEPH;\n\t\tFilesystem = \"cephfs\";\n\t\tUser_Id = \"ganesha\";\n", with: "\t\tName = VFS;\n") == vfs)
+    }
+
+    @Test("a CephFS or user name that could break out of its quotes is refused before anything is written")
+    func badNames() throws {
+        let exports = [ManagedExport(path: ourRoot, fsid: 1, clients: [ManagedClient(address: try ClientAddress("198.18.0.2"), options: .storagectlDefault)])]
+        for (fs, user) in [("cephfs\"; Access_Type = RW; #", "ganesha"), ("cephfs", "a b"), ("", "ganesha"), ("cephfs", "-x"),
+                           ("cephfs", String(repeating: "u", count: 65))] {
+            #expect(throws: ExportsError.invalidCephName(filesystem: fs, user: user)) {
+                try GaneshaExports.render(exports, fsal: .ceph(filesystem: fs, user: user))
+            }
+        }
+        #expect(GaneshaExports.FSAL.isCephName("cephfs_a-1.b"))
+    }
+}

@@ -154,9 +154,23 @@ struct JSONDocumentTests {
         let s = VMStatus(vm: "w1", owner: "source-example", state: "shut-off", storage: "cargo-bay", export: "/srv/share",
                          sharedDisks: ["/srv/share/w1/w1.qcow2"], localDisks: [],
                          hosts: [.init(host: "dest-example", definesVM: false, exported: true, seesDisks: true, canRun: true, problem: "p")],
-                         ready: true, problem: "q")
+                         ready: true, problem: "q", gateways: [GatewayState(name: "gateway-a", state: .down, detail: "d")],
+                         gatewayProblem: "g", remedy: "r")
         let printed = Self.keys(try JSONSerialization.jsonObject(with: ShareFormatting.encoder().encode(s)))
         let documented = Self.documentedKeys(after: "`--json` of one VM prints")
+        #expect(printed.subtracting(documented).isEmpty, "undocumented: \(printed.subtracting(documented))")
+        #expect(documented.subtracting(printed).isEmpty, "documented, never printed: \(documented.subtracting(printed))")
+    }
+
+    @Test("share --repair --json: every key printed is documented")
+    func repair() throws {
+        let r = RepairResult(vm: "w1", storage: "ceph-nfs", serving: "gateway-b",
+                             gateways: [GatewayState(name: "gateway-a", state: .down, detail: "d")], evicted: ["gateway-a": 1],
+                             reexported: ["gateway-b"], reachable: ["source-example"], ready: true)
+        // the keys of the evicted map are gateway names: data
+        let printed = Self.keys(try JSONSerialization.jsonObject(with: Data(try ShareFormatting.json(r).utf8)), skipping: ["evicted"])
+        let documented = Self.documentedKeys(after: "`--json` prints `{\"vm\", \"storage\", \"serving\"")
+        #expect(!documented.isEmpty)
         #expect(printed.subtracting(documented).isEmpty, "undocumented: \(printed.subtracting(documented))")
         #expect(documented.subtracting(printed).isEmpty, "documented, never printed: \(documented.subtracting(printed))")
     }

@@ -44,6 +44,7 @@ struct PackagedConfigTests {
         #expect(c.exportsFile == d.exportsFile && c.exportRoot == d.exportRoot && c.backend == d.backend)
         #expect(c.etabPath == d.etabPath && c.ganeshaExportsFile == d.ganeshaExportsFile && c.ganeshaPidFile == d.ganeshaPidFile)
         #expect(c.nfsServer == d.nfsServer && c.lockTimeout == d.lockTimeout && c.verifiesExportList == d.verifiesExportList)
+        #expect(c.cephFilesystem == d.cephFilesystem && c.cephUser == d.cephUser && c.cephAdminID == d.cephAdminID && c.cephConf == d.cephConf)
         var options = try AgentOptions.parse([])
         try options.merge(examples)
         #expect(options.limits().maxConnections == ServerLimits().maxConnections)

@@ -45,6 +45,26 @@ public enum CheckEvaluation {
         return SharePath.isUnder(d.source, exportRoot)
     }
 
+    /// `gateways` (a VM on a CephFS gateway cluster): a healthy gateway holds the floating
+    /// address, and no down gateway still holds CephFS sessions (they would block the
+    /// VM's disks on the serving gateway, the destination's too).
+    public static func gateways(vm: String, destination: String, health: ClusterHealth) -> CheckResult {
+        var measured = health.gateways.map { Measured($0.name, $0.state.rawValue) }
+        for (g, n) in health.lingering.sorted(by: { $0.key < $1.key }) { measured.append(Measured("\(g)-sessions", "\(n)")) }
+        if let (sentence, remedy) = health.problem(vm: vm) {
+            return CheckResult(.gateways, .fail, measured, sentence + "; \(destination) would attach through the same address", remedy: remedy,
+                               code: .unavailable)
+        }
+        let serving = health.serving ?? "?"
+        if !health.down.isEmpty {
+            return CheckResult(.gateways, .warn, measured,
+                               "\(serving) serves \(health.floatingAddress); \(health.down.map(\.name).joined(separator: ", ")) of \(health.site) is down (no CephFS session of it is left): there is no standby",
+                               remedy: "bring \(health.down.map(\.name).joined(separator: ", ")) back (nfs-ganesha, storage agent; remount its CephFS if it was evicted)")
+        }
+        return CheckResult(.gateways, .pass, measured,
+                           "\(serving) of \(health.site) serves \(health.floatingAddress); standby: \(health.gateways.filter { $0.state == .standby }.map(\.name).joined(separator: ", "))")
+    }
+
     /// `storage-ready`: every disk on the share, and the destination sees it now.
     /// `verify` is nil when there was nothing to verify (no disk on the share).
     public static func storageReady(vm: String, source: String, destination: String, disks: [DiskRecord], exportRoot: String,

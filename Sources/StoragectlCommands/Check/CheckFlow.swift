@@ -109,6 +109,7 @@ public struct CheckFlow: Sendable {
                                                                                  disks: location.disks)
 
         async let reach = ask(source, LibvirtReachQuery(uri: uri.text))
+        async let cluster = context.clusterHealth()
 
         async let ports: (Result<PortListenRequest.Answer, AgentCallFailure>?, Result<PortProbeRequest.Answer, AgentCallFailure>) = {
             var listen: Result<PortListenRequest.Answer, AgentCallFailure>?
@@ -163,6 +164,7 @@ public struct CheckFlow: Sendable {
                                                 bandwidthError: probeAnswer?.bandwidthError ?? probeFailure(probe),
                                                 capMiB: options.bandwidthMiB))
         checks.append(CheckEvaluation.gateArmed(destination: dest.name, target: target))
+        if let health = await cluster { checks.append(CheckEvaluation.gateways(vm: vm, destination: dest.name, health: health)) }
         let elapsed = ContinuousClock.now - started
         return CheckReport(vm: vm, source: source.name, destination: dest.name, uri: uri.text, mode: mode.rawValue,
                            state: location.state.rawValue, checks: checks, milliseconds: Self.milliseconds(elapsed))

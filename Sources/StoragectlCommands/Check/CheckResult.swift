@@ -14,6 +14,8 @@ public enum CheckName: String, Sendable, Codable, CaseIterable {
     case nameUUID = "name-uuid"
     case dirtyRate = "dirty-rate"
     case gateArmed = "gate-armed"
+    /// Only for a VM on a CephFS gateway cluster.
+    case gateways
 }
 
 /// A check's verdict. Only `fail` stops `migrate`.

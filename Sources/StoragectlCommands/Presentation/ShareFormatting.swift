@@ -50,6 +50,20 @@ public enum ShareFormatting {
         return e
     }
 
+    /// `share --repair`'s summary.
+    public static func summary(_ r: RepairResult) -> String {
+        var s = "\(r.vm) on \(r.storage): served by \(r.serving ?? "no gateway")"
+        s += r.reachable.isEmpty ? ".\n" : ", reached by \(r.reachable.joined(separator: ", ")).\n"
+        for g in r.gateways { s += "  \(g.name): \(g.state.rawValue) (\(g.detail))\n" }
+        for (gateway, n) in r.evicted.sorted(by: { $0.key < $1.key }) { s += "  evicted \(n) CephFS session(s) of \(gateway)\n" }
+        if !r.reexported.isEmpty { s += "  export brought in line on \(r.reexported.joined(separator: ", "))\n" }
+        return s
+    }
+
+    public static func json(_ r: RepairResult, compact: Bool = false) throws -> String {
+        String(decoding: try encoder(compact: compact).encode(r), as: UTF8.self)
+    }
+
     public static func json(_ r: ShareResult, compact: Bool = false) throws -> String {
         String(decoding: try encoder(compact: compact).encode(r), as: UTF8.self)
     }

@@ -2,13 +2,17 @@ import AgentAPI
 import AgentProtocol
 
 extension ShareSteps {
-    /// The export root exported to the source and every destination.
+    /// The export root exported to the source and every destination: on the storage host,
+    /// or on every gateway of a cluster (any of them may take over the floating address).
     @Sendable static func export(_ context: FlowContext, _ run: inout ShareRun) async throws(ShareFailure) {
-        let storage = context.inventory.storage, root = context.inventory.exportRoot
-        let exported = try await context.send(.export, storage, ExportRequest(path: root, clients: run.hosts.map(\.name)))
-        if exported.changed { run.result.changed.append("export") }
-        context.emit(.step(.export, host: storage.name,
-                           detail: "\(root) to \(exported.clients.joined(separator: ",")) (\(exported.changed ? "changed" : "unchanged"))"))
+        let root = context.inventory.exportRoot
+        let answers = try await context.sendToEveryAgent(.export, ExportRequest(path: root, clients: run.hosts.map(\.name)),
+                                                         remedy: context.gatewayRemedy)
+        for (host, exported) in answers {
+            if exported.changed { run.result.changed.append(answers.count > 1 ? "export on \(host.name)" : "export") }
+            context.emit(.step(.export, host: host.name,
+                               detail: "\(root) to \(exported.clients.joined(separator: ",")) (\(exported.changed ? "changed" : "unchanged"))"))
+        }
     }
 
     /// The pool (mount) or libnfs share record on every host involved, concurrently.

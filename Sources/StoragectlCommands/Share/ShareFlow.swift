@@ -124,7 +124,8 @@ public struct ShareFlow: Sendable {
         let started = ContinuousClock.now
         var run = try await Self.start(context, options)
         run.result.stepSeconds[ShareStep.locate.rawValue] = (ContinuousClock.now - started).seconds
-        try await FlowStep.run(Self.steps, context.on(run.site), &run, until: \.finished) { step, seconds, run in
+        let site = await Self.serving(context.on(run.site))
+        try await FlowStep.run(Self.steps, site, &run, until: \.finished) { step, seconds, run in
             run.result.stepSeconds[step.rawValue] = seconds
         }
         run.result.totalSeconds = (ContinuousClock.now - started).seconds
@@ -168,6 +169,14 @@ public struct ShareFlow: Sendable {
 }
 
 extension ShareFlow {
+    /// For a gateway cluster: the context on the gateway that serves, each gateway's state
+    /// shown first. Unchanged for one NFS server.
+    static func serving(_ context: FlowContext) async -> FlowContext {
+        let (serving, states) = await context.servingGateway()
+        for s in states { context.emit(.note("gateway \(s.name) of \(context.inventory.site.name): \(s.state.rawValue) (\(s.detail))")) }
+        return serving
+    }
+
     /// The mode a run uses: `auto` is live for a VM that is not shut off.
     static func mode(_ asked: CopyMode, state: DomainRunState) -> CopyMode {
         asked != .auto ? asked : (state == .shutOff ? .offline : .live)

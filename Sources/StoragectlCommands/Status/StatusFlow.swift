@@ -23,6 +23,13 @@ public struct VMStatus: Sendable, Codable, Equatable {
     public var ready: Bool
     /// Why the VM's status could not be worked out (it is then not ready).
     public var problem: String? = nil
+    /// A VM on a CephFS gateway cluster: each gateway's state (nil for one NFS server).
+    public var gateways: [GatewayState]? = nil
+    /// What keeps the cluster from serving the VM (a gateway down with CephFS sessions
+    /// left, no gateway holding the floating address), and what to do (the VM is then
+    /// not ready).
+    public var gatewayProblem: String? = nil
+    public var remedy: String? = nil
 }
 
 /// Computes a VM's status from the agents' answers: locate, the export's clients, and
@@ -44,14 +51,25 @@ public struct StatusFlow: Sendable {
         let shared = disks.filter(context.isShared)
         let local = disks.filter { !context.isShared($0) }
         let clients = Set(try await context.caller.send(inventory.storage, ExportsQuery()).managedClients(of: root))
+        async let cluster = context.clusterHealth()
         let views = await FlowContext.concurrently(inventory.compute) { [context] h in
             await Self.view(context, host: h, owner: location.host, exported: clients.contains(h.name), shared: shared, local: local)
         }
         let hosts = views.compactMap { try? $0.get() }
-        let ready = local.isEmpty && !shared.isEmpty && hosts.contains { !$0.definesVM && $0.canRun }
+        var ready = local.isEmpty && !shared.isEmpty && hosts.contains { !$0.definesVM && $0.canRun }
             && hosts.contains { $0.definesVM && $0.seesDisks }
-        return VMStatus(vm: vm, owner: location.host.name, state: location.state.rawValue, storage: inventory.storage.name, export: root,
-                        sharedDisks: shared.map(\.target), localDisks: local.map(\.target), hosts: hosts, ready: ready)
+        var status = VMStatus(vm: vm, owner: location.host.name, state: location.state.rawValue, storage: inventory.site.name, export: root,
+                              sharedDisks: shared.map(\.target), localDisks: local.map(\.target), hosts: hosts, ready: ready)
+        if let health = await cluster {
+            status.gateways = health.gateways
+            if let (sentence, remedy) = health.problem(vm: vm) {
+                status.gatewayProblem = sentence
+                status.remedy = remedy
+                ready = false
+            }
+            status.ready = ready
+        }
+        return status
     }
 
     /// One compute host's view: does it see every shared disk, and so can it run the VM.
@@ -106,7 +124,7 @@ public struct StatusFlow: Sendable {
             do {
                 all.append(try await status(vm))
             } catch {
-                all.append(VMStatus(vm: vm, owner: nil, state: nil, storage: context.inventory.storage.name, export: context.inventory.exportRoot,
+                all.append(VMStatus(vm: vm, owner: nil, state: nil, storage: context.inventory.site.name, export: context.inventory.exportRoot,
                                     sharedDisks: [], localDisks: [], hosts: [], ready: false,
                                     problem: "\(error.message) [\(error.code.rawValue)]"))
             }

@@ -29,11 +29,15 @@ extension UnshareSteps {
             }
         }
         if !unneeded.isEmpty {
-            let answer = try await context.send(.unexport, storage, UnexportRequest(path: root, clients: unneeded))
-            if answer.changed { run.result.changed.append("unexport") }
+            // On the storage host, or on every gateway of a cluster.
+            let answers = try await context.sendToEveryAgent(.unexport, UnexportRequest(path: root, clients: unneeded),
+                                                             remedy: context.gatewayRemedy)
+            for (host, answer) in answers {
+                if answer.changed { run.result.changed.append(answers.count > 1 ? "unexport on \(host.name)" : "unexport") }
+                run.result.remainingClients = answer.clients
+                context.emit(.step(.unexport, host: host.name, detail: "\(root) no longer exported to \(unneeded.joined(separator: ", ")) (no shared VM there)"))
+            }
             run.result.removedClients = unneeded
-            run.result.remainingClients = answer.clients
-            context.emit(.step(.unexport, host: storage.name, detail: "\(root) no longer exported to \(unneeded.joined(separator: ", ")) (no shared VM there)"))
         } else {
             run.result.remainingClients = clients
         }
@@ -62,7 +66,7 @@ extension UnshareSteps {
             } catch where error.error.code == .notFound {
                 continue  // undefined since DOMAINS listed it
             }
-            if StoragePlacement.sites(of: domain.disks, in: inventory.storageSites).contains(where: { $0.name == inventory.storage.name }) {
+            if StoragePlacement.sites(of: domain.disks, in: inventory.storageSites).contains(where: { $0.name == inventory.site.name }) {
                 kept.append(name)
             }
         }

@@ -91,7 +91,7 @@ public struct UnshareFlow: Sendable {
 
     public func run(_ options: UnshareOptions) async throws(ShareFailure) -> UnshareResult {
         var run = try await Self.start(context, options)
-        try await FlowStep.run(Self.steps, context.on(run.site), &run)
+        try await FlowStep.run(Self.steps, await ShareFlow.serving(context.on(run.site)), &run)
         run.result.done = true
         return run.result
     }
