@@ -82,10 +82,11 @@ enum CephGateway {
     /// The sessions of `ceph tell mds.FS:0 client ls --format=json` whose user is
     /// `user` (the NFS servers' Ceph user), in the MDS's order. Pure.
     static func sessions(json: String, user: String) throws(AgentError) -> [CephSession] {
-        // The command may print a line of its own before the JSON (e.g. a warning).
-        guard let start = json.firstIndex(of: "["),
-              let data = String(json[start...]).data(using: .utf8),
-              let list = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
+        // stderr comes in the same pipe: log lines (`... ms_handle_reset on [v2:...]`)
+        // before or after the JSON, which ceph prints on one line of its own.
+        let list = json.split(separator: "\n").lazy.filter { $0.hasPrefix("[") }
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [[String: Any]] }.first
+        guard let list else {
             throw AgentError(.internal, "ceph client ls did not print a JSON list: \(json.prefix(300))")
         }
         return list.compactMap { s -> CephSession? in

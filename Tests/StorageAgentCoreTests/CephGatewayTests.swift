@@ -10,19 +10,18 @@ struct CephGatewayTests {
     /// `ceph tell mds.cephfs:0 client ls --format=json` of the lab (ceph 16.2.15), cut
     /// down: two ganesha sessions, one ceph-fuse session of another user.
     static let clientLs = """
-    [
-        {"id": 4305, "entity": {"name": {"type": "client", "num": 4305}}, "state": "open",
-         "client_metadata": {"ceph_version": "ceph version 16.2.15", "entity_id": "ganesha", "hostname": "gateway-a", "root": "/"}},
-        {"id": 4311, "state": "open",
-         "client_metadata": {"entity_id": "ganesha", "hostname": "gateway-b", "root": "/"}},
-        {"id": 4320, "state": "open",
-         "client_metadata": {"entity_id": "fuse", "hostname": "gateway-a", "root": "/var/lib/libvirt/shared-images-ceph"}}
-    ]
+    [{"id": 4305, "entity": {"name": {"type": "client", "num": 4305}}, "state": "open", \
+    "client_metadata": {"ceph_version": "ceph version 16.2.15", "entity_id": "ganesha", "hostname": "gateway-a", "root": "/", "uuid": "ganesha-gateway-a-0064"}}, \
+    {"id": 4311, "state": "open", "client_metadata": {"entity_id": "ganesha", "hostname": "gateway-b", "root": "/"}}, \
+    {"id": 4320, "state": "open", "client_metadata": {"entity_id": "fuse", "hostname": "gateway-a", "root": "/var/lib/libvirt/shared-images-ceph"}}]
     """
 
     @Test("client ls: only the NFS servers' user's sessions, with id, host and state")
     func sessions() throws {
-        let s = try CephGateway.sessions(json: "2026-12-06T05:00 warning line\n" + Self.clientLs, user: "ganesha")
+        // ceph's stderr log lines come in the same pipe, before and after (one with a bracket)
+        let output = "2026-12-06T05:25:04.917+0000 7f9040ff96c0  0 client.4159 ms_handle_reset on v2:198.18.0.6:6802/1105300610\n"
+            + "[v2:198.18.0.6:3300] not json\n\n" + Self.clientLs + "\n2026-12-06T05:25:05 trailing line\n"
+        let s = try CephGateway.sessions(json: output, user: "ganesha")
         #expect(s == [CephSession(id: 4305, host: "gateway-a", user: "ganesha", state: "open"),
                       CephSession(id: 4311, host: "gateway-b", user: "ganesha", state: "open")])
         #expect(try CephGateway.sessions(json: "[]", user: "ganesha").isEmpty)
