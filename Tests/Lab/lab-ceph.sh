@@ -241,3 +241,150 @@ ceph_gateway_holding_vip() {
     ((${#holders[@]} == 1)) || return 1
     echo "${holders[0]}"
 }
+
+# start_gateway_agents BIN_DIR: a storage agent on each gateway with the ganesha-ceph
+# backend (storagectl's EXPORT blocks for FSAL CEPH, the share root seen through
+# ceph-fuse), like start_agents' storage agents; only when the binary has that backend
+GATEWAY_AGENTS=""
+start_gateway_agents() {
+    local b=$1 h allow=()
+    if ! "$b/storage-agent" --help 2>&1 | grep -q ganesha-ceph; then
+        say "ceph: $b/storage-agent has no ganesha-ceph backend: no storage agents on the gateways"
+        return 0
+    fi
+    for h in "${COMPUTE_HOSTS[@]}"; do allow+=(--allow-client "$h"); done
+    for h in "${GATEWAYS[@]}"; do
+        spawn "$h" storage-agent systemd-socket-activate -l "${ADDR[$h]}:$AGENT_PORT" \
+            -l "${ADDR[$h]}:$AGENT_TLS_PORT" --fdname=agent:tls \
+            "$b/storage-agent" --backend ganesha-ceph --export-root "$CEPH_EXPORT_ROOT" \
+            --ganesha-exports-file "$GANESHA_INCLUDE" --ganesha-pidfile "$GANESHA_PIDFILE" \
+            --ceph-filesystem cephfs --ceph-user admin --floating-address "$CEPH_VIP" \
+            "${allow[@]}" "${AGENT_ACCESS[@]}"
+    done
+    for h in "${GATEWAYS[@]}"; do
+        wait_for 10 "agent socket on $h" on "$h" sh -c "ss -Hltn 'sport = :$AGENT_PORT' | grep -q ." || return 1
+    done
+    GATEWAY_AGENTS=1
+}
+
+# write_ceph_inventory: $STATE/storagectl-ceph.conf, the default inventory plus the
+# gateway cluster (compute hosts attach through the floating address)
+write_ceph_inventory() {
+    {
+        cat "$STATE/storagectl.conf"
+        cat <<EOF
+
+[storage ceph-nfs]
+gateway = gateway-a tls:${ADDR[gateway-a]}:$AGENT_TLS_PORT
+gateway = gateway-b tls:${ADDR[gateway-b]}:$AGENT_TLS_PORT
+export-root = $CEPH_EXPORT_ROOT
+nfs-server = $CEPH_VIP
+pool = shared-images-ceph
+EOF
+    } >"$STATE/storagectl-ceph.conf"
+}
+
+# ceph_stop_gateway_clients: at `down`, the gateways' CephFS clients (ganesha, ceph-fuse,
+# storage agents) before the cluster: ceph-fuse stops in ~2 s on SIGTERM while the MDS
+# answers, but hangs until SIGKILL once the MDS is gone
+ceph_stop_gateway_clients() {
+    local h n f pids=()
+    for h in "${GATEWAYS[@]}"; do
+        for n in storage-agent ganesha ceph-fuse; do
+            f=$(pidfile "$h" "$n")
+            pid_ok "$f" && pids+=("$(head -n1 "$f")")
+        done
+    done
+    ((${#pids[@]} == 0)) || stop_pids 10 "${pids[@]}"
+}
+
+# ---------------------------------------------------------------- gateway failover (tests)
+# For suites (sourced with the lab): lose a gateway, see where the floating address
+# goes, evict the dead gateway's CephFS sessions, bring the gateway's ganesha back.
+
+# ceph_kill_gateway_ganesha GATEWAY: SIGKILL of the gateway's ganesha by its pid (a
+# crash: no clean unmount, its CephFS sessions stay open until evicted or timed out)
+ceph_kill_gateway_ganesha() {
+    local f; f=$(pidfile "$1" ganesha)
+    pid_ok "$f" || { warn "ganesha is not running on $1"; return 1; }
+    kill -KILL "$(head -n1 "$f")"
+    wait_for 10 "ganesha on $1 to exit" ceph_not_running "$f"
+}
+ceph_not_running() { ! pid_ok "$1"; }
+
+# ceph_restart_gateway_ganesha GATEWAY: start the gateway's ganesha again (same host
+# name, same exports) and wait until it serves; keepalived's check passes again a few
+# seconds later (the floating address stays where it is: nopreempt)
+ceph_restart_gateway_ganesha() {
+    local h=$1 f log before end
+    f=$(pidfile "$h" ganesha)
+    pid_ok "$f" && { warn "ganesha already runs on $h"; return 1; }
+    log="$(hd "$h")/var-log/ganesha/ganesha.log"
+    before=$(grep -c 'NFS SERVER INITIALIZED' "$log" || true)
+    start_storage_ganesha "$h"
+    end=$(( $(now_ms) + 30000 ))
+    until (( $(grep -c 'NFS SERVER INITIALIZED' "$log" || true) > before )); do
+        (( $(now_ms) < end )) || { warn "ganesha on $h did not start within 30 s (log: $log)"; return 1; }
+        pid_ok "$f" || { warn "ganesha on $h exited while starting (log: $log)"; return 1; }
+        sleep 0.1
+    done
+}
+
+# ceph_wait_vip_on GATEWAY SECONDS: wait until GATEWAY alone holds the floating address
+ceph_wait_vip_on() {
+    wait_for "$2" "$CEPH_VIP on $1" ceph_vip_on_only "$1"
+}
+ceph_vip_on_only() { [[ $(ceph_gateway_holding_vip) == "$1" ]]; }
+
+# ceph_session_ids GATEWAY [ganesha|fuse|all]: ids of the CephFS sessions the MDS holds
+# for GATEWAY (client ls: client_metadata.hostname), one a line. ganesha (default): FSAL
+# CEPH's, one per export (uuid ganesha-GATEWAY-EXPORTIDHEX); fuse: ceph-fuse's
+ceph_session_ids() {
+    local h=$1 kind=${2:-ganesha} out
+    out=$(ceph_cmd tell mds.a client ls 2>/dev/null) || { warn "ceph tell mds.a client ls failed"; return 1; }
+    /usr/bin/python3 -c '
+import json, sys
+host, kind = sys.argv[1], sys.argv[2]
+for c in json.load(sys.stdin):
+    m = c.get("client_metadata", {})
+    if m.get("hostname") != host:
+        continue
+    ganesha = str(m.get("uuid", "")).startswith("ganesha-" + host + "-")
+    if kind == "all" or (kind == "ganesha") == ganesha:
+        print(c["id"])' "$h" "$kind" <<<"$out"
+}
+
+# ceph_evict_gateway GATEWAY: evict the gateway's ganesha sessions (what storagectl's
+# share --repair does through a healthy gateway): the inodes they held are free at once
+ceph_evict_gateway() {
+    local id ids; ids=$(ceph_session_ids "$1" ganesha) || return 1
+    for id in $ids; do
+        ceph_cmd tell mds.a client evict "id=$id" >>"$STATE/logs/ceph-store.setup.log" 2>&1 \
+            || { warn "evicting CephFS session $id of $1 failed"; return 1; }
+    done
+}
+
+# lab ceph SUBCOMMAND: the failover helpers above for suites and by hand
+cmd_ceph() {
+    require_root; require_up
+    local sub=${1:-}; (($#)) && shift
+    case $sub in
+        vip|kill-ganesha|restart-ganesha|sessions|evict|wait-vip) ;;
+        *) usage_error "ceph: unknown subcommand '$sub' (vip, kill-ganesha, restart-ganesha, sessions, evict, wait-vip)" ;;
+    esac
+    if [[ $sub != vip ]]; then
+        [[ ${1:-} == gateway-a || ${1:-} == gateway-b ]] || usage_error "ceph $sub: the gateway must be gateway-a or gateway-b, not '${1:-}'"
+    fi
+    case $sub in
+        vip)             (($# == 0)) || usage_error "ceph vip takes no arguments"
+                         ceph_gateway_holding_vip || die "not exactly one gateway holds $CEPH_VIP" ;;
+        kill-ganesha)    (($# == 1)) || usage_error "ceph kill-ganesha GATEWAY"; ceph_kill_gateway_ganesha "$1" || exit 1 ;;
+        restart-ganesha) (($# == 1)) || usage_error "ceph restart-ganesha GATEWAY"; ceph_restart_gateway_ganesha "$1" || exit 1 ;;
+        sessions)        (($# <= 2)) || usage_error "ceph sessions GATEWAY [ganesha|fuse|all]"
+                         [[ ${2:-ganesha} =~ ^(ganesha|fuse|all)$ ]] || usage_error "ceph sessions: kind must be ganesha, fuse or all"
+                         ceph_session_ids "$@" || exit 1 ;;
+        evict)           (($# == 1)) || usage_error "ceph evict GATEWAY"; ceph_evict_gateway "$1" || exit 1 ;;
+        wait-vip)        (($# == 2)) && [[ $2 =~ ^[0-9]+$ ]] || usage_error "ceph wait-vip GATEWAY SECONDS"
+                         ceph_wait_vip_on "$1" "$2" || exit 1 ;;
+    esac
+}
