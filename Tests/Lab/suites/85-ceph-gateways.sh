@@ -14,7 +14,11 @@
 #   6. failover: gateway-a's ganesha killed by its pid, the address moves to gateway-b
 #      (keepalived), NFS through it works, evicting gateway-a's CephFS sessions leaves
 #      none, and the address stays on gateway-b when gateway-a's ganesha is back
-#      (nopreempt); then the same the other way round, so the lab ends as it began.
+#      (nopreempt); then the same the other way round, so the lab ends as it began;
+#   7. partition: gateway-a cut off the network gives the address up (its check reaches
+#      the cluster), gateway-b takes it; gateway-a's sessions evicted, and when the
+#      network heals the address stays on gateway-b: gateway-a, evicted, stays out until
+#      its ganesha is restarted (then the address is moved back to gateway-a by failover).
 
 cg_profile=$(cat "$STATE/profile" 2>/dev/null || true)
 
@@ -150,6 +154,34 @@ cg_wait_until() {                                   # cg_wait_until SECONDS WHAT
 
 t_cg_failover() { cg_failover gateway-a gateway-b; }
 t_cg_failback() { cg_failover gateway-b gateway-a; }
+t_cg_partition() {
+    [[ -n $CG_EXPORTS_READY ]] || fail "no export of $CG_ROOT (the ceph-fuse test failed)" || return 1
+    local t0 log faults
+    must "lab ceph vip" "$LAB" ceph vip || return 1
+    [[ $OUT == gateway-a ]] || fail "$CG_VIP is on '$OUT', want gateway-a" || return 1
+    log="$STATE/logs/gateway-a.keepalived.log"
+    faults=$(grep -c 'Entering FAULT STATE' "$log")
+    t0=$(now_ms)
+    must "isolate gateway-a" "$LAB" ceph isolate gateway-a || return 1
+    # exactly one holder: gateway-a, cut off, gave it up (its statfs through ceph-fuse hangs)
+    must "$CG_VIP on gateway-b alone" "$LAB" ceph wait-vip gateway-b 30 || { "$LAB" ceph reconnect gateway-a; return 1; }
+    note "  $CG_VIP on gateway-b alone $(secs $(( $(now_ms) - t0 ))) s after gateway-a was cut off"
+    must "evict gateway-a" "$LAB" ceph evict gateway-a || { "$LAB" ceph reconnect gateway-a; return 1; }
+    must "reconnect gateway-a" "$LAB" ceph reconnect gateway-a || return 1
+    sleep 6
+    must "lab ceph vip" "$LAB" ceph vip || return 1
+    [[ $OUT == gateway-b ]] || fail "$CG_VIP is on '$OUT' after the network healed, want gateway-b (gateway-a's ganesha was evicted)" || return 1
+    (( $(grep -c 'Entering FAULT STATE' "$log") > faults )) || fail "keepalived on gateway-a never went to FAULT" || return 1
+    [[ $(grep -E 'Entering (FAULT|BACKUP|MASTER) STATE' "$log" | tail -n1) == *FAULT* ]] \
+        || fail "keepalived on gateway-a left FAULT with its ganesha evicted: $(grep 'Entering' "$log" | tail -n1)" || return 1
+    must "kill gateway-a's evicted ganesha" "$LAB" ceph kill-ganesha gateway-a || return 1
+    must "restart gateway-a's ganesha" "$LAB" ceph restart-ganesha gateway-a || return 1
+    cg_wait_until 20 "keepalived on gateway-a back to BACKUP" cg_last_state "$log" BACKUP || return 1
+    must "lab ceph vip" "$LAB" ceph vip || return 1
+    [[ $OUT == gateway-b ]] || fail "$CG_VIP moved to '$OUT' when gateway-a's ganesha returned" || return 1
+}
+cg_last_state() { [[ $(grep -E 'Entering (FAULT|BACKUP|MASTER) STATE' "$1" | tail -n1) == *"$2"* ]]; }
+
 t_cg_cleanup() { [[ -z $CG_EXPORTS_READY ]] || cg_exports off; }
 
 t_cg_sessions() {
@@ -168,6 +200,8 @@ if [[ $cg_profile == ceph ]]; then
     run "ceph: gateway-a holds $CG_VIP after up; rpcbind, MOUNT and NFS answer on it" t_cg_vip
     run "ceph: gateway-a's ganesha killed: $CG_VIP moves to gateway-b, NFS works, eviction, no move back (nopreempt)" t_cg_failover
     run "ceph: the same from gateway-b back to gateway-a" t_cg_failback
+    run "ceph: gateway-a cut off: $CG_VIP on gateway-b alone; evicted, it stays out after the network heals until its ganesha restarts" t_cg_partition
+    run "ceph: failover from gateway-b back to gateway-a again" t_cg_failback
     run "ceph: the share directory's test EXPORT removed again" t_cg_cleanup
 else
     note "ceph suites not run: the lab was brought up without LAB_STORAGE=ceph (make check sets it)"
