@@ -17,7 +17,7 @@ DEBIAN_PACKAGES := pkg-config libsystemd-dev libvirt-dev libnfs-dev libnfs-utils
 	nfs-ganesha nfs-ganesha-vfs rpcbind nfs-kernel-server \
 	cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver \
 	debhelper debootstrap lintian \
-	ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common nfs-ganesha-ceph
+	ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common nfs-ganesha-ceph ceph-fuse keepalived
 
 .PHONY: setup build check deb fuzz test lab-test demo bench bench-agents lab-up lab-down lab-shell lab-status install clean
 
