@@ -112,6 +112,30 @@ public enum GaneshaExports {
         return result
     }
 
+    /// Reads `Path` -> `Filesystem_Id` (as written, `N.M`) from a file this renderer wrote.
+    public static func filesystemIds(in text: String) -> [String: String] {
+        var result: [String: String] = [:]
+        var currentPath: String?
+        var currentFsid: String?
+        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let line = rawLine.drop(while: { $0 == " " || $0 == "\t" })
+            if line.hasPrefix("EXPORT") {
+                currentPath = nil
+                currentFsid = nil
+            } else if line.hasPrefix("Path = \""), line.hasSuffix("\";") {
+                currentPath = String(line.dropFirst("Path = \"".count).dropLast(2))
+            } else if line.hasPrefix("Filesystem_Id = "), line.hasSuffix(";") {
+                currentFsid = String(line.dropFirst("Filesystem_Id = ".count).dropLast())
+            }
+            if let path = currentPath, let fsid = currentFsid {
+                result[path] = fsid
+                currentPath = nil
+                currentFsid = nil
+            }
+        }
+        return result
+    }
+
     /// The include file for `exports`, sorted by path.
     ///
     /// - Parameters:
@@ -126,20 +150,42 @@ public enum GaneshaExports {
     ///     that address reads no file data (tested against ganesha.nfsd 4.3).
     ///   - fsal: `VFS`, or `CEPH` for a gateway of a CephFS cluster (the same `Export_Id`
     ///     and `Path` on every gateway, so a file handle of one is valid on the others).
+    ///   - parked: paths (with their ids) rendered as exports without any client, unless
+    ///     `exports` has them: the `ganesha-ceph` backend never removes an EXPORT block,
+    ///     because nfs-ganesha 4.3 with FSAL CEPH was seen to crash (SIGSEGV in
+    ///     libganesha_nfsd) on a reload that removed or re-added a block whose export had
+    ///     been in use; a parked block grants nothing, is listed to no one, and gets its
+    ///     clients back (the same id) when the path is exported again.
     public static func render(
         _ exports: [ManagedExport],
         pseudoPath: (String) -> String = { $0 },
         pinned: [String: UInt16] = [:],
         reserved: Set<UInt16> = [],
         listingOnly: [ClientAddress] = [],
-        fsal: FSAL = .vfs
+        fsal: FSAL = .vfs,
+        parked: [String: UInt16] = [:],
+        parkedFilesystemIds: [String: String] = [:]
     ) throws(ExportsError) -> String {
         if case .ceph(let filesystem, let user) = fsal, !FSAL.isCephName(filesystem) || !FSAL.isCephName(user) {
             throw .invalidCephName(filesystem: filesystem, user: user)
         }
         let sorted = exports.sorted { $0.path < $1.path }
-        let ids = try assignExportIds(paths: sorted.map(\.path), pinned: pinned, reserved: reserved)
+        let parked = parked.filter { path, _ in !sorted.contains { $0.path == path } }
+        let ids = try assignExportIds(paths: sorted.map(\.path), pinned: pinned, reserved: reserved.union(parked.values))
         var out = header + "\n"
+        // Parked: an export that lost its last client stays, with its id, granting nothing
+        // and listed to no one (see `render`'s `parked`).
+        for (path, id) in parked.sorted(by: { $0.key < $1.key }) {
+            try ExportPath.validateShape(path)
+            out += "EXPORT {\n\tExport_Id = \(id);\n\tPath = \"\(path)\";\n\tPseudo = \"\(path)\";\n"
+            // ganesha refuses an export update that changes Filesystem_Id (the block then
+            // keeps its old clients): a parked block keeps the one it had
+            if let fsid = parkedFilesystemIds[path], fsid.allSatisfy({ $0.isNumber || $0 == "." }), !fsid.isEmpty {
+                out += "\tFilesystem_Id = \(fsid);\n"
+            }
+            out += "\tProtocols = 3, 4;\n\tTransports = TCP;\n\tSecType = sys;\n\tAccess_Type = None;\n\tSquash = Root_Squash;\n"
+            out += fsal.block + "}\n"
+        }
         for export in sorted {
             try ExportPath.validateShape(export.path)
             let pseudo = pseudoPath(export.path)

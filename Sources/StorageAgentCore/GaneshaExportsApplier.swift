@@ -60,8 +60,11 @@ public struct GaneshaExportsApplier: ExportsApplier {
     /// The include file's text for `plan`, keeping the ids in `current`.
     func render(_ plan: ApplyPlan, current: String) throws(AgentError) -> String {
         do throws(ExportsError) {
-            return try GaneshaExports.render(plan.managed, pinned: GaneshaExports.exportIds(in: current),
-                                             listingOnly: listingClients, fsal: fsal)
+            let ids = GaneshaExports.exportIds(in: current)
+            // FSAL CEPH: a block is never removed, only parked (GaneshaExports.render).
+            let parked = fsal == .vfs ? [:] : ids.filter { path, _ in !plan.managed.contains { $0.path == path } }
+            return try GaneshaExports.render(plan.managed, pinned: ids, listingOnly: listingClients, fsal: fsal, parked: parked,
+                                             parkedFilesystemIds: GaneshaExports.filesystemIds(in: current))
         } catch {
             throw AgentError(error)
         }

@@ -111,4 +111,28 @@ struct GaneshaCephTests {
         }
         #expect(GaneshaExports.FSAL.isCephName("cephfs_a-1.b"))
     }
+
+    @Test("a parked export keeps its block and id, grants nothing, and gets its clients back under the same id")
+    func parked() throws {
+        let root = ourRoot
+        let exports = [ManagedExport(path: root, fsid: 7, clients: [ManagedClient(address: try ClientAddress("198.18.0.2"), options: .storagectlDefault)])]
+        let fsal = GaneshaExports.FSAL.ceph(filesystem: "cephfs", user: "ganesha")
+        let live = try GaneshaExports.render(exports, fsal: fsal)
+        let ids = GaneshaExports.exportIds(in: live)
+        let parked = try GaneshaExports.render([], pinned: ids, fsal: fsal, parked: ids,
+                                               parkedFilesystemIds: GaneshaExports.filesystemIds(in: live))
+        #expect(GaneshaExports.exportIds(in: parked) == ids)
+        // ganesha refuses an export update that changes Filesystem_Id: the parked block keeps it
+        #expect(GaneshaExports.filesystemIds(in: live) == [root: "7.0"] && GaneshaExports.filesystemIds(in: parked) == [root: "7.0"])
+        #expect(!parked.contains("CLIENT") && parked.contains("Access_Type = None;") && parked.contains("Name = CEPH;"))
+        // exported again: the same block as before, the parked one gone
+        let again = try GaneshaExports.render(exports, pinned: GaneshaExports.exportIds(in: parked), fsal: fsal,
+                                              parked: GaneshaExports.exportIds(in: parked),
+                                              parkedFilesystemIds: GaneshaExports.filesystemIds(in: parked))
+        #expect(again == live)
+        // a parked id is not given to another path
+        let other = ManagedExport(path: root + "/x", fsid: 8, clients: exports[0].clients)
+        let both = try GaneshaExports.render([other], pinned: [:], fsal: fsal, parked: [root + "/x": 5, root: ids[root]!])
+        #expect(GaneshaExports.exportIds(in: both)[root] == ids[root] && GaneshaExports.exportIds(in: both)[root + "/x"] != ids[root])
+    }
 }
