@@ -280,6 +280,7 @@ public struct StorageAgentHandler: RequestHandler {
             checks.append(FileChecks.writableFile("ganesha-exports-file", c.ganeshaExportsFile))
             checks.append(GaneshaProcess.healthCheck("reload-tool", pidFile: c.ganeshaPidFile))
             checks.append(CephGateway.mountCheck(root: c.exportRoot))
+            checks.append(CephGateway.writeCacheCheck(conf: c.cephConf, user: c.cephUser))
             checks.append(FileChecks.executable("ceph-tool", c.cephPath, remedy: "install ceph-common"))
             if let address = c.floatingAddress { checks.append(CephGateway.floatingCheck(address)) }
         }

@@ -64,6 +64,11 @@ bluestore_block_size = 10737418240
 osd_memory_target = 1073741824
 [mds]
 mds_cache_memory_limit = 268435456
+[client]
+# the gateways' nfs-ganesha: a write is on the OSD before ganesha answers, never only in
+# the cache of a gateway that may die (docs/storage.md; the storage agent's HEALTH
+# check ceph-write-cache)
+client_oc = false
 EOF
 }
 
@@ -276,7 +281,7 @@ start_gateway_agents() {
             -l "${ADDR[$h]}:$AGENT_TLS_PORT" --fdname=agent:tls \
             "$b/storage-agent" --backend ganesha-ceph --export-root "$CEPH_EXPORT_ROOT" \
             --ganesha-exports-file "$GANESHA_INCLUDE" --ganesha-pidfile "$GANESHA_PIDFILE" \
-            --ceph-filesystem cephfs --ceph-user admin --floating-address "$CEPH_VIP" \
+            --ceph-filesystem cephfs --ceph-user ganesha --floating-address "$CEPH_VIP" \
             "${allow[@]}" "${AGENT_ACCESS[@]}"
     done
     for h in "${GATEWAYS[@]}"; do

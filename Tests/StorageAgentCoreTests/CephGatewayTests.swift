@@ -13,17 +13,19 @@ struct CephGatewayTests {
     [{"id": 4305, "entity": {"name": {"type": "client", "num": 4305}}, "state": "open", \
     "client_metadata": {"ceph_version": "ceph version 16.2.15", "entity_id": "ganesha", "hostname": "gateway-a", "root": "/", "uuid": "ganesha-gateway-a-0064"}}, \
     {"id": 4311, "state": "open", "client_metadata": {"entity_id": "ganesha", "hostname": "gateway-b", "root": "/"}}, \
-    {"id": 4320, "state": "open", "client_metadata": {"entity_id": "fuse", "hostname": "gateway-a", "root": "/var/lib/libvirt/shared-images-ceph"}}]
+    {"id": 4320, "state": "open", "client_metadata": {"entity_id": "fuse", "hostname": "gateway-a", "root": "/var/lib/libvirt/shared-images-ceph"}}, \
+    {"id": 4330, "state": "open", "client_metadata": {"entity_id": "admin", "hostname": "gateway-a", "root": "/", "uuid": "ganesha-gateway-a-0064"}}]
     """
 
-    @Test("client ls: only the NFS servers' user's sessions, with id, host and state")
+    @Test("client ls: the NFS servers' sessions (FSAL CEPH's uuid, or the configured user), not a gateway's own mount")
     func sessions() throws {
         // ceph's stderr log lines come in the same pipe, before and after (one with a bracket)
         let output = "2026-12-06T05:25:04.917+0000 7f9040ff96c0  0 client.4159 ms_handle_reset on v2:198.18.0.6:6802/1105300610\n"
             + "[v2:198.18.0.6:3300] not json\n\n" + Self.clientLs + "\n2026-12-06T05:25:05 trailing line\n"
         let s = try CephGateway.sessions(json: output, user: "ganesha")
         #expect(s == [CephSession(id: 4305, host: "gateway-a", user: "ganesha", state: "open"),
-                      CephSession(id: 4311, host: "gateway-b", user: "ganesha", state: "open")])
+                      CephSession(id: 4311, host: "gateway-b", user: "ganesha", state: "open"),
+                      CephSession(id: 4330, host: "gateway-a", user: "admin", state: "open")])
         #expect(try CephGateway.sessions(json: "[]", user: "ganesha").isEmpty)
         #expect(throws: AgentError.self) { try CephGateway.sessions(json: "Error EINVAL: no such fs", user: "ganesha") }
     }
@@ -50,6 +52,20 @@ struct CephGatewayTests {
         #expect(!none.ok && none.detail.contains("ceph-fuse -r \(root) \(root)"))
         let tmpfs = CephGateway.mountCheck(root: root, mountinfo: fuse + "40 36 0:50 / \(root) rw - tmpfs tmpfs rw\n")
         #expect(!tmpfs.ok && tmpfs.detail.contains("tmpfs mount, not CephFS"))
+    }
+
+    @Test("ceph-write-cache (advice): libcephfs's write cache should be off for the NFS servers' user; the most specific section wins")
+    func writeCache() {
+        func check(_ text: String) -> HealthCheck { CephGateway.writeCacheCheck(confText: text, conf: "/etc/ceph/ceph.conf", user: "ganesha") }
+        func off(_ text: String) -> Bool { check(text).facts["warning"] == nil }
+        #expect(check("[global]\nfsid = x\n").ok && check("[global]\nfsid = x\n").facts["warning"] == "ceph-write-cache")
+        #expect(off("[global]\nfsid = x\n[client]\nclient_oc = false\n"))
+        #expect(off("[client]\n  client oc = 0   # no cache\n"))
+        #expect(!off("[client]\nclient_oc = false\n[client.ganesha]\nclient_oc = true\n"))
+        #expect(off("[client]\nclient_oc = true\n[client.ganesha]\nclient-oc = false\n"))
+        #expect(!off("[client.admin]\nclient_oc = false\n"))
+        #expect(!off("[client]\n#client_oc = false\n"))
+        #expect(check("[client]\nclient_oc = true\n").detail.contains("add 'client_oc = false'"))
     }
 
     @Test("floating-address: held on this host (loopback), a standby elsewhere; never a failure")
