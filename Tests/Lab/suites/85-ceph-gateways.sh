@@ -54,36 +54,17 @@ CG_ROOT=/var/lib/libvirt/shared-images-ceph
 CG_VIP=198.18.0.9
 CG_EXPORTS_READY=""
 
-# cg_reload GATEWAY: SIGHUP to its ganesha (by pid), wait for the reread
-cg_reload() {
-    local g=$1 log pid before end
-    log="$STATE/hosts/$g/var-log/ganesha/ganesha.log"
-    pid=$(cat "$STATE/pids/$g.ganesha.pid") || return 1
-    before=$(grep -c 'Reread exports complete' "$log")
-    kill -HUP "$pid" || return 1
-    end=$(( $(now_ms) + 15000 ))
-    until (( $(grep -c 'Reread exports complete' "$log") > before )); do
-        (( $(now_ms) < end )) || return 1
-        sleep 0.1
-    done
-}
-
-# cg_exports on|off: an EXPORT of the share directory (Export_Id 2000, the same on both
-# gateways, like storagectl's) in each gateway's include, or the include emptied again
+# cg_exports on|off: the share directory exported to source-example on both gateways, or
+# not any more, through each gateway's storage agent (backend ganesha-ceph: the same
+# Export_Id and Path on both; off parks the block, nfs-ganesha 4.3 with FSAL CEPH was seen
+# to crash when a used export was removed or re-added)
 cg_exports() {
-    local g f
+    local g verb=EXPORT
+    [[ $1 == on ]] || verb=UNEXPORT
+    must "the ceph inventory on source-example" on source-example sh -c "cat > /run/lab/storagectl-ceph.conf" <"$STATE/storagectl-ceph.conf" || return 1
     for g in gateway-a gateway-b; do
-        f="$STATE/hosts/$g/etc-ganesha/storagectl-exports.conf"
-        echo "# EXPORT blocks for the storagectl lab (managed by the storage agent or the tests)" >"$f"
-        [[ $1 == on ]] && cat >>"$f" <<EOF
-EXPORT {
-    Export_Id = 2000; Path = "$CG_ROOT"; Pseudo = "$CG_ROOT"; Protocols = 3, 4; Transports = TCP;
-    Access_Type = RW; Squash = No_Root_Squash; SecType = sys;
-    CLIENT { Clients = 198.18.0.0/24; Access_Type = RW; }
-    FSAL { Name = CEPH; Filesystem = "cephfs"; User_Id = "admin"; }
-}
-EOF
-        cg_reload "$g" || fail "ganesha on $g did not reread its exports" || return 1
+        must "$verb on $g" on source-example "$(lab_bin)/storagectl" call "$g" "$verb" "path=$CG_ROOT" client=source-example \
+            --config /run/lab/storagectl-ceph.conf --timeout 30 || return 1
     done
 }
 
