@@ -16,20 +16,6 @@ TS_HOLD_ROOT=/var/lib/libvirt/shared-images-b
 # was seen to take more than the default 5 s
 ts_sctl() { on source-example "$(lab_bin)/storagectl" "$@" --config "$TS_CONF" --timeout 30; }
 
-# ts_must DESC CMD...: like must, but a failure shows the whole output (a --json
-# document's last line is only "}")
-ts_must() {
-    local desc=$1 rc; shift
-    OUT=$("$@" 2>&1); rc=$?
-    ((rc == 0)) || fail "$desc: exit $rc: $(tr '\n' ' ' <<<"$OUT" | tr -s ' ' | cut -c1-1500)"
-}
-
-# ts_json_has JSON PYTHON-EXPRESSION: the expression over `r` (the document) is true
-ts_json_has() {
-    python3 -c 'import json,sys; r = json.loads(sys.argv[1]); assert eval(sys.argv[2]), sys.argv[2]' "$1" "$2" 2>/dev/null \
-        || { fail "want $2 in: $(tr '\n' ' ' <<<"$1" | cut -c1-800)"; return 1; }
-}
-
 # ts_hold_mib MIB: cargo-hold's share (a tmpfs) gets MIB MiB in all
 ts_hold_mib() { must "resize cargo-hold's tmpfs" on cargo-hold mount -o "remount,size=${1}m" "$TS_HOLD_ROOT"; }
 
@@ -70,7 +56,7 @@ EOF
         must "define $vm" on source-example "${VIRSH[@]}" define "/run/lab/$vm.xml" || return 1
     done
     # the inventory with both storage hosts is accepted, and both agents answer
-    ts_must "storagectl hosts" ts_sctl hosts || return 1
+    must_all "storagectl hosts" ts_sctl hosts || return 1
     grep -q cargo-hold <<<"$OUT" || fail "hosts does not list cargo-hold: $OUT" || return 1
 }
 
@@ -80,12 +66,12 @@ t_ts_place_by_free_space() {
     local bay_mib; bay_mib=$(tail -n1 <<<"$OUT" | tr -d ' ')
     [[ $bay_mib =~ ^[0-9]+$ ]] || fail "df said: $OUT" || return 1
     ts_hold_mib $((bay_mib + 1024)) || return 1
-    ts_must "share nomad1" ts_sctl share nomad1 --to dest-example --json || return 1
-    ts_json_has "$OUT" 'r["storage"] == "cargo-hold" and r["ready"] and r["export"] == "/var/lib/libvirt/shared-images-b" and r["pool"] == "shared-images-b"' || return 1
+    must_all "share nomad1" ts_sctl share nomad1 --to dest-example --json || return 1
+    json_has "$OUT" 'r["storage"] == "cargo-hold" and r["ready"] and r["export"] == "/var/lib/libvirt/shared-images-b" and r["pool"] == "shared-images-b"' || return 1
     must "nomad1's copy on cargo-hold" on cargo-hold test -s "$TS_HOLD_ROOT/nomad1/nomad1.qcow2" || return 1
     # cargo-hold shrunk below cargo-bay's free space: nomad2 goes to cargo-bay
     ts_hold_mib 64 || return 1
-    ts_must "share nomad2 (with progress lines)" ts_sctl share nomad2 --to dest-example || return 1
+    must_all "share nomad2 (with progress lines)" ts_sctl share nomad2 --to dest-example || return 1
     printf '%s\n' "$OUT" | sed 's/^/#   /'
     grep -q "storage host for nomad2: cargo-bay (most free space" <<<"$OUT" || fail "share did not say why cargo-bay: $OUT" || return 1
     grep -Eq "cargo-hold 6[0-9](\.[0-9])? MiB free" <<<"$OUT" || fail "share did not name cargo-hold's free space: $OUT" || return 1
@@ -95,8 +81,8 @@ t_ts_place_by_free_space() {
     must "domblklist nomad1" on source-example "${VIRSH[@]}" domblklist nomad1 || return 1
     grep -q "vda *$TS_HOLD_ROOT/nomad1/nomad1.qcow2" <<<"$OUT" || fail "nomad1 disks: $OUT" || return 1
     # a re-run continues where the disks are (cargo-bay has more room now): nothing changes
-    ts_must "share nomad1 again" ts_sctl share nomad1 --to dest-example --json || return 1
-    ts_json_has "$OUT" 'r["storage"] == "cargo-hold" and r["ready"] and r["changed"] == []' || return 1
+    must_all "share nomad1 again" ts_sctl share nomad1 --to dest-example --json || return 1
+    json_has "$OUT" 'r["storage"] == "cargo-hold" and r["ready"] and r["changed"] == []' || return 1
     # --storage naming the other host is refused: a VM's storage is one host's
     OUT=$(ts_sctl share nomad1 --to dest-example --storage cargo-bay 2>&1); local rc=$?
     ((rc != 0)) || fail "share --storage cargo-bay of a VM on cargo-hold succeeded: $OUT" || return 1
@@ -104,26 +90,26 @@ t_ts_place_by_free_space() {
 }
 
 t_ts_status_and_check() {
-    ts_must "status nomad1" ts_sctl status nomad1 --json || return 1
-    ts_json_has "$OUT" 'r["storage"] == "cargo-hold" and r["export"] == "/var/lib/libvirt/shared-images-b" and r["ready"]' || return 1
-    ts_must "status nomad2" ts_sctl status nomad2 --json || return 1
-    ts_json_has "$OUT" 'r["storage"] == "cargo-bay" and r["ready"]' || return 1
+    must_all "status nomad1" ts_sctl status nomad1 --json || return 1
+    json_has "$OUT" 'r["storage"] == "cargo-hold" and r["export"] == "/var/lib/libvirt/shared-images-b" and r["ready"]' || return 1
+    must_all "status nomad2" ts_sctl status nomad2 --json || return 1
+    json_has "$OUT" 'r["storage"] == "cargo-bay" and r["ready"]' || return 1
     # status of all: both, each with its storage host (other suites' VMs may be listed too,
     # and make the exit status 1 when not ready)
     OUT=$(ts_sctl status --json 2>&1)
-    ts_json_has "$OUT" '{v["vm"]: v["storage"] for v in r["vms"] if v["ready"]}.items() >= {"nomad1": "cargo-hold", "nomad2": "cargo-bay"}.items()' || return 1
+    json_has "$OUT" '{v["vm"]: v["storage"] for v in r["vms"] if v["ready"]}.items() >= {"nomad1": "cargo-hold", "nomad2": "cargo-bay"}.items()' || return 1
     # check finds nomad1's storage host: the storage test passes through cargo-hold's share
     OUT=$(ts_sctl check nomad1 --to dest-example --json 2>&1)
-    ts_json_has "$OUT" '{c["name"]: c["result"] for c in r["checks"]}.items() >= {"storage-ready": "pass", "disks": "pass", "destination-pool": "pass"}.items()' || return 1
-    ts_json_has "$OUT" '[c for c in r["checks"] if c["name"] == "destination-pool"][0]["measured"].get("shared-images-b") == "active, autostart"' || return 1
+    json_has "$OUT" '{c["name"]: c["result"] for c in r["checks"]}.items() >= {"storage-ready": "pass", "disks": "pass", "destination-pool": "pass"}.items()' || return 1
+    json_has "$OUT" '[c for c in r["checks"] if c["name"] == "destination-pool"][0]["measured"].get("shared-images-b") == "active, autostart"' || return 1
 }
 
 t_ts_unshare_each() {
     local vm host
     for vm in nomad1 nomad2; do
         [[ $vm == nomad1 ]] && host=cargo-hold || host=cargo-bay
-        ts_must "unshare $vm" ts_sctl unshare "$vm" --json || return 1
-        ts_json_has "$OUT" "r[\"storage\"] == \"$host\" and r[\"done\"] and len(r[\"disks\"]) == 1" || return 1
+        must_all "unshare $vm" ts_sctl unshare "$vm" --json || return 1
+        json_has "$OUT" "r[\"storage\"] == \"$host\" and r[\"done\"] and len(r[\"disks\"]) == 1" || return 1
         must "domblklist $vm" on source-example "${VIRSH[@]}" domblklist "$vm" || return 1
         grep -Eq "vda +/var/lib/libvirt/images/($vm/)?$vm.qcow2" <<<"$OUT" || fail "$vm is not on its local disk: $OUT" || return 1
     done

@@ -28,19 +28,6 @@ CS_DIGEST=""
 cs_sctl() { on source-example "$(lab_bin)/storagectl" "$@" --config "$CS_CONF" --timeout 30; }
 cs_sctl_default() { on source-example "$(lab_bin)/storagectl" "$@" --config /run/lab/storagectl-default.conf --timeout 30; }
 
-# cs_must DESC CMD...: like must, but a failure shows the whole output
-cs_must() {
-    local desc=$1 rc; shift
-    OUT=$("$@" 2>&1); rc=$?
-    ((rc == 0)) || fail "$desc: exit $rc: $(tr '\n' ' ' <<<"$OUT" | tr -s ' ' | cut -c1-1500)"
-}
-
-# cs_json JSON PYTHON-EXPRESSION: the expression over `r` (the document) is true
-cs_json() {
-    python3 -c 'import json,sys; r = json.loads(sys.argv[1]); assert eval(sys.argv[2]), sys.argv[2]' "$1" "$2" 2>/dev/null \
-        || { fail "want $2 in: $(tr '\n' ' ' <<<"$1" | tr -s ' ' | cut -c1-1200)"; return 1; }
-}
-
 # cs_vip_holder: the gateway that holds the floating address now (empty: none or both)
 cs_vip_holder() { "$LAB" ceph vip 2>/dev/null; }
 
@@ -49,7 +36,7 @@ cs_state() { on "$2" "${VIRSH[@]}" domstate "$1" 2>/dev/null | head -n1; }
 
 # cs_checksum GATEWAY: CHECKSUM of wanderer1's shared image through GATEWAY's agent
 cs_checksum() {
-    cs_must "CHECKSUM through $1" cs_sctl call "$1" CHECKSUM "path=$CS_IMAGE" --json || return 1
+    must_all "CHECKSUM through $1" cs_sctl call "$1" CHECKSUM "path=$CS_IMAGE" --json || return 1
     python3 -c 'import json,sys; r = json.loads(sys.argv[1]); print(r["ok"]["digest"])' "$OUT" 2>/dev/null
 }
 
@@ -57,8 +44,8 @@ t_cs_setup() {
     [[ -f $STATE/storagectl-ceph.conf ]] || fail "the lab wrote no $STATE/storagectl-ceph.conf" || return 1
     must "ceph inventory on source-example" on source-example sh -c "cat > $CS_CONF" <"$STATE/storagectl-ceph.conf" || return 1
     must "default inventory on source-example" on source-example sh -c "cat > /run/lab/storagectl-default.conf" <"$STATE/storagectl.conf" || return 1
-    cs_must "storagectl hosts" cs_sctl hosts --json || return 1
-    cs_json "$OUT" '{h["name"]: h["state"] for h in r["hosts"]}.get("gateway-a") == "healthy" and {h["name"]: h["state"] for h in r["hosts"]}.get("gateway-b") == "healthy"' || return 1
+    must_all "storagectl hosts" cs_sctl hosts --json || return 1
+    json_has "$OUT" '{h["name"]: h["state"] for h in r["hosts"]}.get("gateway-a") == "healthy" and {h["name"]: h["state"] for h in r["hosts"]}.get("gateway-b") == "healthy"' || return 1
     [[ $(cs_vip_holder) == gateway-a ]] || fail "$CS_VIP is on '$(cs_vip_holder)', want gateway-a" || return 1
     # wanderer1 back where earlier suites may have left it: shut off, defined only on
     # source-example, on local disks
@@ -75,14 +62,14 @@ t_cs_setup() {
     fi
     must "domblklist" on source-example "${VIRSH[@]}" domblklist wanderer1 || return 1
     if ! grep -q 'vda */var/lib/libvirt/images/' <<<"$OUT"; then
-        cs_must "unshare wanderer1 (default inventory)" cs_sctl_default unshare wanderer1 || return 1
+        must_all "unshare wanderer1 (default inventory)" cs_sctl_default unshare wanderer1 || return 1
     fi
     must "no old copy on the cluster" on gateway-a rm -rf "$CS_ROOT/wanderer1" || return 1
 }
 
 t_cs_share() {
-    cs_must "share wanderer1 onto ceph-nfs" cs_sctl share wanderer1 --storage ceph-nfs --attach libnfs --to dest-example --json || return 1
-    cs_json "$OUT" 'r["ready"] and r["storage"] == "ceph-nfs" and r["attach"] == "libnfs" and r["mode"] == "offline" and len(r["disks"]) == 1' || return 1
+    must_all "share wanderer1 onto ceph-nfs" cs_sctl share wanderer1 --storage ceph-nfs --attach libnfs --to dest-example --json || return 1
+    json_has "$OUT" 'r["ready"] and r["storage"] == "ceph-nfs" and r["attach"] == "libnfs" and r["mode"] == "offline" and len(r["disks"]) == 1' || return 1
     local engine; engine=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["disks"][0]["digest"])' "$OUT")
     # the serving gateway's agent compared its CHECKSUM (through CephFS) before adopt;
     # gateway-b reads the file A's ganesha wrote through its own CephFS mount
@@ -99,17 +86,17 @@ t_cs_share() {
     must "domblklist" on source-example "${VIRSH[@]}" dumpxml wanderer1 || return 1
     grep -q "<host name=['\"]$CS_VIP['\"]" <<<"$OUT" || fail "wanderer1's disk is not through $CS_VIP: $(grep -A3 '<source' <<<"$OUT" | tr '\n' ' ')" || return 1
     # a re-run changes nothing
-    cs_must "share again" cs_sctl share wanderer1 --storage ceph-nfs --attach libnfs --to dest-example --json || return 1
-    cs_json "$OUT" 'r["ready"] and r["changed"] == []' || return 1
+    must_all "share again" cs_sctl share wanderer1 --storage ceph-nfs --attach libnfs --to dest-example --json || return 1
+    json_has "$OUT" 'r["ready"] and r["changed"] == []' || return 1
 }
 
 t_cs_run_and_migrate() {
     must "start wanderer1" on source-example "${VIRSH[@]}" start wanderer1 || return 1
-    cs_must "check" cs_sctl check wanderer1 --to dest-example --json || return 1
-    cs_json "$OUT" 'r["ok"] and {c["name"]: c["result"] for c in r["checks"]}["gateways"] == "pass"' || return 1
-    cs_must "status" cs_sctl status wanderer1 --json || return 1
-    cs_json "$OUT" 'r["ready"] and r["storage"] == "ceph-nfs" and {g["name"]: g["state"] for g in r["gateways"]} == {"gateway-a": "serving", "gateway-b": "standby"}' || return 1
-    cs_must "migrate --live" cs_sctl migrate wanderer1 --to dest-example --live --persistent --undefine-source || return 1
+    must_all "check" cs_sctl check wanderer1 --to dest-example --json || return 1
+    json_has "$OUT" 'r["ok"] and {c["name"]: c["result"] for c in r["checks"]}["gateways"] == "pass"' || return 1
+    must_all "status" cs_sctl status wanderer1 --json || return 1
+    json_has "$OUT" 'r["ready"] and r["storage"] == "ceph-nfs" and {g["name"]: g["state"] for g in r["gateways"]} == {"gateway-a": "serving", "gateway-b": "standby"}' || return 1
+    must_all "migrate --live" cs_sctl migrate wanderer1 --to dest-example --live --persistent --undefine-source || return 1
     [[ $(cs_state wanderer1 dest-example) == running ]] || fail "wanderer1 on dest-example: '$(cs_state wanderer1 dest-example)'" || return 1
 }
 
@@ -121,25 +108,25 @@ t_cs_gateway_lost() {
     note "  $CS_VIP on gateway-b $(secs $(( $(now_ms) - t0 ))) s after gateway-a's ganesha was killed"
     # status: not ready, gateway-a down with its CephFS sessions left, the repair named
     OUT=$(cs_sctl status wanderer1 --json 2>&1)
-    cs_json "$OUT" 'not r["ready"] and {g["name"]: g["state"] for g in r["gateways"]} == {"gateway-a": "down", "gateway-b": "serving"} and "share --repair wanderer1" in r["remedy"]' || return 1
+    json_has "$OUT" 'not r["ready"] and {g["name"]: g["state"] for g in r["gateways"]} == {"gateway-a": "down", "gateway-b": "serving"} and "share --repair wanderer1" in r["remedy"]' || return 1
     # check refuses, naming the repair
     OUT=$(cs_sctl check wanderer1 --to source-example --json 2>&1)
-    cs_json "$OUT" 'not r["ok"] and [c for c in r["checks"] if c["name"] == "gateways"][0]["result"] == "fail" and "share --repair wanderer1" in [c for c in r["checks"] if c["name"] == "gateways"][0]["remedy"]' || return 1
+    json_has "$OUT" 'not r["ok"] and [c for c in r["checks"] if c["name"] == "gateways"][0]["result"] == "fail" and "share --repair wanderer1" in [c for c in r["checks"] if c["name"] == "gateways"][0]["remedy"]' || return 1
     # the repair: gateway-a's sessions evicted through gateway-b
     t0=$(now_ms)
-    cs_must "share --repair" cs_sctl share wanderer1 --repair --json || return 1
-    cs_json "$OUT" 'r["ready"] and r["serving"] == "gateway-b" and r["evicted"].get("gateway-a", 0) >= 1 and sorted(r["reachable"]) == ["dest-example", "source-example"]' || return 1
+    must_all "share --repair" cs_sctl share wanderer1 --repair --json || return 1
+    json_has "$OUT" 'r["ready"] and r["serving"] == "gateway-b" and r["evicted"].get("gateway-a", 0) >= 1 and sorted(r["reachable"]) == ["dest-example", "source-example"]' || return 1
     note "  share --repair took $(secs $(( $(now_ms) - t0 ))) s"
     must "gateway-a's ganesha sessions" "$LAB" ceph sessions gateway-a ganesha || return 1
     [[ -z $(echo $OUT) ]] || fail "gateway-a still has ganesha sessions: $OUT" || return 1
-    cs_must "repair again (nothing left to evict)" cs_sctl share wanderer1 --repair --json || return 1
-    cs_json "$OUT" 'r["ready"] and r["evicted"].get("gateway-a") == 0' || return 1
+    must_all "repair again (nothing left to evict)" cs_sctl share wanderer1 --repair --json || return 1
+    json_has "$OUT" 'r["ready"] and r["evicted"].get("gateway-a") == 0' || return 1
 }
 
 t_cs_migrate_after_repair() {
-    cs_must "check after the repair" cs_sctl check wanderer1 --to source-example --json || return 1
-    cs_json "$OUT" 'r["ok"] and {c["name"]: c["result"] for c in r["checks"]}["gateways"] == "warn"' || return 1
-    cs_must "migrate --live back" cs_sctl migrate wanderer1 --to source-example --live --persistent --undefine-source || return 1
+    must_all "check after the repair" cs_sctl check wanderer1 --to source-example --json || return 1
+    json_has "$OUT" 'r["ok"] and {c["name"]: c["result"] for c in r["checks"]}["gateways"] == "warn"' || return 1
+    must_all "migrate --live back" cs_sctl migrate wanderer1 --to source-example --live --persistent --undefine-source || return 1
     [[ $(cs_state wanderer1 source-example) == running ]] || fail "wanderer1 on source-example: '$(cs_state wanderer1 source-example)'" || return 1
     must "stop wanderer1" on source-example "${VIRSH[@]}" destroy wanderer1 || return 1
     must "qemu-img check through $CS_VIP" on source-example timeout 120 qemu-img check "nfs://$CS_VIP$CS_IMAGE" || return 1
@@ -157,8 +144,8 @@ t_cs_gateway_back() {
     done
     [[ -n $ok ]] || fail "gateway-a did not stand by again: $(tr '\n' ' ' <<<"$OUT" | cut -c1-800)" || return 1
     [[ $(cs_vip_holder) == gateway-b ]] || fail "$CS_VIP moved back to '$(cs_vip_holder)'" || return 1
-    cs_must "unshare wanderer1" cs_sctl unshare wanderer1 --json || return 1
-    cs_json "$OUT" 'r["storage"] == "ceph-nfs"' || return 1
+    must_all "unshare wanderer1" cs_sctl unshare wanderer1 --json || return 1
+    json_has "$OUT" 'r["storage"] == "ceph-nfs"' || return 1
     must "domblklist" on source-example "${VIRSH[@]}" domblklist wanderer1 || return 1
     grep -q 'vda */var/lib/libvirt/images/' <<<"$OUT" || fail "wanderer1 is not back on local disks: $OUT" || return 1
 }
