@@ -90,47 +90,35 @@ public enum GaneshaExports {
     /// Reads `Path` -> `Export_Id` pairs from a file this renderer wrote (for `pinned`).
     /// Tolerant: anything it does not recognise is skipped.
     public static func exportIds(in text: String) -> [String: UInt16] {
-        var result: [String: UInt16] = [:]
-        var currentId: UInt16?
-        var currentPath: String?
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            let line = rawLine.drop(while: { $0 == " " || $0 == "\t" })
-            if line.hasPrefix("EXPORT") {
-                currentId = nil
-                currentPath = nil
-            } else if line.hasPrefix("Export_Id = "), line.hasSuffix(";") {
-                currentId = UInt16(line.dropFirst("Export_Id = ".count).dropLast())
-            } else if line.hasPrefix("Path = \""), line.hasSuffix("\";") {
-                currentPath = String(line.dropFirst("Path = \"".count).dropLast(2))
-            }
-            if let id = currentId, let path = currentPath {
-                result[path] = id
-                currentId = nil
-                currentPath = nil
-            }
-        }
-        return result
+        values(of: "Export_Id", in: text) { UInt16($0) }
     }
 
     /// Reads `Path` -> `Filesystem_Id` (as written, `N.M`) from a file this renderer wrote.
     public static func filesystemIds(in text: String) -> [String: String] {
-        var result: [String: String] = [:]
+        values(of: "Filesystem_Id", in: text) { String($0) }
+    }
+
+    /// `Path` -> `KEY = VALUE;` of each EXPORT block (the value through `parse`; a value
+    /// it refuses does not count). Tolerant: anything it does not recognise is skipped.
+    private static func values<T>(of key: String, in text: String, _ parse: (Substring) -> T?) -> [String: T] {
+        var result: [String: T] = [:]
+        var currentValue: T?
         var currentPath: String?
-        var currentFsid: String?
+        let prefix = key + " = "
         for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
             let line = rawLine.drop(while: { $0 == " " || $0 == "\t" })
             if line.hasPrefix("EXPORT") {
+                currentValue = nil
                 currentPath = nil
-                currentFsid = nil
+            } else if line.hasPrefix(prefix), line.hasSuffix(";") {
+                currentValue = parse(line.dropFirst(prefix.count).dropLast())
             } else if line.hasPrefix("Path = \""), line.hasSuffix("\";") {
                 currentPath = String(line.dropFirst("Path = \"".count).dropLast(2))
-            } else if line.hasPrefix("Filesystem_Id = "), line.hasSuffix(";") {
-                currentFsid = String(line.dropFirst("Filesystem_Id = ".count).dropLast())
             }
-            if let path = currentPath, let fsid = currentFsid {
-                result[path] = fsid
+            if let value = currentValue, let path = currentPath {
+                result[path] = value
+                currentValue = nil
                 currentPath = nil
-                currentFsid = nil
             }
         }
         return result
