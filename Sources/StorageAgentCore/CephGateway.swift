@@ -142,6 +142,11 @@ enum CephGateway {
         }
     }
 
+    /// The NFS servers' sessions, as the MDS lists them now (`sessions(json:user:)`). Blocking.
+    static func listSessions(_ c: StorageAgentConfiguration) throws(AgentError) -> [CephSession] {
+        try sessions(json: run(tell(c, ["client", "ls", "--format=json"]), timeout: c.cephTimeout), user: c.cephUser)
+    }
+
     /// Runs a `ceph` command; its output, or the error in the protocol's words. Blocking.
     static func run(_ argv: [String], timeout: Duration) throws(AgentError) -> String {
         let out = try CommandRunner.run(argv, timeout: timeout)
@@ -156,15 +161,12 @@ extension StorageAgentHandler {
     /// `CEPH-SESSIONS`: the NFS servers' CephFS sessions the MDS holds (rank 0).
     func cephSessions(reply: ReplyStream) async throws -> Fields {
         let c = configuration
-        let sessions = try await BlockingWork.agent { () throws(AgentError) -> [CephSession] in
-            try CephGateway.sessions(json: CephGateway.run(CephGateway.tell(c, ["client", "ls", "--format=json"]), timeout: c.cephTimeout),
-                                     user: c.cephUser)
-        }
+        let sessions = try await BlockingWork.agent { () throws(AgentError) -> [CephSession] in try CephGateway.listSessions(c) }
         return try await reply.answer(CephSessionsQuery.self, .init(sessions: sessions, host: Self.hostName()))
     }
 
     /// `CEPH-EVICT host=H`: evicts the NFS servers' sessions of host H, one by id (so a
-    /// session that appears meanwhile is not touched by a filter), then lists again.
+    /// session that appears meanwhile is not touched by a filter).
     func cephEvict(_ asked: CephEvictRequest, context: RequestContext) async throws -> Fields {
         try context.authorize(asked)
         let own = Self.hostName()
@@ -173,8 +175,7 @@ extension StorageAgentHandler {
         }
         let c = configuration, host = asked.host
         let evicted = try await BlockingWork.agent { () throws(AgentError) -> Int in
-            let list = try CephGateway.sessions(json: CephGateway.run(CephGateway.tell(c, ["client", "ls", "--format=json"]), timeout: c.cephTimeout),
-                                                user: c.cephUser).filter { $0.host == host }
+            let list = try CephGateway.listSessions(c).filter { $0.host == host }
             for s in list {
                 _ = try CephGateway.run(CephGateway.tell(c, ["client", "evict", "id=\(s.id)"]), timeout: c.cephTimeout)
             }
@@ -183,6 +184,8 @@ extension StorageAgentHandler {
         return CephEvictRequest.Answer(host: host, evicted: evicted).encoded()
     }
 
+    /// gethostname(2), the name FSAL CEPH puts in its sessions' `client_metadata.hostname`
+    /// (not `AgentMain.hostName()`, Foundation's resolved name, which may be the FQDN).
     static func hostName() -> String {
         var buffer = [CChar](repeating: 0, count: 256)
         return gethostname(&buffer, buffer.count) == 0 ? CephGateway.text(buffer) : ""
