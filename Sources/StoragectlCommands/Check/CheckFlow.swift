@@ -109,7 +109,10 @@ public struct CheckFlow: Sendable {
                                                                                  disks: location.disks)
 
         async let reach = ask(source, LibvirtReachQuery(uri: uri.text))
-        async let cluster = context.clusterHealth()
+        async let cluster: ClusterHealth? = {
+            let (serving, states) = await context.servingGateway()
+            return await serving.clusterHealth(states: states)
+        }()
 
         async let ports: (Result<PortListenRequest.Answer, AgentCallFailure>?, Result<PortProbeRequest.Answer, AgentCallFailure>) = {
             var listen: Result<PortListenRequest.Answer, AgentCallFailure>?

@@ -240,25 +240,15 @@ public struct ClusterHealth: Sendable, Equatable {
         }
         return nil
     }
-
-    /// One line per gateway, for `status`.
-    public var summary: String {
-        gateways.map { g in
-            var s = "\(g.name) \(g.state.rawValue)"
-            if g.state == .down { s += " (\(g.detail))" }
-            if let n = lingering[g.name], n > 0 { s += ", \(n) CephFS session(s) left" }
-            return s
-        }.joined(separator: "; ")
-    }
 }
 
 extension FlowContext {
-    /// The selected site's cluster health (nil for one NFS server): HEALTH of every
-    /// gateway, then, when one is down, CEPH-SESSIONS through a healthy one.
-    func clusterHealth() async -> ClusterHealth? {
+    /// The cluster health from `states` (``servingGateway()``'s, asked once; nil for one
+    /// NFS server): when a gateway is down, CEPH-SESSIONS through this context's
+    /// gateway, the serving one.
+    func clusterHealth(states: [GatewayState]) async -> ClusterHealth? {
         let site = inventory.site
         guard site.isCluster else { return nil }
-        let (serving, states) = await servingGateway()
         var health = ClusterHealth(site: site.name, floatingAddress: site.nfsServer, gateways: states)
         let down = health.down
         guard !down.isEmpty else { return health }
@@ -267,10 +257,10 @@ extension FlowContext {
             return health
         }
         do {
-            let sessions = try await caller.send(serving.inventory.storage, CephSessionsQuery(), timeout: .seconds(60))
+            let sessions = try await caller.send(inventory.storage, CephSessionsQuery(), timeout: .seconds(60))
             for g in down { health.lingering[g.name] = sessions.of(g.name).count }
         } catch {
-            health.sessionsError = "CEPH-SESSIONS on \(serving.inventory.storage.name): \(error.message)"
+            health.sessionsError = "CEPH-SESSIONS on \(inventory.storage.name): \(error.message)"
         }
         return health
     }

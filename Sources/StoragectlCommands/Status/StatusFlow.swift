@@ -44,14 +44,15 @@ public struct StatusFlow: Sendable {
     public func status(_ vm: String) async throws(AgentError) -> VMStatus {
         let location: VMLocation
         do { location = try await context.locate(vm, from: nil) } catch { throw error.error }
-        // The storage host the VM's disks are on (of several in the inventory).
-        let context = self.context.onSite(of: location.disks)
+        // The storage host the VM's disks are on (of several in the inventory); for a
+        // gateway cluster, its serving gateway.
+        let (context, states) = await self.context.onSite(of: location.disks).servingGateway()
         let inventory = context.inventory, root = inventory.exportRoot
         let disks = location.disks.filter(\.isDisk)
         let shared = disks.filter(context.isShared)
         let local = disks.filter { !context.isShared($0) }
         let clients = Set(try await context.caller.send(inventory.storage, ExportsQuery()).managedClients(of: root))
-        async let cluster = context.clusterHealth()
+        async let cluster = context.clusterHealth(states: states)
         let views = await FlowContext.concurrently(inventory.compute) { [context] h in
             await Self.view(context, host: h, owner: location.host, exported: clients.contains(h.name), shared: shared, local: local)
         }
