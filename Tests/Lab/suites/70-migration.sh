@@ -113,8 +113,15 @@ t_mg_live_migrate() {
     ((rc == 0)) || fail "migrate to dest-example: exit $rc: $(tail -n 5 <<<"$OUT")" || return 1
     grep -q "dest-example" <<<"$(tail -n 3 <<<"$OUT")" || fail "the result does not say where drifter1 runs: $OUT" || return 1
     runs_only_on drifter1 dest-example || return 1
-    # still dirtying memory there: the dirty rate measured on dest-example is not zero
-    must "dirty rate on dest-example" mg_sctl call dest-example DIRTY-RATE name=drifter1 || return 1
+    # still dirtying memory there: the dirty rate measured on dest-example is not zero in
+    # one of three 1 s windows (like the base test's guest: right after the migration a
+    # TCG guest on a loaded machine may not have run yet; rate=0 was seen once in CI)
+    local attempt
+    for attempt in 1 2 3; do
+        must "dirty rate on dest-example" mg_sctl call dest-example DIRTY-RATE name=drifter1 || return 1
+        grep -Eq "rate=[1-9]" <<<"$OUT" && break
+        note "  dirty rate on dest-example, window $attempt: $OUT"
+    done
     grep -Eq "rate=[1-9]" <<<"$OUT" || fail "drifter1 on dest-example dirties nothing: $OUT" || return 1
     # and back (storagectl finds the VM on dest-example by itself)
     t0=$(now_ms)
