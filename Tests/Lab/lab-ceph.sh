@@ -267,14 +267,14 @@ ceph_gateway_holding_vip() {
 
 # start_gateway_agents BIN_DIR: a storage agent on each gateway with the ganesha-ceph
 # backend (storagectl's EXPORT blocks for FSAL CEPH, the share root seen through
-# ceph-fuse), like start_agents' storage agents; only when the binary has that backend
-GATEWAY_AGENTS=""
+# ceph-fuse), like start_agents' storage agents. A binary without that backend is an
+# error, not a reason to leave the gateways without agents: the Ceph suites need them.
+# (The help text is read whole before it is searched: `--help | grep -q` under pipefail
+# failed when grep quit at the first match and the agent's next write got SIGPIPE.)
 start_gateway_agents() {
-    local b=$1 h allow=()
-    if ! "$b/storage-agent" --help 2>&1 | grep -q ganesha-ceph; then
-        say "ceph: $b/storage-agent has no ganesha-ceph backend: no storage agents on the gateways"
-        return 0
-    fi
+    local b=$1 h allow=() help
+    help=$("$b/storage-agent" --help 2>&1) || die "ceph: $b/storage-agent --help failed: $help"
+    [[ $help == *ganesha-ceph* ]] || die "ceph: $b/storage-agent has no ganesha-ceph backend; build the current tree"
     for h in "${COMPUTE_HOSTS[@]}"; do allow+=(--allow-client "$h"); done
     for h in "${GATEWAYS[@]}"; do
         spawn "$h" storage-agent systemd-socket-activate -l "${ADDR[$h]}:$AGENT_PORT" \
@@ -287,7 +287,6 @@ start_gateway_agents() {
     for h in "${GATEWAYS[@]}"; do
         wait_for 10 "agent socket on $h" on "$h" sh -c "ss -Hltn 'sport = :$AGENT_PORT' | grep -q ." || return 1
     done
-    GATEWAY_AGENTS=1
 }
 
 # write_ceph_inventory: $STATE/storagectl-ceph.conf, the default inventory plus the
