@@ -33,8 +33,7 @@ struct GaneshaProcess: ~Copyable {
     /// and what it is when it is not a running nfs-ganesha that wrote the file. Blocking.
     init(pidFile: String) throws(AgentError) {
         let text = String(decoding: (try PosixFiles.read(pidFile)) ?? [], as: UTF8.self)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let pid = pid_t(text), pid > 1 else {
+        guard let pid = Self.pid(inPidFile: text), pid > 1 else {
             throw AgentError(.unavailable, "nfs-ganesha is not running: no pid in \(pidFile) (start it, or set --ganesha-pidfile)")
         }
         let fd = cagent_pidfd_open(pid)
@@ -51,6 +50,15 @@ struct GaneshaProcess: ~Copyable {
     }
 
     deinit { if pidfd >= 0 { close(pidfd) } }
+
+    /// The pid a pid file's text names: its first line. nfs-ganesha up to 6.1 writes
+    /// `PID\n` over the old file without truncating it, so after a restart with a shorter
+    /// pid the end of the old one follows on the next line (`849\n3\n` over `25153\n`);
+    /// taking the whole text saw no pid at all there.
+    static func pid(inPidFile text: String) -> pid_t? {
+        let first = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        return pid_t(first.trimmingCharacters(in: .whitespaces))
+    }
 
     /// Sends `sig` to the identified process (through its pidfd).
     func signal(_ sig: Int32) throws(AgentError) {

@@ -59,9 +59,9 @@ struct GaneshaPidFileTests {
                               listProbe: nil, probeClient: nil)
     }
 
-    func writePidFile(_ sandbox: Sandbox, _ pid: pid_t, age: TimeInterval = 0) throws {
+    func writePidFile(_ sandbox: Sandbox, _ pid: pid_t, age: TimeInterval = 0, leftover: String = "") throws {
         let path = sandbox.dir + "/ganesha.pid"
-        try Data("\(pid)\n".utf8).write(to: URL(fileURLWithPath: path))
+        try Data("\(pid)\n\(leftover)".utf8).write(to: URL(fileURLWithPath: path))
         if age > 0 {
             let then = Date().addingTimeInterval(-age).timeIntervalSince1970
             var times = [timeval(tv_sec: Int(then), tv_usec: 0), timeval(tv_sec: Int(then), tv_usec: 0)]
@@ -127,14 +127,24 @@ struct GaneshaPidFileTests {
         #expect(running, "got signal \(signal)")
     }
 
-    @Test("the ganesha.nfsd that wrote the pid file gets SIGHUP")
-    func realGaneshaSignalled() async throws {
+    @Test("the pid is the file's first line: ganesha 4.3 writes a shorter pid over the old one without truncating")
+    func pidFileLines() {
+        #expect(GaneshaProcess.pid(inPidFile: "849\n3\n") == 849)
+        #expect(GaneshaProcess.pid(inPidFile: "25153\n") == 25153)
+        #expect(GaneshaProcess.pid(inPidFile: " 42 \n") == 42)
+        #expect(GaneshaProcess.pid(inPidFile: "") == nil)
+        #expect(GaneshaProcess.pid(inPidFile: "\n849\n") == nil)
+        #expect(GaneshaProcess.pid(inPidFile: "84x9\n") == nil)
+    }
+
+    @Test("the ganesha.nfsd that wrote the pid file gets SIGHUP, also when the end of a longer old pid follows its line", arguments: ["", "3\n"])
+    func realGaneshaSignalled(leftover: String) async throws {
         let sandbox = try Sandbox()
         defer { sandbox.remove() }
         let fake = try Self.spawn(try fakeGanesha(sandbox), ["30"])
         defer { Self.stop(fake) }
         usleep(50_000)
-        try writePidFile(sandbox, fake)
+        try writePidFile(sandbox, fake, leftover: leftover)
         let health = await (try StorageAgentHandler(configuration: configuration(sandbox), applier: RecordingApplier())).healthChecks()
         #expect(health.first { $0.name == "reload-tool" }?.ok == true, "\(health)")
         let report = try await applier(sandbox).apply(ApplyPlan(managed: []), file: ExportsFile(parsing: ""))
