@@ -119,20 +119,38 @@ struct Pools: Sendable {
         return Outcome(changed: recorded == nil, actions: recorded == nil ? ["recorded"] : [], active: true, autostart: true)
     }
 
-    /// Mounts the export through libnfs (NFSv3, as root) and stats its root.
-    static func probe(server: String, export: String) throws(AgentError) {
-        do {
-            let nfs = try NFSContext()
-            nfs.setUID(0)
-            nfs.setGID(0)
-            nfs.setTimeout(milliseconds: 10_000)
-            try nfs.mount(server: server, export: export)
-            _ = try nfs.stat("/")
-        } catch let e as NFSError {
-            throw AgentError(.unavailable, "cannot reach \(server):\(export) through libnfs (NFSv3): \(e.message); check that it is exported to this host")
-        } catch {
-            throw AgentError(.unavailable, "cannot reach \(server):\(export) through libnfs: \(error)")
+    /// Mounts the export through libnfs (NFSv3, as root) and stats its root. A refused
+    /// MOUNT is asked again for up to `refusalGrace`: nfs-ganesha with FSAL CEPH lists an
+    /// export it has just added on SIGHUP (which is how the storage agent verifies an
+    /// EXPORT) some 50-100 ms before it lets clients mount it, and share probes at once
+    /// (lab: the first MOUNT after EXPORT's OK got MNT3ERR_ACCES, the next one served).
+    /// An export that really does not list this host fails after the grace.
+    static func probe(server: String, export: String, refusalGrace: Duration = .seconds(3)) throws(AgentError) {
+        let deadline = ContinuousClock.now + refusalGrace
+        while true {
+            do {
+                let nfs = try NFSContext()
+                nfs.setUID(0)
+                nfs.setGID(0)
+                nfs.setTimeout(milliseconds: 10_000)
+                try nfs.mount(server: server, export: export)
+                _ = try nfs.stat("/")
+                return
+            } catch let e as NFSError {
+                if isRefusal(e), ContinuousClock.now < deadline {
+                    usleep(100_000)
+                    continue
+                }
+                throw AgentError(.unavailable, "cannot reach \(server):\(export) through libnfs (NFSv3): \(e.message); check that it is exported to this host")
+            } catch {
+                throw AgentError(.unavailable, "cannot reach \(server):\(export) through libnfs: \(error)")
+            }
         }
+    }
+
+    /// A MOUNT the server refused (MNT3ERR_ACCES), as opposed to one that never got an answer.
+    static func isRefusal(_ error: NFSError) -> Bool {
+        error.code == EACCES || error.message.contains("MNT3ERR_ACCES")
     }
 
     /// The NFS servers of this host's shares: netfs pools' hosts and libnfs share records.

@@ -2,6 +2,7 @@ import AgentProtocol
 import Foundation
 import ImageCopy
 import Libvirt
+import LibNFS
 import Testing
 @testable import ComputeAgentCore
 #if canImport(Glibc)
@@ -10,6 +11,18 @@ import Glibc
 
 @Suite("error mapping")
 struct ErrorMappingTests {
+    @Test("the libnfs probe asks again after a refused MOUNT only, not after a timeout or a refused connection")
+    func probeRefusal() async throws {
+        #expect(Pools.isRefusal(NFSError(code: EACCES, message: "mount_cb: RPC error: Mount failed with error MNT3ERR_ACCES(13) Permission denied(13)")))
+        #expect(Pools.isRefusal(NFSError(code: EINVAL, message: "Mount failed with error MNT3ERR_ACCES(13)")))
+        #expect(!Pools.isRefusal(NFSError(code: ECONNREFUSED, message: "connect: Connection refused")))
+        #expect(!Pools.isRefusal(NFSError(code: ETIMEDOUT, message: "timed out")))
+        // a refused connection fails at once, whatever the grace
+        let started = ContinuousClock.now
+        #expect(throws: AgentError.self) { try Pools.probe(server: "127.0.0.1", export: "/none", refusalGrace: .seconds(30)) }
+        #expect(ContinuousClock.now - started < .seconds(20))
+    }
+
     @Test("copy-engine errors map to the protocol's codes and keep their cause")
     func imageCopyErrors() {
         #expect(ImageCopyError.targetExists(path: "w", size: 1, digest: nil).agentError.code == .exists)
