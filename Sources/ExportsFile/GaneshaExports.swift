@@ -165,13 +165,11 @@ public enum GaneshaExports {
         // and listed to no one (see `render`'s `parked`).
         for (path, id) in parked.sorted(by: { $0.key < $1.key }) {
             try ExportPath.validateShape(path)
-            out += "EXPORT {\n\tExport_Id = \(id);\n\tPath = \"\(path)\";\n\tPseudo = \"\(path)\";\n"
             // ganesha refuses an export update that changes Filesystem_Id (the block then
             // keeps its old clients): a parked block keeps the one it had
-            if let fsid = parkedFilesystemIds[path], fsid.allSatisfy({ $0.isNumber || $0 == "." }), !fsid.isEmpty {
-                out += "\tFilesystem_Id = \(fsid);\n"
-            }
-            out += "\tProtocols = 3, 4;\n\tTransports = TCP;\n\tSecType = sys;\n\tAccess_Type = None;\n\tSquash = Root_Squash;\n"
+            var fsid = parkedFilesystemIds[path]
+            if let f = fsid, f.isEmpty || !f.allSatisfy({ $0.isNumber || $0 == "." }) { fsid = nil }
+            out += blockHead(id: id, path: path, pseudo: path, filesystemId: fsid)
             out += fsal.block + "}\n"
         }
         for export in sorted {
@@ -182,16 +180,7 @@ public enum GaneshaExports {
             } catch {
                 throw .invalidPseudoPath(path: export.path, pseudo: pseudo)
             }
-            out += "EXPORT {\n"
-            out += "\tExport_Id = \(ids[export.path]!);\n"
-            out += "\tPath = \"\(export.path)\";\n"
-            out += "\tPseudo = \"\(pseudo)\";\n"
-            out += "\tFilesystem_Id = \(export.fsid).0;\n"
-            out += "\tProtocols = 3, 4;\n"
-            out += "\tTransports = TCP;\n"
-            out += "\tSecType = sys;\n"
-            out += "\tAccess_Type = None;\n"
-            out += "\tSquash = Root_Squash;\n"
+            out += blockHead(id: ids[export.path]!, path: export.path, pseudo: pseudo, filesystemId: "\(export.fsid).0")
             // One CLIENT block per option set, in first-client order.
             var groups: [(ExportOptions, [ClientAddress])] = []
             for client in export.clients {
@@ -219,6 +208,22 @@ public enum GaneshaExports {
             out += fsal.block
             out += "}\n"
         }
+        return out
+    }
+
+    /// The start of an EXPORT block, exported or parked: its identity, and the defaults
+    /// (no access, root squashed) that its CLIENT blocks, if any, open up.
+    private static func blockHead(id: UInt16, path: String, pseudo: String, filesystemId: String?) -> String {
+        var out = "EXPORT {\n"
+        out += "\tExport_Id = \(id);\n"
+        out += "\tPath = \"\(path)\";\n"
+        out += "\tPseudo = \"\(pseudo)\";\n"
+        if let filesystemId { out += "\tFilesystem_Id = \(filesystemId);\n" }
+        out += "\tProtocols = 3, 4;\n"
+        out += "\tTransports = TCP;\n"
+        out += "\tSecType = sys;\n"
+        out += "\tAccess_Type = None;\n"
+        out += "\tSquash = Root_Squash;\n"
         return out
     }
 }

@@ -61,9 +61,10 @@ public struct GaneshaExportsApplier: ExportsApplier {
     func render(_ plan: ApplyPlan, current: String) throws(AgentError) -> String {
         do throws(ExportsError) {
             let ids = GaneshaExports.exportIds(in: current)
-            // FSAL CEPH: a block is never removed, only parked (GaneshaExports.render).
-            let parked = fsal == .vfs ? [:] : ids.filter { path, _ in !plan.managed.contains { $0.path == path } }
-            return try GaneshaExports.render(plan.managed, pinned: ids, listingOnly: listingClients, fsal: fsal, parked: parked,
+            // FSAL CEPH: a block is never removed, only parked; render parks each of these
+            // the plan does not export.
+            return try GaneshaExports.render(plan.managed, pinned: ids, listingOnly: listingClients, fsal: fsal,
+                                             parked: fsal == .vfs ? [:] : ids,
                                              parkedFilesystemIds: GaneshaExports.filesystemIds(in: current))
         } catch {
             throw AgentError(error)
