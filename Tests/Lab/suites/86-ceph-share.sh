@@ -146,7 +146,7 @@ t_cs_gateway_back() {
     local i ok=""
     for i in $(seq 1 50); do
         OUT=$(cs_sctl status wanderer1 --json 2>&1)
-        python3 -c 'import json,sys; r = json.loads(sys.argv[1]); sys.exit(0 if {g["name"]: g["state"] for g in r["gateways"]} == {"gateway-a": "standby", "gateway-b": "serving"} else 1)' "$OUT" 2>/dev/null && { ok=1; break; }
+        json_is "$OUT" '{g["name"]: g["state"] for g in r["gateways"]} == {"gateway-a": "standby", "gateway-b": "serving"}' && { ok=1; break; }
         sleep 0.5
     done
     [[ -n $ok ]] || fail "gateway-a did not stand by again: $(tr '\n' ' ' <<<"$OUT" | cut -c1-800)" || return 1
